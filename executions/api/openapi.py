@@ -1,0 +1,341 @@
+"""The OpenAPI 3.1 document of the JSON API: the one description of its contract.
+
+Served at /openapi.json and rendered at /docs. tests/test_openapi.py checks that every API route
+is documented and every response the tests see matches its schema, so it cannot drift.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from django.conf import settings
+
+
+def _ref(name: str) -> dict[str, str]:
+    return {"$ref": f"#/components/schemas/{name}"}
+
+
+def _json(schema: dict[str, Any], description: str) -> dict[str, Any]:
+    return {"description": description, "content": {"application/json": {"schema": schema}}}
+
+
+def _error(description: str) -> dict[str, Any]:
+    return _json(_ref("Error"), description)
+
+
+NULLABLE_STRING = {"type": ["string", "null"]}
+NULLABLE_INT = {"type": ["integer", "null"]}
+ERROR_TYPES = [
+    "oom",
+    "cancelled",
+    "segfault",
+    "abort",
+    "arithmetic_error",
+    "bus_error",
+    "pipe_error",
+    "syntax_error",
+    "import_error",
+    "type_error",
+    "value_error",
+    "key_error",
+    "index_error",
+    "attribute_error",
+    "name_error",
+    "file_not_found",
+    "recursion_error",
+    "division_error",
+    "encoding_error",
+    "json_error",
+    "permission",
+    "os_error",
+    "network_error",
+    "network_timeout",
+    "runtime_error",
+    "timeout",
+    "killed",
+    "service_unavailable",
+    "internal_error",
+]
+STATUSES = ["queued", "running", "succeeded", "failed", "timeout", "oom", "cancelled"]
+
+SCHEMAS: dict[str, Any] = {
+    "Error": {
+        "type": "object",
+        "required": ["detail", "correlation_id"],
+        "properties": {
+            "detail": {"type": "string", "description": "One readable sentence saying what is wrong"},
+            "correlation_id": {"type": "string"},
+            "errors": {
+                "type": "object",
+                "additionalProperties": {"type": "array", "items": {"type": "string"}},
+                "description": "422 only: every failed field with its messages",
+            },
+        },
+    },
+    "ExecuteRequest": {
+        "type": "object",
+        "additionalProperties": False,
+        "required": ["code"],
+        "properties": {
+            "code": {"type": "string", "minLength": 1, "maxLength": 100000},
+            "input_data": {"type": "object", "default": {}, "description": "At most 1 MB serialized"},
+            "timeout": {"type": "integer", "minimum": 1, "maximum": 300},
+            "job_type": {"type": "string", "pattern": "^[a-zA-Z0-9_-]+$", "default": "default"},
+            "startup_timeout": {"type": "integer", "minimum": 10, "maximum": 600, "default": 60},
+            "requirements": {"type": "array", "items": {"type": "string"}, "maxItems": 50},
+            "idempotency_key": {"type": "string", "pattern": "^[A-Za-z0-9_-]{8,255}$"},
+        },
+    },
+    "ExecuteResponse": {
+        "type": "object",
+        "additionalProperties": False,
+        "required": [
+            "success",
+            "output",
+            "stdout",
+            "stderr",
+            "exit_code",
+            "error",
+            "execution_time",
+            "job_type",
+        ],
+        "properties": {
+            "success": {"type": "boolean"},
+            "output": {"description": "The parsed /output/result.json, or null"},
+            "stdout": {"type": "string"},
+            "stderr": {"type": "string"},
+            "exit_code": NULLABLE_INT,
+            "error": NULLABLE_STRING,
+            "error_type": {"enum": [*ERROR_TYPES, None]},
+            "execution_time": {"type": "number", "description": "Seconds, request to result"},
+            "job_type": {"type": "string"},
+            "execution_id": {"type": "string", "format": "uuid"},
+            "runtime": NULLABLE_STRING,
+        },
+    },
+    "ErrorInfo": {
+        "type": ["object", "null"],
+        "required": ["type", "message", "phase"],
+        "properties": {
+            "type": {"enum": ERROR_TYPES},
+            "message": NULLABLE_STRING,
+            "phase": {"enum": ["startup", "execution", "output", None]},
+        },
+    },
+    "ExecutionRecord": {
+        "type": "object",
+        "required": [
+            "execution_id",
+            "status",
+            "job_type",
+            "created_at",
+            "started_at",
+            "ended_at",
+            "duration_ms",
+            "exit_code",
+            "stdout",
+            "stderr",
+            "output",
+            "error",
+            "timing",
+            "correlation_id",
+        ],
+        "properties": {
+            "execution_id": {"type": "string", "format": "uuid"},
+            "status": {"enum": STATUSES},
+            "job_type": {"type": "string"},
+            "created_at": {"type": "string", "format": "date-time"},
+            "started_at": {"type": ["string", "null"], "format": "date-time"},
+            "ended_at": {"type": ["string", "null"], "format": "date-time"},
+            "duration_ms": NULLABLE_INT,
+            "exit_code": NULLABLE_INT,
+            "stdout": {"type": "string"},
+            "stderr": {"type": "string"},
+            "output": {},
+            "error": _ref("ErrorInfo"),
+            "timing": {
+                "type": "object",
+                "required": ["startup_ms", "execution_ms", "total_ms", "phase_at_exit"],
+                "properties": {
+                    "startup_ms": NULLABLE_INT,
+                    "execution_ms": NULLABLE_INT,
+                    "total_ms": NULLABLE_INT,
+                    "phase_at_exit": {"enum": STATUSES},
+                },
+            },
+            "correlation_id": {"type": "string"},
+            "artifacts": {
+                "type": "array",
+                "items": {
+                    "type": "object",
+                    "required": ["name", "size_bytes", "sha256", "content_type"],
+                    "properties": {
+                        "name": {"type": "string"},
+                        "size_bytes": {"type": "integer"},
+                        "sha256": {"type": "string"},
+                        "content_type": {"type": "string"},
+                    },
+                },
+            },
+            "resource_usage": {
+                "type": ["object", "null"],
+                "properties": {
+                    "max_rss_mb": {"type": "number"},
+                    "cpu_time_ms": {"type": "integer"},
+                    "wall_time_ms": {"type": "integer"},
+                },
+            },
+            "code_hash": {"type": "string"},
+            "input_hash": {"type": "string"},
+            "job_ref": NULLABLE_STRING,
+            "runtime": NULLABLE_STRING,
+            "parent_execution_id": NULLABLE_STRING,
+            "relationship": {"enum": ["rerun", "fork", None]},
+            "stdout_truncated": {"type": "boolean"},
+            "stderr_truncated": {"type": "boolean"},
+            "idempotency_key": NULLABLE_STRING,
+        },
+    },
+    "ExecutionPage": {
+        "type": "object",
+        "additionalProperties": False,
+        "required": ["items", "limit", "offset", "has_more", "count"],
+        "properties": {
+            "items": {"type": "array", "items": _ref("ExecutionRecord")},
+            "limit": {"type": "integer", "minimum": 1, "maximum": 1000},
+            "offset": {"type": "integer", "minimum": 0},
+            "has_more": {"type": "boolean"},
+            "count": {"type": "integer", "description": "Number of items in this page"},
+        },
+    },
+    "JobType": {
+        "type": "object",
+        "required": [
+            "name",
+            "requirements",
+            "python_version",
+            "memory_limit",
+            "cpu_limit",
+            "timeout",
+            "network_enabled",
+            "image_exists",
+        ],
+        "properties": {
+            "name": {"type": "string"},
+            "requirements": {"type": "array", "items": {"type": "string"}},
+            "python_version": {"type": "string"},
+            "memory_limit": {"type": "string"},
+            "cpu_limit": {"type": "number"},
+            "timeout": {"type": "integer"},
+            "startup_timeout": {"type": "integer"},
+            "network_enabled": {"type": "boolean"},
+            "image": {"type": "string"},
+            "image_exists": {"type": "boolean"},
+        },
+    },
+}
+
+_VIEW = {
+    "name": "view",
+    "in": "query",
+    "schema": {"enum": ["full", "slim"]},
+    "description": "full adds artifacts, resource usage, hashes and lineage",
+}
+_COMMON_ERRORS = {"405": _error("Wrong method"), "500": _error("A fault of the service (no traceback)")}
+
+PATHS: dict[str, Any] = {
+    "/execute": {
+        "post": {
+            "summary": "Run code and wait for the result",
+            "operationId": "execute",
+            "requestBody": {
+                "required": True,
+                "content": {"application/json": {"schema": _ref("ExecuteRequest")}},
+            },
+            "responses": {
+                "200": _json(_ref("ExecuteResponse"), "The run ended (successfully or not)"),
+                "400": _error("Malformed JSON"),
+                "415": _error("Not a JSON body"),
+                "422": _error("The body failed validation"),
+                **_COMMON_ERRORS,
+            },
+        }
+    },
+    "/executions": {
+        "get": {
+            "summary": "List execution records, newest first",
+            "operationId": "listExecutions",
+            "parameters": [
+                {"name": "status", "in": "query", "schema": {"enum": STATUSES}},
+                {"name": "job_type", "in": "query", "schema": {"type": "string"}},
+                {
+                    "name": "limit",
+                    "in": "query",
+                    "schema": {"type": "integer", "minimum": 1, "maximum": 1000},
+                },
+                {"name": "offset", "in": "query", "schema": {"type": "integer", "minimum": 0}},
+                _VIEW,
+            ],
+            "responses": {
+                "200": _json(_ref("ExecutionPage"), "One page of records"),
+                "422": _error("A bad query parameter"),
+                **_COMMON_ERRORS,
+            },
+        }
+    },
+    "/executions/{execution_id}": {
+        "get": {
+            "summary": "One execution record",
+            "operationId": "getExecution",
+            "parameters": [
+                {"name": "execution_id", "in": "path", "required": True, "schema": {"type": "string"}},
+                _VIEW,
+            ],
+            "responses": {
+                "200": _json(_ref("ExecutionRecord"), "The record"),
+                "404": _error("No such execution"),
+                "422": _error("A bad query parameter"),
+                **_COMMON_ERRORS,
+            },
+        }
+    },
+    "/job-types": {
+        "get": {
+            "summary": "List job types (environments)",
+            "operationId": "listJobTypes",
+            "responses": {
+                "200": _json({"type": "array", "items": _ref("JobType")}, "Every job type"),
+                **_COMMON_ERRORS,
+            },
+        }
+    },
+    "/job-types/{name}": {
+        "get": {
+            "summary": "One job type",
+            "operationId": "getJobType",
+            "parameters": [{"name": "name", "in": "path", "required": True, "schema": {"type": "string"}}],
+            "responses": {
+                "200": _json(_ref("JobType"), "The job type"),
+                "404": _error("No such job type"),
+                **_COMMON_ERRORS,
+            },
+        }
+    },
+}
+
+
+def openapi_document() -> dict[str, Any]:
+    return {
+        "openapi": "3.1.0",
+        "info": {
+            "title": "Tako VM for Django",
+            "version": settings.VERSION,
+            "description": (
+                "Runs untrusted Python in locked-down Docker containers. Wire-compatible with Tako VM's "
+                "REST API. Every response carries X-Correlation-ID; errors are "
+                '`{"detail": ..., "correlation_id": ...}`.'
+            ),
+        },
+        "paths": PATHS,
+        "components": {"schemas": SCHEMAS},
+    }

@@ -1,0 +1,116 @@
+"""The JSON API, wire-compatible with Tako VM (docs/API.md). Plain function views."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable
+from typing import Any, TypeVar
+
+from asgiref.sync import sync_to_async
+from django.db import connections
+from django.http import HttpRequest, JsonResponse
+
+from executions import services
+from executions.api.decorators import ApiError, api_view, parse_json_body
+from executions.api.forms import parse_execute_request, parse_page, parse_status, parse_view
+from executions.api.openapi import openapi_document
+from executions.models import Environment, Execution
+from executions.sandbox import SandboxError, SandboxUnavailable, get_sandbox
+
+T = TypeVar("T")
+
+
+async def _in_worker_thread(fn: Callable[..., T], /, *args: Any, **kwargs: Any) -> T:
+    """Run blocking work (a container run) off the event loop and off Django's one sync thread."""
+
+    def call() -> T:
+        try:
+            return fn(*args, **kwargs)
+        finally:
+            connections.close_all()  # this thread's own connections
+
+    return await asyncio.to_thread(call)
+
+
+def _client_ip(request: HttpRequest) -> str | None:
+    return request.META.get("REMOTE_ADDR") or None
+
+
+@api_view("POST")
+async def execute(request: HttpRequest) -> JsonResponse:
+    """Run code now and answer when it has ended (Tako VM's sync endpoint)."""
+    body = parse_json_body(request)
+    parsed = await sync_to_async(parse_execute_request)(body)
+    execution = await sync_to_async(services.execution_create)(
+        code=parsed.code,
+        input_data=parsed.input_data,
+        environment=parsed.environment,
+        timeout=parsed.timeout,
+        startup_timeout=parsed.startup_timeout,
+        requirements=parsed.requirements,
+        correlation_id=request.correlation_id,  # type: ignore[attr-defined]
+        client_ip=_client_ip(request),
+        idempotency_key=parsed.idempotency_key,
+    )
+    execution = await _in_worker_thread(services.execution_run, execution_id=execution.pk)
+    return JsonResponse(execution.to_sync_response())
+
+
+@api_view("GET")
+def execution_list(request: HttpRequest) -> JsonResponse:
+    page = parse_page(request.GET)
+    full = parse_view(request.GET)
+    records = Execution.objects.all()
+    status = parse_status(request.GET)
+    if status:
+        records = records.filter(status=status)
+    if request.GET.get("job_type"):
+        records = records.filter(job_type=request.GET["job_type"])
+    if full:
+        records = records.prefetch_related("artifacts")
+    rows = list(records[page.offset : page.offset + page.limit + 1])
+    items = [row.to_dict(full=full) for row in rows[: page.limit]]
+    return JsonResponse(
+        {
+            "items": items,
+            "limit": page.limit,
+            "offset": page.offset,
+            "has_more": len(rows) > page.limit,
+            "count": len(items),
+        }
+    )
+
+
+@api_view("GET")
+def execution_detail(request: HttpRequest, execution_id: str) -> JsonResponse:
+    full = parse_view(request.GET)
+    execution = Execution.objects.filter(pk=execution_id).first()
+    if execution is None:
+        raise ApiError(404, "Execution not found")
+    return JsonResponse(execution.to_dict(full=full))
+
+
+def _image_exists(environment: Environment) -> bool:
+    try:
+        return get_sandbox().image_ref(environment.image) is not None
+    except (SandboxUnavailable, SandboxError):
+        return False
+
+
+@api_view("GET")
+def job_type_list(request: HttpRequest) -> JsonResponse:
+    items = [env.to_dict(image_exists=_image_exists(env)) for env in Environment.objects.all()]
+    return JsonResponse(items, safe=False)
+
+
+@api_view("GET")
+def job_type_detail(request: HttpRequest, name: str) -> JsonResponse:
+    environment = Environment.objects.filter(name=name).first()
+    if environment is None:
+        raise ApiError(404, f"Job type '{name}' not found")
+    return JsonResponse(environment.to_dict(image_exists=_image_exists(environment)))
+
+
+@api_view("GET")
+def openapi_json(request: HttpRequest) -> JsonResponse:
+    return JsonResponse(openapi_document())

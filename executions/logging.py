@@ -1,0 +1,39 @@
+"""Correlation ids: one per request (or job), on every log line written while it is handled."""
+
+from __future__ import annotations
+
+import logging
+import re
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
+from contextvars import ContextVar
+
+_correlation_id: ContextVar[str] = ContextVar("correlation_id", default="-")
+_VALID = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
+
+
+def accept_or_new(candidate: str | None) -> str:
+    """The client's id if it is 1-128 chars of [A-Za-z0-9._:-], else a new UUID4."""
+    if candidate and _VALID.match(candidate):
+        return candidate
+    return str(uuid.uuid4())
+
+
+def current_correlation_id() -> str:
+    return _correlation_id.get()
+
+
+@contextmanager
+def correlation_context(correlation_id: str) -> Iterator[None]:
+    token = _correlation_id.set(correlation_id or "-")
+    try:
+        yield
+    finally:
+        _correlation_id.reset(token)
+
+
+class CorrelationIdFilter(logging.Filter):
+    def filter(self, record: logging.LogRecord) -> bool:
+        record.correlation_id = _correlation_id.get()
+        return True

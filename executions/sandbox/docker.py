@@ -1,0 +1,423 @@
+"""The Docker implementation of the sandbox. The only module that imports the docker SDK.
+
+One run = one container: created with every limit, attached before start (so no output is lost
+and no log file is written), started, read until its streams close or the timeout passes (then
+killed), inspected for OOM, and always removed. /code and /input are host directories mounted
+read-only; /output and /tmp are size-capped tmpfs mounts that live in the container's memory cgroup.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import codecs
+import json
+import logging
+import secrets
+import shutil
+import threading
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import docker
+import docker.errors
+import requests.exceptions
+from django.conf import settings
+from docker.models.containers import Container
+from docker.types import LogConfig, Ulimit
+from docker.utils.socket import frames_iter
+
+from executions.sandbox import Artifact, ExceptionReport, RunResult, RunSpec, SandboxError, SandboxUnavailable
+
+logger = logging.getLogger(__name__)
+
+MANAGED_LABEL = "tako.managed"
+SANDBOX_UID = 10001  # not 1000: nproc limits count per uid, and 1000 is often a real host user
+ENVELOPE_MARKER = b"\x1eTAKO-ENVELOPE "
+MAX_ENVELOPE_BYTES = 80 * 1024 * 1024  # 50 MB of /output, base64-encoded, plus JSON
+API_TIMEOUT = 30
+KILL_GRACE = 10
+
+
+def _truncation_marker(cap: int) -> str:
+    return f"\n[TRUNCATED: output exceeded {cap} bytes]"
+
+
+class CappedStream:
+    """Keeps the first `cap` bytes of a stream, counts the rest, decodes on a UTF-8 boundary."""
+
+    def __init__(self, cap: int) -> None:
+        self.cap = cap
+        self.kept = bytearray()
+        self.total = 0
+
+    def feed(self, data: bytes) -> bytes:
+        """Store what fits; return the bytes that were kept (for live streaming)."""
+        self.total += len(data)
+        room = self.cap - len(self.kept)
+        kept = data[: max(room, 0)]
+        self.kept += kept
+        return kept
+
+    @property
+    def truncated(self) -> bool:
+        return self.total > self.cap
+
+    def text(self) -> str:
+        data = _without_cut_character(bytes(self.kept)) if self.truncated else bytes(self.kept)
+        text = data.decode("utf-8", errors="replace").replace("\x00", "\ufffd")
+        return text + _truncation_marker(self.cap) if self.truncated else text
+
+
+def _without_cut_character(data: bytes) -> bytes:
+    """Drop a multi-byte UTF-8 character whose tail was cut off at the end of `data`."""
+    for back in range(1, min(4, len(data)) + 1):
+        byte = data[-back]
+        if byte & 0xC0 != 0x80:  # ASCII or a lead byte: the last character starts here
+            needed = 1 if byte < 0x80 else 2 if byte < 0xE0 else 3 if byte < 0xF0 else 4
+            return data if needed <= back else data[:-back]
+    return data
+
+
+class StdoutSplitter:
+    """Separates the program's stdout from the launcher's envelope that follows it."""
+
+    def __init__(self, nonce: str, user: CappedStream) -> None:
+        self.marker = ENVELOPE_MARKER + nonce.encode() + b"\n"
+        self.user = user
+        self.pending = b""
+        self.envelope: bytearray | None = None
+        self.envelope_overflow = False
+
+    def feed(self, data: bytes) -> bytes:
+        """Feed a chunk of the container's stdout; return the user-visible bytes kept."""
+        if self.envelope is not None:
+            self._feed_envelope(data)
+            return b""
+        buf = self.pending + data
+        index = buf.find(self.marker)
+        if index >= 0:
+            self.pending = b""
+            self.envelope = bytearray()
+            self._feed_envelope(buf[index + len(self.marker) :])
+            return self.user.feed(buf[:index])
+        held = _marker_prefix_length(buf, self.marker)  # may be the marker's start: wait for more
+        self.pending = buf[len(buf) - held :] if held else b""
+        return self.user.feed(buf[: len(buf) - held])
+
+    def finish(self) -> bytes:
+        kept = self.user.feed(self.pending)
+        self.pending = b""
+        return kept
+
+    def _feed_envelope(self, data: bytes) -> None:
+        assert self.envelope is not None
+        if len(self.envelope) + len(data) > MAX_ENVELOPE_BYTES:
+            self.envelope_overflow = True
+            return
+        self.envelope += data
+
+
+def _marker_prefix_length(buf: bytes, marker: bytes) -> int:
+    """Length of the longest tail of `buf` that is a proper prefix of `marker`."""
+    index = buf.find(marker[:1], max(0, len(buf) - len(marker) + 1))
+    while index != -1:
+        if marker.startswith(buf[index:]):
+            return len(buf) - index
+        index = buf.find(marker[:1], index + 1)
+    return 0
+
+
+def _parse_envelope(raw: bytes | None) -> dict[str, Any]:
+    if not raw:
+        return {}
+    try:
+        envelope = json.loads(raw)
+    except ValueError:
+        return {}
+    return envelope if isinstance(envelope, dict) else {}
+
+
+def _exception_from(envelope: dict[str, Any]) -> ExceptionReport | None:
+    report = envelope.get("exception")
+    if not isinstance(report, dict):
+        return None
+    mro, message = report.get("mro"), report.get("message")
+    if not isinstance(mro, list) or not all(isinstance(n, str) for n in mro) or not isinstance(message, str):
+        return None
+    return ExceptionReport(class_names=tuple(mro), message=message)
+
+
+def _artifacts_from(envelope: dict[str, Any]) -> list[Artifact]:
+    artifacts = []
+    for item in envelope.get("artifacts") or []:
+        if not isinstance(item, dict):
+            continue
+        name, data = item.get("name"), item.get("data")
+        if not isinstance(name, str) or not isinstance(data, str) or "/" in name or name in {".", ".."}:
+            continue
+        try:
+            artifacts.append(Artifact(name=name, data=base64.b64decode(data, validate=True)))
+        except (binascii.Error, ValueError):
+            continue
+    return artifacts
+
+
+def _resource_usage_from(envelope: dict[str, Any]) -> dict[str, Any]:
+    usage = envelope.get("resource_usage")
+    if not isinstance(usage, dict):
+        return {}
+    keys = ("max_rss_mb", "cpu_time_ms", "wall_time_ms")
+    return {k: usage[k] for k in keys if isinstance(usage.get(k), int | float)}
+
+
+@contextmanager
+def _translate_docker_errors(action: str) -> Iterator[None]:
+    """Engine unreachable / 5xx → SandboxUnavailable (transient); anything else → SandboxError."""
+    try:
+        yield
+    except docker.errors.ImageNotFound as exc:
+        raise SandboxError(f"{action}: image not found ({exc.explanation})") from exc
+    except docker.errors.APIError as exc:
+        if exc.is_server_error():
+            raise SandboxUnavailable(f"{action}: Docker engine error: {exc.explanation}") from exc
+        raise SandboxError(f"{action}: {exc.explanation}") from exc
+    except (requests.exceptions.ConnectionError, requests.exceptions.Timeout) as exc:
+        raise SandboxUnavailable(f"{action}: Docker engine unreachable") from exc
+    except docker.errors.DockerException as exc:
+        raise SandboxUnavailable(f"{action}: {exc}") from exc
+
+
+class DockerSandbox:
+    def __init__(self, client: docker.DockerClient | None = None) -> None:
+        self._client = client
+        self._lock = threading.Lock()
+
+    @property
+    def client(self) -> docker.DockerClient:
+        # Created on first use (and again after a failure), so the service starts without Docker.
+        with self._lock:
+            if self._client is None:
+                with _translate_docker_errors("Connecting to Docker"):
+                    self._client = docker.from_env(version="auto", timeout=API_TIMEOUT)
+            return self._client
+
+    # -- the Sandbox interface ---------------------------------------------------------------
+    def run(self, spec: RunSpec) -> RunResult:
+        run_dir = self._prepare_run_dir(spec)
+        container: Container | None = None
+        try:
+            began = time.monotonic()
+            nonce = secrets.token_hex(16)  # tells the launcher's report from the program's output
+            with _translate_docker_errors("Starting the container"):
+                container = self._create(spec, run_dir, nonce)
+                sock = self.client.api.attach_socket(container.id, params={"stdout": 1, "stderr": 1, "stream": 1})
+                container.start()
+            started = time.monotonic()
+            result = self._collect(spec, container, sock, started, nonce)
+            result.startup_ms = int((started - began) * 1000)
+            return result
+        finally:
+            if container is not None:
+                self._remove(container)
+            shutil.rmtree(run_dir, ignore_errors=True)
+
+    def image_ref(self, image: str) -> str | None:
+        with _translate_docker_errors("Inspecting the image"):
+            try:
+                found = self.client.images.get(image)
+            except docker.errors.ImageNotFound:
+                return None
+        return f"{image.split(':')[0]}@{found.id}"
+
+    def remove_stale_containers(self) -> int:
+        with _translate_docker_errors("Removing stale containers"):
+            stale = self.client.containers.list(all=True, filters={"label": MANAGED_LABEL})
+            for container in stale:
+                self._remove(container)
+        return len(stale)
+
+    # -- one run -----------------------------------------------------------------------------
+    def _prepare_run_dir(self, spec: RunSpec) -> Path:
+        run_dir = Path(settings.TAKO_WORK_DIR) / spec.execution_id
+        for sub in ("code", "input"):
+            (run_dir / sub).mkdir(parents=True, exist_ok=True)
+            (run_dir / sub).chmod(0o755)
+        run_dir.chmod(0o755)
+        (run_dir / "code" / "main.py").write_text(spec.code, encoding="utf-8")
+        (run_dir / "input" / "data.json").write_text(spec.input_json, encoding="utf-8")
+        for path in (run_dir / "code" / "main.py", run_dir / "input" / "data.json"):
+            path.chmod(0o644)
+        return run_dir
+
+    def _create(self, spec: RunSpec, run_dir: Path, nonce: str) -> Container:
+        return self.client.containers.create(
+            spec.image,
+            ["python3", "/opt/tako/launcher.py"],
+            detach=True,
+            init=True,  # docker-init as PID 1: a program that signals itself exits 128+N
+            user=f"{SANDBOX_UID}:{SANDBOX_UID}",
+            working_dir="/tmp",
+            environment={
+                **spec.environment,
+                "HOME": "/tmp",
+                "LANG": "C.UTF-8",
+                "PYTHONUNBUFFERED": "1",
+                "PYTHONDONTWRITEBYTECODE": "1",
+                "TAKO_NONCE": nonce,
+            },
+            labels={MANAGED_LABEL: "1", "tako.execution_id": spec.execution_id},
+            network_mode="bridge" if spec.network_enabled else "none",
+            read_only=True,
+            cap_drop=["ALL"],
+            security_opt=["no-new-privileges"],
+            mem_limit=spec.memory_limit,
+            memswap_limit=spec.memory_limit,  # no swap beyond the limit
+            nano_cpus=int(spec.cpu_limit * 1e9),
+            pids_limit=128,
+            ulimits=[
+                Ulimit(name="nofile", soft=256, hard=256),
+                Ulimit(name="nproc", soft=128, hard=128),
+                Ulimit(name="fsize", soft=10 * 1024 * 1024, hard=10 * 1024 * 1024),
+                Ulimit(name="core", soft=0, hard=0),
+            ],
+            tmpfs={
+                "/tmp": "rw,nosuid,nodev,size=64m,mode=1777",
+                "/output": f"rw,nosuid,nodev,noexec,size=50m,uid={SANDBOX_UID},gid={SANDBOX_UID},mode=0755",
+            },
+            volumes={
+                str(run_dir / "code"): {"bind": "/code", "mode": "ro"},
+                str(run_dir / "input"): {"bind": "/input", "mode": "ro"},
+            },
+            log_config=LogConfig(type="none"),  # output is read from the attach stream, never logged
+        )
+
+    def _collect(self, spec: RunSpec, container: Container, sock: Any, started: float, nonce: str) -> RunResult:
+        cap = settings.TAKO_OUTPUT_CAP_BYTES
+        stdout, stderr = CappedStream(cap), CappedStream(cap)
+        splitter = StdoutSplitter(nonce, stdout)
+        emit = _emitter(spec.on_output)
+
+        def read() -> None:
+            try:
+                for stream_id, data in frames_iter(sock, tty=False):
+                    if stream_id == 1:
+                        emit("stdout", splitter.feed(data))
+                    elif stream_id == 2:
+                        emit("stderr", stderr.feed(data))
+            except OSError:  # the socket closes under us when the container is killed
+                pass
+            emit("stdout", splitter.finish())
+
+        reader = threading.Thread(target=read, name=f"sandbox-reader-{spec.execution_id}", daemon=True)
+        reader.start()
+        reader.join(timeout=spec.timeout)
+        timed_out = reader.is_alive()
+        if timed_out:
+            with _translate_docker_errors("Stopping the container after its timeout"):
+                container.kill()
+            reader.join(timeout=KILL_GRACE)
+        execution_ms = int((time.monotonic() - started) * 1000)
+        sock.close()
+        with _translate_docker_errors("Waiting for the container"):
+            status = container.wait(timeout=KILL_GRACE)
+            container.reload()
+        state = container.attrs.get("State", {})
+        envelope = None if splitter.envelope_overflow else splitter.envelope
+        parsed = _parse_envelope(bytes(envelope) if envelope is not None else None)
+        return RunResult(
+            exit_code=status.get("StatusCode"),
+            stdout=stdout.text(),
+            stderr=stderr.text(),
+            stdout_truncated=stdout.truncated,
+            stderr_truncated=stderr.truncated,
+            timed_out=timed_out,
+            oom_killed=bool(state.get("OOMKilled")),
+            exception=_exception_from(parsed),
+            result_json=parsed.get("result_json") if isinstance(parsed.get("result_json"), str) else None,
+            artifacts=_artifacts_from(parsed),
+            resource_usage=_resource_usage_from(parsed),
+            execution_ms=execution_ms,
+            image_ref=f"{spec.image.split(':')[0]}@{container.attrs.get('Image', '')}",
+            runtime=container.attrs.get("HostConfig", {}).get("Runtime", ""),
+        )
+
+    def _remove(self, container: Container) -> None:
+        try:
+            container.remove(force=True)
+        except docker.errors.NotFound:
+            pass
+        except (docker.errors.DockerException, requests.exceptions.RequestException):
+            # Left for remove_stale_containers() at the next start; the label finds it.
+            logger.warning("Could not remove container %s", container.id, exc_info=True)
+
+
+def _emitter(on_output: Callable[[str, str], None] | None) -> Callable[[str, bytes], None]:
+    """Decode each stream incrementally (a character may span two chunks) and pass it on."""
+    decoders = {name: codecs.getincrementaldecoder("utf-8")(errors="replace") for name in ("stdout", "stderr")}
+
+    def emit(stream: str, data: bytes) -> None:
+        if on_output is None or not data:
+            return
+        text = decoders[stream].decode(data)
+        if text:
+            try:
+                on_output(stream, text.replace("\x00", "\ufffd"))
+            except Exception:
+                logger.exception("Live output callback failed")
+
+    return emit
+
+
+class DockerImages:
+    """The image-store half of the engine: what images.py needs to build job-type images."""
+
+    def __init__(self, sandbox: DockerSandbox) -> None:
+        self._sandbox = sandbox
+
+    def labels(self, image: str) -> dict[str, str] | None:
+        """The image's labels, or None when the image is not there."""
+        with _translate_docker_errors("Inspecting the image"):
+            try:
+                found = self._sandbox.client.images.get(image)
+            except docker.errors.ImageNotFound:
+                return None
+        return dict(found.labels or {})
+
+    def size(self, image: str) -> int:
+        with _translate_docker_errors("Inspecting the image"):
+            return int(self._sandbox.client.images.get(image).attrs.get("Size", 0))
+
+    def pull(self, image: str) -> bool:
+        """Pull from a registry; False when none answers (as on machines with no registry)."""
+        repository, _, tag = image.partition(":")
+        try:
+            self._sandbox.client.images.pull(repository, tag=tag or "latest")
+        except (docker.errors.APIError, requests.exceptions.RequestException) as exc:
+            logger.info("Could not pull %s: %s", image, exc)
+            return False
+        return True
+
+    def import_rootfs(self, stream: Any, image: str) -> None:
+        repository, _, tag = image.partition(":")
+        with _translate_docker_errors("Importing the base image"):
+            self._sandbox.client.api.import_image_from_stream(stream, repository=repository, tag=tag)
+
+    def build(self, context: Path, image: str, *, build_args: dict[str, str], labels: dict[str, str]) -> None:
+        with _translate_docker_errors(f"Building {image}"):
+            try:
+                self._sandbox.client.images.build(
+                    path=str(context),
+                    tag=image,
+                    buildargs=build_args,
+                    labels=labels,
+                    rm=True,
+                    forcerm=True,
+                    network_mode="none",
+                )
+            except docker.errors.BuildError as exc:
+                log = "".join(str(line.get("stream", line.get("error", ""))) for line in exc.build_log)
+                raise SandboxError(f"Building {image} failed: {exc.msg}\n{log[-2000:]}") from exc

@@ -1,0 +1,18 @@
+#!/usr/bin/env bash
+# Starts the whole service in the foreground: daphne (web + websockets) on $HOST:$PORT.
+# Ctrl-C stops all of it.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+PY=${PY:-.venv/bin/python}
+HOST=${HOST:-127.0.0.1}
+PORT=${PORT:-8000}
+
+pids=()
+stop() { trap - INT TERM EXIT; kill "${pids[@]}" 2>/dev/null || true; wait 2>/dev/null || true; }
+trap stop INT TERM EXIT
+
+"$PY" manage.py tako_cleanup
+echo "Tako VM on http://$HOST:$PORT/ (API docs at /docs). Ctrl-C stops it."
+"$PY" -m daphne -b "$HOST" -p "$PORT" takoweb.asgi:application &
+pids+=($!)
+wait -n "${pids[@]}"

@@ -1,0 +1,148 @@
+"""Settings for Tako VM for Django.
+
+Every knob comes from the environment (see the README's configuration table). The defaults run
+on one laptop: SQLite in WAL mode, files under ./var, the web server on 127.0.0.1.
+"""
+
+from __future__ import annotations
+
+import secrets
+from pathlib import Path
+
+from takoweb.env import envbool, envchoice, envint, envstr
+
+BASE_DIR = Path(__file__).resolve().parent.parent
+DATA_DIR = Path(envstr("TAKO_DATA_DIR", str(BASE_DIR / "var"))).resolve()
+DATA_DIR.mkdir(parents=True, exist_ok=True)
+
+
+def _secret_key() -> str:
+    """TAKO_SECRET_KEY, else a random key kept in DATA_DIR so sessions survive restarts."""
+    key = envstr("TAKO_SECRET_KEY", "")
+    if key:
+        return key
+    path = DATA_DIR / "secret_key"
+    if not path.exists():
+        path.write_text(secrets.token_urlsafe(50))
+        path.chmod(0o600)
+    return path.read_text().strip()
+
+
+SECRET_KEY = _secret_key()
+DEBUG = envbool("TAKO_DEBUG", False)
+ALLOWED_HOSTS = [h.strip() for h in envstr("TAKO_ALLOWED_HOSTS", "127.0.0.1,localhost,[::1]").split(",")]
+VERSION = "0.1.0"
+
+INSTALLED_APPS = [
+    "daphne",
+    "django.contrib.admin",
+    "django.contrib.auth",
+    "django.contrib.contenttypes",
+    "django.contrib.sessions",
+    "django.contrib.messages",
+    "whitenoise.runserver_nostatic",
+    "django.contrib.staticfiles",
+    "channels",
+    "django_htmx",
+    "executions",
+]
+
+MIDDLEWARE = [
+    "executions.middleware.CorrelationIdMiddleware",
+    "django.middleware.security.SecurityMiddleware",
+    "whitenoise.middleware.WhiteNoiseMiddleware",
+    "django.contrib.sessions.middleware.SessionMiddleware",
+    "django.middleware.common.CommonMiddleware",
+    "django.middleware.csrf.CsrfViewMiddleware",
+    "django.contrib.auth.middleware.AuthenticationMiddleware",
+    "django.contrib.messages.middleware.MessageMiddleware",
+    "django.middleware.clickjacking.XFrameOptionsMiddleware",
+    "django_htmx.middleware.HtmxMiddleware",
+]
+
+ROOT_URLCONF = "takoweb.urls"
+WSGI_APPLICATION = "takoweb.wsgi.application"
+ASGI_APPLICATION = "takoweb.asgi.application"
+
+TEMPLATES = [
+    {
+        "BACKEND": "django.template.backends.django.DjangoTemplates",
+        "DIRS": [BASE_DIR / "templates"],
+        "APP_DIRS": True,
+        "OPTIONS": {
+            "context_processors": [
+                "django.template.context_processors.request",
+                "django.contrib.auth.context_processors.auth",
+                "django.contrib.messages.context_processors.messages",
+            ],
+        },
+    },
+]
+
+# SQLite tuned for many writers (web + workers): WAL, and IMMEDIATE transactions so a writer
+# takes the lock up front instead of failing with "database is locked" halfway through.
+DATABASES = {
+    "default": {
+        "ENGINE": "django.db.backends.sqlite3",
+        "NAME": envstr("TAKO_SQLITE_PATH", str(DATA_DIR / "tako.sqlite3")),
+        "OPTIONS": {
+            "timeout": 20,
+            "transaction_mode": "IMMEDIATE",
+            "init_command": "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL;",
+        },
+        "TEST": {"NAME": str(DATA_DIR / "test.sqlite3")},
+    }
+}
+DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
+
+CHANNEL_LAYERS = {"default": {"BACKEND": "channels.layers.InMemoryChannelLayer"}}
+
+AUTH_PASSWORD_VALIDATORS = [
+    {"NAME": "django.contrib.auth.password_validation.MinimumLengthValidator"},
+]
+
+LANGUAGE_CODE = "en-us"
+TIME_ZONE = "UTC"
+USE_I18N = False
+USE_TZ = True
+
+STATIC_URL = "static/"
+STATICFILES_DIRS = [BASE_DIR / "static"]
+STATIC_ROOT = DATA_DIR / "staticfiles"
+STATIC_ROOT.mkdir(exist_ok=True)
+WHITENOISE_USE_FINDERS = True
+STORAGES = {
+    "default": {"BACKEND": "django.core.files.storage.FileSystemStorage"},
+    "staticfiles": {"BACKEND": "whitenoise.storage.CompressedStaticFilesStorage"},
+}
+
+SECURE_CONTENT_TYPE_NOSNIFF = True
+X_FRAME_OPTIONS = "DENY"
+
+# --- The sandbox -------------------------------------------------------------------------
+# Limits of the API (docs/API.md); the deployment may lower TAKO_MAX_TIMEOUT.
+TAKO_MAX_TIMEOUT = envint("TAKO_MAX_TIMEOUT", 300, minimum=1, maximum=3600)
+TAKO_MAX_CODE_CHARS = 100_000
+TAKO_MAX_INPUT_BYTES = 1_000_000
+TAKO_OUTPUT_CAP_BYTES = envint("TAKO_OUTPUT_CAP_BYTES", 65536, minimum=1024)
+# Where per-run files (/code, /input) are written; the Docker engine must see the same path.
+TAKO_WORK_DIR = Path(envstr("TAKO_WORK_DIR", str(DATA_DIR / "runs"))).resolve()
+# How the base of the job-type images is obtained: "registry" (FROM python:3.11-slim),
+# "offline" (debootstrap from the machine's Debian mirror), or "auto" (registry if it answers).
+TAKO_IMAGE_BASE = envchoice("TAKO_IMAGE_BASE", "auto", ("auto", "registry", "offline"))
+TAKO_DEBIAN_MIRROR = envstr("TAKO_DEBIAN_MIRROR", "")  # default: the machine's own apt source
+
+LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s [%(correlation_id)s] %(message)s"
+LOGGING = {
+    "version": 1,
+    "disable_existing_loggers": False,
+    "filters": {"correlation_id": {"()": "executions.logging.CorrelationIdFilter"}},
+    "formatters": {"plain": {"format": LOG_FORMAT}},
+    "handlers": {
+        "console": {"class": "logging.StreamHandler", "filters": ["correlation_id"], "formatter": "plain"},
+    },
+    "root": {"handlers": ["console"], "level": envstr("TAKO_LOG_LEVEL", "INFO")},
+    "loggers": {"django.request": {"level": "ERROR"}},
+}
+# Per-run `requirements` (pip packages for one run). Off until a host-side wheel cache serves them.
+TAKO_ALLOW_REQUIREMENTS = envbool("TAKO_ALLOW_REQUIREMENTS", False)

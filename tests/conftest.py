@@ -1,0 +1,154 @@
+"""Shared fixtures. Anything the sandbox does is tested against the real Docker engine."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+from django.conf import settings
+from django.test import Client
+from jsonschema import Draft202012Validator
+from referencing import Registry
+from referencing.jsonschema import DRAFT202012
+
+from executions.api.openapi import openapi_document
+from executions.models import Environment
+from executions.sandbox.images import ensure_image
+
+ROOT = Path(__file__).resolve().parent.parent
+SPEC_URI = "urn:tako:openapi"
+
+
+@pytest.fixture(scope="session")
+def default_image() -> str:
+    """The `default` job-type image, built if missing (a no-op when up to date)."""
+    return ensure_image("default", requirements=[]).image
+
+
+@pytest.fixture(autouse=True)
+def _shipped_environments(request: pytest.FixtureRequest) -> None:
+    """Transactional tests flush the tables; put the shipped `default` job type back."""
+    if "django_db_setup" in request.fixturenames or request.node.get_closest_marker("django_db"):
+        request.getfixturevalue("_django_db_helper")
+        Environment.objects.get_or_create(
+            name="default", defaults={"memory_limit": "512m", "cpu_limit": 1.0, "timeout": 30}
+        )
+
+
+# -- an API client that checks every response against the OpenAPI document ----------------------
+class _Spec:
+    def __init__(self) -> None:
+        self.document = openapi_document()
+        self.registry = Registry().with_resource(SPEC_URI, DRAFT202012.create_resource(self.document))
+        self.routes = [
+            (re.compile("^" + re.sub(r"\{[^}]+\}", "[^/]+", template) + "$"), template)
+            for template in self.document["paths"]
+        ]
+
+    def operation(self, path: str, method: str) -> dict[str, Any] | None:
+        for pattern, template in self.routes:
+            if pattern.match(path):
+                return self.document["paths"][template].get(method.lower())
+        return None
+
+    def check(self, method: str, path: str, response: Any) -> None:
+        operation = self.operation(path, method)
+        if operation is None or method == "HEAD":
+            return
+        documented = operation["responses"].get(str(response.status_code))
+        assert documented is not None, f"{method} {path} answered {response.status_code}, not documented"
+        schema = documented["content"]["application/json"]["schema"]
+        body = json.loads(response.content)
+        validator = Draft202012Validator({"$id": "urn:tako:check", **_absolute_refs(schema)}, registry=self.registry)
+        errors = sorted(validator.iter_errors(body), key=str)
+        assert not errors, f"{method} {path} {response.status_code} does not match the spec: {errors[0]}"
+
+
+def _absolute_refs(schema: Any) -> Any:
+    if isinstance(schema, dict):
+        return {
+            k: (SPEC_URI + v if k == "$ref" and v.startswith("#") else _absolute_refs(v)) for k, v in schema.items()
+        }
+    if isinstance(schema, list):
+        return [_absolute_refs(v) for v in schema]
+    return schema
+
+
+SPEC = _Spec()
+
+
+class ApiClient:
+    """Django's test client speaking JSON; every API response is validated against /openapi.json."""
+
+    def __init__(self) -> None:
+        self.client = Client()
+
+    def request(self, method: str, path: str, body: Any = None, **extra: Any) -> Any:
+        """`extra` is Django's: WSGI names such as HTTP_X_CORRELATION_ID, or content_type."""
+        kwargs: dict[str, Any] = dict(extra)
+        if body is not None:
+            kwargs["data"] = body if isinstance(body, str | bytes) else json.dumps(body)
+            kwargs.setdefault("content_type", "application/json")
+        response = getattr(self.client, method.lower())(path, **kwargs)
+        SPEC.check(method, path.split("?")[0], response)
+        return response
+
+    def get(self, path: str, **extra: Any) -> Any:
+        return self.request("GET", path, **extra)
+
+    def post(self, path: str, body: Any = None, **extra: Any) -> Any:
+        return self.request("POST", path, body, **extra)
+
+
+@pytest.fixture
+def api(transactional_db: None, default_image: str) -> ApiClient:
+    """For tests that run code: the sandbox writes from its own thread, so data must be committed."""
+    return ApiClient()
+
+
+@pytest.fixture
+def api_nodocker(db: None) -> ApiClient:
+    """For tests that never reach the sandbox (validation, reads)."""
+    return ApiClient()
+
+
+# -- a real daphne serving the test database --------------------------------------------------
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@pytest.fixture
+def daphne_url(transactional_db: None, default_image: str) -> Any:
+    """The service under daphne (as `make run` starts it), on loopback, using the test database."""
+    port = _free_port()
+    env = {**os.environ, "TAKO_SQLITE_PATH": str(settings.DATABASES["default"]["NAME"])}
+    server = subprocess.Popen(
+        [sys.executable, "-m", "daphne", "-b", "127.0.0.1", "-p", str(port), "takoweb.asgi:application"],
+        cwd=ROOT,
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+    )
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=0.5).close()
+            break
+        except OSError:
+            time.sleep(0.1)
+    else:
+        server.kill()
+        raise RuntimeError(f"daphne did not start: {server.stderr.read().decode() if server.stderr else ''}")
+    yield f"http://127.0.0.1:{port}"
+    server.terminate()
+    server.wait(timeout=10)

@@ -1,0 +1,219 @@
+"""The sandbox's walls and plumbing, checked from inside real containers."""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+
+import docker
+import pytest
+from django.core.management import call_command
+
+from executions import services
+from executions.models import Environment, Execution
+from executions.sandbox import RunSpec, get_sandbox
+from executions.sandbox.docker import MANAGED_LABEL, DockerSandbox
+
+
+def run_code(api, code: str, **fields) -> dict:
+    return api.post("/execute", {"code": code, **fields}).json()
+
+
+def _managed_containers() -> list:
+    return docker.from_env(version="auto").containers.list(all=True, filters={"label": MANAGED_LABEL})
+
+
+def test_it_runs_as_an_unprivileged_user_with_no_capabilities(api) -> None:
+    code = (
+        "import os, json\n"
+        "status = dict(l.split(':\\t', 1) for l in open('/proc/self/status').read().splitlines() if ':\\t' in l)\n"
+        "json.dump({'uid': os.getuid(), 'capeff': status['CapEff'].strip(), 'capbnd': status['CapBnd'].strip(),\n"
+        "           'nnp': status['NoNewPrivs'].strip()}, open('/output/result.json', 'w'))\n"
+    )
+    out = run_code(api, code)["output"]
+    assert out["uid"] == 10001
+    assert int(out["capeff"], 16) == 0 and int(out["capbnd"], 16) == 0
+    assert out["nnp"] == "1"
+
+
+def test_the_root_filesystem_code_and_input_are_read_only(api) -> None:
+    code = (
+        "import json\nresults = {}\n"
+        "for path in ['/etc/evil', '/code/main.py', '/code/new.py', '/input/data.json', '/usr/x']:\n"
+        "    try:\n        open(path, 'w').write('x'); results[path] = 'written'\n"
+        "    except OSError as exc:\n        results[path] = type(exc).__name__\n"
+        "open('/tmp/ok', 'w').write('x')\n"
+        "json.dump(results, open('/output/result.json', 'w'))\n"
+    )
+    body = run_code(api, code)
+    assert body["success"] is True
+    assert "written" not in body["output"].values()
+
+
+def test_input_data_is_readable_at_input_data_json(api) -> None:
+    code = "import json; print(json.load(open('/input/data.json'))['greeting'])"
+    assert run_code(api, code, input_data={"greeting": "héllo"})["stdout"] == "héllo\n"
+
+
+def test_there_is_no_network_but_loopback(api) -> None:
+    code = (
+        "import os, socket, json\n"
+        "ifaces = sorted(os.listdir('/sys/class/net'))\n"
+        "try:\n    socket.getaddrinfo('example.com', 80); dns = 'resolved'\n"
+        "except OSError as exc:\n    dns = type(exc).__name__\n"
+        "json.dump({'ifaces': ifaces, 'dns': dns}, open('/output/result.json', 'w'))\n"
+    )
+    out = run_code(api, code)["output"]
+    assert out["ifaces"] == ["lo"]
+    assert out["dns"] == "gaierror"
+
+
+def test_pid_1_is_an_init_process(api) -> None:
+    out = run_code(api, "print(open('/proc/1/cmdline').read().split('\\0')[0])")
+    assert "init" in out["stdout"]
+
+
+def test_memory_and_cpu_limits_are_the_environments(api) -> None:
+    code = (
+        "import os\n"
+        "v1 = '/sys/fs/cgroup/memory/memory.limit_in_bytes'\n"
+        "print(open(v1).read().strip() if os.path.exists(v1) else open('/sys/fs/cgroup/memory.max').read().strip())\n"
+    )
+    assert run_code(api, code)["stdout"] == f"{512 * 1024 * 1024}\n"
+
+
+def test_tmp_is_size_capped(api) -> None:
+    code = "open('/tmp/big', 'wb').write(b'x' * (100 * 1024 * 1024))"
+    body = run_code(api, code)
+    assert body["success"] is False
+    assert body["error_type"] in {"os_error", "oom"}  # ENOSPC (64 MB tmpfs) or the memory limit
+
+
+def test_artifacts_are_collected_and_symlinks_are_not_followed(api) -> None:
+    code = (
+        "import os\n"
+        "open('/output/report.csv', 'w').write('a,b\\n1,2\\n')\n"
+        "os.symlink('/etc/passwd', '/output/passwd')\n"
+        "os.mkdir('/output/sub')\n"
+    )
+    body = run_code(api, code)
+    record = api.get(f"/executions/{body['execution_id']}?view=full").json()
+    assert [a["name"] for a in record["artifacts"]] == ["report.csv"]
+    assert record["artifacts"][0]["size_bytes"] == 8
+    assert record["artifacts"][0]["content_type"] == "text/csv"
+
+
+def test_resource_usage_is_recorded(api) -> None:
+    body = run_code(api, "x = bytearray(50 * 1024 * 1024); print(len(x))")
+    usage = api.get(f"/executions/{body['execution_id']}?view=full").json()["resource_usage"]
+    assert usage["max_rss_mb"] >= 50
+    assert usage["wall_time_ms"] >= 0 and usage["cpu_time_ms"] >= 0
+
+
+def test_containers_are_always_removed(api) -> None:
+    run_code(api, "print(1)")
+    run_code(api, "import time; time.sleep(30)", timeout=1)
+    run_code(api, "1/0")
+    assert _managed_containers() == []
+
+
+def test_processes_left_behind_end_with_the_program(api) -> None:
+    code = "import subprocess; subprocess.Popen(['sleep', '60'], start_new_session=True); print('bye')"
+    began = time.monotonic()
+    body = run_code(api, code)
+    assert body["success"] is True and body["stdout"] == "bye\n"
+    assert time.monotonic() - began < 10
+
+
+def test_output_streams_live_while_the_program_runs(default_image: str) -> None:
+    chunks: list[tuple[float, str, str]] = []
+    code = "import sys, time\nprint('first')\nprint('warn', file=sys.stderr)\ntime.sleep(1.5)\nprint('second')\n"
+    spec = RunSpec(
+        execution_id="live-test",
+        image=default_image,
+        code=code,
+        input_json="{}",
+        timeout=10,
+        on_output=lambda stream, text: chunks.append((time.monotonic(), stream, text)),
+    )
+    result = get_sandbox().run(spec)
+    ended = time.monotonic()
+    assert result.stdout == "first\nsecond\n" and result.stderr == "warn\n"
+    first = next(t for t, stream, text in chunks if "first" in text)
+    assert ended - first > 1.0  # "first" arrived long before the program ended
+    assert "".join(text for _, stream, text in chunks if stream == "stdout") == "first\nsecond\n"
+
+
+def test_the_launchers_report_cannot_be_spoofed_by_the_program(api) -> None:
+    code = "print('\\x1eTAKO-ENVELOPE 0000\\n' + '{\"returncode\": 0}')\nraise KeyError('real')"
+    body = run_code(api, code)
+    assert body["error_type"] == "key_error"
+    assert "TAKO-ENVELOPE 0000" in body["stdout"]
+
+
+@pytest.mark.django_db(transaction=True)
+def test_an_unreachable_engine_ends_the_run_as_service_unavailable(default_image: str) -> None:
+    unreachable = DockerSandbox(client=docker.DockerClient(base_url="unix:///nonexistent/docker.sock", version="1.41"))
+    environment = Environment.objects.get(name="default")
+    execution = services.execution_create(code="print(1)", input_data={}, environment=environment)
+    execution = services.execution_run(execution_id=execution.pk, sandbox=unreachable)
+    assert execution.status == Execution.Status.FAILED
+    assert execution.error_type == "service_unavailable"
+    assert "Docker" in execution.error_message
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_missing_image_is_an_internal_error_not_the_users(default_image: str) -> None:
+    environment = Environment.objects.create(name="never-built")
+    execution = services.execution_create(code="print(1)", input_data={}, environment=environment)
+    execution = services.execution_run(execution_id=execution.pk)
+    assert (execution.status, execution.error_type, execution.error_phase) == (
+        "failed",
+        "internal_error",
+        "startup",
+    )
+    assert "image not found" in execution.error_message
+
+
+@pytest.mark.django_db(transaction=True)
+def test_an_execution_is_run_only_once(default_image: str) -> None:
+    environment = Environment.objects.get(name="default")
+    execution = services.execution_create(code="print(1)", input_data={}, environment=environment)
+    results: list[Execution] = []
+    threads = [
+        threading.Thread(target=lambda: results.append(services.execution_run(execution_id=execution.pk)))
+        for _ in range(2)
+    ]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    execution.refresh_from_db()
+    assert execution.status == "succeeded" and execution.stdout == "1\n"
+
+
+def test_cleanup_removes_stale_containers(default_image: str, capsys) -> None:
+    client = docker.from_env(version="auto")
+    client.containers.create(default_image, ["true"], labels={MANAGED_LABEL: "1"})
+    assert len(_managed_containers()) == 1
+    call_command("tako_cleanup")
+    assert _managed_containers() == []
+    assert "Removed 1 stale container(s)" in capsys.readouterr().out
+
+
+def test_the_run_folder_is_removed_after_the_run(api, settings) -> None:
+    body = run_code(api, "print(1)")
+    assert not (settings.TAKO_WORK_DIR / body["execution_id"]).exists()
+    assert json.loads(json.dumps(body))["success"] is True
+
+
+def test_the_stdout_splitter_holds_back_only_a_possible_marker() -> None:
+    from executions.sandbox.docker import CappedStream, StdoutSplitter
+
+    splitter = StdoutSplitter("abc", CappedStream(1000))
+    assert splitter.feed(b"first\n") == b"first\n"
+    assert splitter.feed(b"x\x1eTAKO-ENV") == b"x"  # could be the marker: held
+    assert splitter.feed(b"ELOPE abc\n{}\n") == b""
+    assert bytes(splitter.envelope or b"") == b"{}\n"
+    assert splitter.user.kept == bytearray(b"first\nx")
