@@ -27,6 +27,7 @@ run: setup
 lint: $(VENV)/.installed
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
+	$(VENV)/bin/mypy
 
 test: setup lint
 	$(VENV)/bin/pytest

@@ -71,7 +71,7 @@ def _api_run(url: str) -> None:
         data=json.dumps({"code": "print(1)"}).encode(),
         headers={"Content-Type": "application/json"},
     )
-    with urllib.request.urlopen(request, timeout=60) as response:  # noqa: S310 (loopback URL we built)
+    with urllib.request.urlopen(request, timeout=60) as response:
         body = json.load(response)
     assert body["success"] and body["stdout"] == "1\n", body
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
+from contextvars import Token
 
 from asgiref.sync import iscoroutinefunction, markcoroutinefunction
 from django.http import HttpRequest, HttpResponseBase
@@ -41,7 +42,7 @@ class CorrelationIdMiddleware:
             _correlation_id.reset(token)
 
     @staticmethod
-    def _begin(request: HttpRequest):  # type: ignore[no-untyped-def]
+    def _begin(request: HttpRequest) -> Token[str]:
         request.correlation_id = accept_or_new(request.headers.get(HEADER))  # type: ignore[attr-defined]
         return _correlation_id.set(request.correlation_id)  # type: ignore[attr-defined]
 

@@ -15,13 +15,30 @@ def api_docs(request: HttpRequest) -> HttpResponse:
     return render(request, "executions/api_docs.html")
 
 
+def _is_page(request: HttpRequest) -> bool:
+    return request.path.startswith(HTML_PREFIXES)
+
+
+def bad_request(request: HttpRequest, exception: Exception | None = None) -> HttpResponse:
+    # Reached for a Host header not in ALLOWED_HOSTS, among others.
+    if _is_page(request):
+        return render(request, "400.html", status=400)
+    return error(400, "Bad request: the Host header or request line is not accepted")
+
+
+def permission_denied(request: HttpRequest, exception: Exception | None = None) -> HttpResponse:
+    if _is_page(request):
+        return render(request, "403.html", status=403)
+    return error(403, "Permission denied")
+
+
 def not_found(request: HttpRequest, exception: Exception | None = None) -> HttpResponse:
-    if request.path.startswith(HTML_PREFIXES):
+    if _is_page(request):
         return render(request, "404.html", status=404)
     return error(404, "Not found")
 
 
 def server_error(request: HttpRequest) -> JsonResponse | HttpResponse:
-    if request.path.startswith(HTML_PREFIXES):
+    if _is_page(request):
         return render(request, "500.html", status=500)
     return error(500, "Internal error")

@@ -11,5 +11,7 @@ urlpatterns = [
     path("", include("executions.api.urls")),
 ]
 
+handler400 = "executions.views.bad_request"
+handler403 = "executions.views.permission_denied"
 handler404 = "executions.views.not_found"
 handler500 = "executions.views.server_error"

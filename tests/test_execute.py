@@ -208,3 +208,25 @@ def test_an_unknown_api_path_is_a_json_404(api_nodocker) -> None:
     assert response.status_code == 404
     assert response["Content-Type"] == "application/json"
     assert response.json()["detail"] == "Not found"
+
+
+def test_a_disallowed_host_gets_a_json_400_on_api_paths(db) -> None:
+    from django.test import Client
+
+    response = Client(HTTP_HOST="evil.example").post("/execute", "{}", content_type="application/json")
+    assert response.status_code == 400
+    assert response["Content-Type"] == "application/json"
+    assert response.json()["detail"].startswith("Bad request")
+
+
+def test_an_unexpected_fault_is_a_json_500_without_traceback(api_nodocker, monkeypatch) -> None:
+    from executions.api import views
+
+    def explode(*args, **kwargs):
+        raise RuntimeError("secret internals")
+
+    monkeypatch.setattr(views, "parse_execute_request", explode)
+    response = api_nodocker.post("/execute", {"code": "1"})
+    assert response.status_code == 500
+    assert response.json()["detail"] == "Internal error"
+    assert "secret" not in response.content.decode()

@@ -214,7 +214,7 @@ class DockerSandbox:
             nonce = secrets.token_hex(16)  # tells the launcher's report from the program's output
             with _translate_docker_errors("Starting the container"):
                 container = self._create(spec, run_dir, nonce)
-                sock = self.client.api.attach_socket(container.id, params={"stdout": 1, "stderr": 1, "stream": 1})
+                sock = self.client.api.attach_socket(str(container.id), params={"stdout": 1, "stderr": 1, "stream": 1})
                 container.start()
             started = time.monotonic()
             result = self._collect(spec, container, sock, started, nonce)
@@ -256,7 +256,7 @@ class DockerSandbox:
     def _create(self, spec: RunSpec, run_dir: Path, nonce: str) -> Container:
         return self.client.containers.create(
             spec.image,
-            ["python3", "/opt/tako/launcher.py"],
+            ["python3", "-I", "-S", "/opt/tako/launcher.py"],  # isolated, no site: starts faster
             detach=True,
             init=True,  # docker-init as PID 1: a program that signals itself exits 128+N
             user=f"{SANDBOX_UID}:{SANDBOX_UID}",
@@ -323,19 +323,19 @@ class DockerSandbox:
         execution_ms = int((time.monotonic() - started) * 1000)
         sock.close()
         with _translate_docker_errors("Waiting for the container"):
-            status = container.wait(timeout=KILL_GRACE)
-            container.reload()
-        state = container.attrs.get("State", {})
+            exit_code = container.wait(timeout=KILL_GRACE).get("StatusCode")
+            # Only a SIGKILL exit can be an OOM kill; ask Docker then (one inspect less otherwise).
+            oom_killed = exit_code == 137 and not timed_out and self._was_oom_killed(container)
         envelope = None if splitter.envelope_overflow else splitter.envelope
         parsed = _parse_envelope(bytes(envelope) if envelope is not None else None)
         return RunResult(
-            exit_code=status.get("StatusCode"),
+            exit_code=exit_code,
             stdout=stdout.text(),
             stderr=stderr.text(),
             stdout_truncated=stdout.truncated,
             stderr_truncated=stderr.truncated,
             timed_out=timed_out,
-            oom_killed=bool(state.get("OOMKilled")),
+            oom_killed=oom_killed,
             exception=_exception_from(parsed),
             result_json=parsed.get("result_json") if isinstance(parsed.get("result_json"), str) else None,
             artifacts=_artifacts_from(parsed),
@@ -344,6 +344,11 @@ class DockerSandbox:
             image_ref=f"{spec.image.split(':')[0]}@{container.attrs.get('Image', '')}",
             runtime=container.attrs.get("HostConfig", {}).get("Runtime", ""),
         )
+
+    @staticmethod
+    def _was_oom_killed(container: Container) -> bool:
+        container.reload()
+        return bool(container.attrs.get("State", {}).get("OOMKilled"))
 
     def _remove(self, container: Container) -> None:
         try:

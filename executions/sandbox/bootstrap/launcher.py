@@ -7,14 +7,12 @@ resource usage. The host trusts none of it beyond the user's own result. Finally
 exits the way the program did, re-raising a fatal signal so the container's exit code is 128+N.
 """
 
-import base64
 import contextlib
 import json
 import os
 import resource
 import signal
 import stat
-import subprocess
 import sys
 import time
 
@@ -67,6 +65,8 @@ def _collect_output():
         if entry.name == RESULT_FILE:
             result_json = data.decode("utf-8", errors="replace")
         elif len(artifacts) < MAX_ARTIFACTS:
+            import base64  # only when there are artifacts
+
             artifacts.append({"name": entry.name, "data": base64.b64encode(data).decode()})
         else:
             skipped += 1
@@ -84,18 +84,20 @@ def _parse_exception(raw):
 def main():
     nonce = os.environ.pop("TAKO_NONCE", "")
     report_r, report_w = os.pipe()
+    os.set_inheritable(report_w, True)
     env = dict(os.environ, TAKO_REPORT_FD=str(report_w))
     env["PYTHONPATH"] = os.pathsep.join(p for p in ("/opt/tako/hook", env.get("PYTHONPATH")) if p)
+    os.chdir("/tmp")
     started = time.monotonic()
-    child = subprocess.Popen(
+    # posix_spawn, not subprocess: importing subprocess costs more than the program's own start.
+    pid = os.posix_spawn(
+        sys.executable,
         [sys.executable, "-u", "/code/main.py"],
-        stdin=subprocess.DEVNULL,
-        pass_fds=(report_w,),
-        env=env,
-        cwd="/tmp",
+        env,
+        file_actions=[(os.POSIX_SPAWN_OPEN, 0, "/dev/null", os.O_RDONLY, 0)],
     )
     os.close(report_w)
-    returncode = child.wait()
+    returncode = os.waitstatus_to_exitcode(os.waitpid(pid, 0)[1])
     wall_ms = int((time.monotonic() - started) * 1000)
     # Processes the program left behind (daemons, detached children) end with it: signal every
     # process this user may signal, which spares docker-init (PID 1) and the launcher itself.
