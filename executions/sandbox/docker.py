@@ -392,6 +392,20 @@ class DockerImages:
                 return None
         return dict(found.labels or {})
 
+    def image_id(self, image: str) -> str | None:
+        with _translate_docker_errors("Inspecting the image"):
+            try:
+                return str(self._sandbox.client.images.get(image).id)
+            except docker.errors.ImageNotFound:
+                return None
+
+    def remove_unused(self, image_id: str) -> None:
+        """Remove an image that a rebuild replaced; kept if a container still uses it."""
+        try:
+            self._sandbox.client.images.remove(image_id, noprune=False)
+        except (docker.errors.APIError, requests.exceptions.RequestException) as exc:
+            logger.info("Kept replaced image %s: %s", image_id, exc)
+
     def size(self, image: str) -> int:
         with _translate_docker_errors("Inspecting the image"):
             return int(self._sandbox.client.images.get(image).attrs.get("Size", 0))

@@ -82,6 +82,7 @@ def ensure_image(
     base = _ensure_base(images, log)
     wanted = definition_hash(requirements=requirements, base=base)
     labels = images.labels(image)
+    previous_id = images.image_id(image) if labels is not None else None
     if labels is not None and labels.get(HASH_LABEL) == wanted and not force:
         return BuildResult(image, False, time.monotonic() - began, images.size(image), base)
     log(f"Building {image} on {base}" + (f" with {', '.join(requirements)}" if requirements else ""))
@@ -99,6 +100,8 @@ def ensure_image(
             )
         except SandboxError as exc:
             raise ImageBuildError(str(exc)) from exc
+    if previous_id and previous_id != images.image_id(image):
+        images.remove_unused(previous_id)
     seconds = time.monotonic() - began
     log(f"Built {image} in {seconds:.1f}s")
     return BuildResult(image, True, seconds, images.size(image), base)
