@@ -19,7 +19,7 @@ docker:
 setup: $(VENV)/.installed docker
 	$(PY) manage.py migrate --noinput -v0
 	$(PY) manage.py collectstatic --noinput -v0
-	$(PY) manage.py tako_images build
+	$(PY) manage.py tako_images build default
 
 run: setup
 	scripts/run.sh

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import uuid
 from typing import Any
 
@@ -12,6 +13,15 @@ from django.db import models
 
 JOB_TYPE_NAME_RE = r"^[a-zA-Z0-9_-]+$"
 MEMORY_LIMIT_RE = r"^[1-9][0-9]*[kmg]$"
+ENV_VAR_NAME_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+# A requirement is a distribution name with optional extras and version constraints: no URLs,
+# paths, pip options, environment markers or anything a shell or a Dockerfile would interpret.
+_VERSION = r"(===|==|!=|~=|<=|>=|<|>)\s*[A-Za-z0-9.*+!_-]+"
+REQUIREMENT_RE = re.compile(
+    rf"^[A-Za-z0-9]([A-Za-z0-9._-]*[A-Za-z0-9])?(\[[A-Za-z0-9._-]+(,[A-Za-z0-9._-]+)*\])?(\s*{_VERSION}(\s*,\s*{_VERSION})*)?$"
+)
+MAX_REQUIREMENTS = 50
+MIN_MEMORY_BYTES = 32 * 1024 * 1024
 
 
 def _iso(value: Any) -> str | None:
@@ -19,6 +29,48 @@ def _iso(value: Any) -> str | None:
     if value is None:
         return None
     return value.isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+def requirement_errors(value: Any) -> list[str]:
+    """What is wrong with a list of pip requirements (empty when it is fine)."""
+    if not isinstance(value, list) or not all(isinstance(item, str) for item in value):
+        return ["Requirements must be a list of strings"]
+    errors = [f"At most {MAX_REQUIREMENTS} requirements are allowed"] if len(value) > MAX_REQUIREMENTS else []
+    for item in value:
+        if not REQUIREMENT_RE.match(item.strip()):
+            errors.append(
+                f"Invalid requirement {item!r}: use a package name with optional extras and versions, "
+                "such as pandas or numpy>=1.26 (no URLs, paths, options or markers)"
+            )
+    return errors
+
+
+def _validate_requirements(value: Any) -> None:
+    errors = requirement_errors(value)
+    if errors:
+        raise ValidationError(errors)
+
+
+def memory_bytes(limit: str) -> int:
+    number, unit = int(limit[:-1]), limit[-1].lower()
+    return number * {"k": 1024, "m": 1024**2, "g": 1024**3}[unit]
+
+
+def _validate_memory_limit(value: str) -> None:
+    if re.match(MEMORY_LIMIT_RE, value) and memory_bytes(value) < MIN_MEMORY_BYTES:
+        raise ValidationError("Memory limit must be at least 32m")
+
+
+def _validate_env_vars(value: Any) -> None:
+    if not isinstance(value, dict):
+        raise ValidationError("Environment variables must be an object of NAME: value")
+    for name, item in value.items():
+        if not ENV_VAR_NAME_RE.match(name) or not isinstance(item, str) or "\x00" in item:
+            raise ValidationError(
+                f"Invalid environment variable {name!r}: names are [A-Za-z_][A-Za-z0-9_]*, values strings"
+            )
+        if name.startswith("TAKO_"):
+            raise ValidationError(f"{name}: names starting with TAKO_ are reserved")
 
 
 def _validate_max_timeout(value: int) -> None:
@@ -34,12 +86,14 @@ class Environment(models.Model):
         unique=True,
         validators=[RegexValidator(JOB_TYPE_NAME_RE, "Use letters, digits, - and _")],
     )
-    requirements = models.JSONField(default=list, blank=True, help_text="pip specifiers baked into the image")
+    requirements = models.JSONField(
+        default=list, blank=True, validators=[_validate_requirements], help_text="pip specifiers baked into the image"
+    )
     python_version = models.CharField(max_length=8, default="3.11")
     memory_limit = models.CharField(
         max_length=16,
         default="512m",
-        validators=[RegexValidator(MEMORY_LIMIT_RE, "A size such as 512m or 2g")],
+        validators=[RegexValidator(MEMORY_LIMIT_RE, "A size such as 512m or 2g"), _validate_memory_limit],
     )
     cpu_limit = models.FloatField(default=1.0, validators=[MinValueValidator(0.1), MaxValueValidator(64)])
     timeout = models.PositiveIntegerField(default=30, validators=[MinValueValidator(1), _validate_max_timeout])
@@ -47,9 +101,22 @@ class Environment(models.Model):
         default=60, validators=[MinValueValidator(10), MaxValueValidator(600)]
     )
     network_enabled = models.BooleanField(default=False)
-    env_vars = models.JSONField(default=dict, blank=True)
+    env_vars = models.JSONField(default=dict, blank=True, validators=[_validate_env_vars])
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)
+
+    class BuildStatus(models.TextChoices):
+        NONE = "none"
+        BUILDING = "building"
+        BUILT = "built"
+        FAILED = "failed"
+
+    build_status = models.CharField(max_length=16, choices=BuildStatus.choices, default=BuildStatus.NONE)
+    build_error = models.TextField(blank=True, default="")
+    build_started_at = models.DateTimeField(null=True, blank=True)
+    image_digest = models.CharField(max_length=80, blank=True, default="")  # sha256:… of the built image
+    image_size_bytes = models.PositiveBigIntegerField(null=True, blank=True)
+    built_at = models.DateTimeField(null=True, blank=True)
 
     class Meta:
         ordering = ["name"]
@@ -73,6 +140,10 @@ class Environment(models.Model):
             "network_enabled": self.network_enabled,
             "image": self.image,
             "image_exists": image_exists,
+            "image_digest": self.image_digest or None,
+            "built_at": _iso(self.built_at),
+            "build_status": self.build_status,
+            "build_error": self.build_error or None,
         }
 
 
@@ -111,6 +182,7 @@ class Execution(models.Model):
     started_at = models.DateTimeField(null=True)
     ended_at = models.DateTimeField(null=True)
     startup_ms = models.PositiveIntegerField(null=True)
+    dep_install_ms = models.PositiveIntegerField(null=True)
     execution_ms = models.PositiveIntegerField(null=True)
     total_ms = models.PositiveIntegerField(null=True)
     resource_usage = models.JSONField(null=True)
@@ -165,6 +237,7 @@ class Execution(models.Model):
             "error": self.error_dict(),
             "timing": {
                 "startup_ms": self.startup_ms,
+                "dep_install_ms": self.dep_install_ms,
                 "execution_ms": self.execution_ms,
                 "total_ms": self.total_ms,
                 "phase_at_exit": self.status,

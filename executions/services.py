@@ -6,6 +6,7 @@ import hashlib
 import json
 import logging
 import mimetypes
+import time
 from pathlib import Path
 from typing import Any
 
@@ -17,6 +18,8 @@ from executions.logging import correlation_context
 from executions.models import Artifact, Environment, Execution
 from executions.sandbox import RunResult, RunSpec, Sandbox, SandboxError, SandboxUnavailable, get_sandbox
 from executions.sandbox.classify import Outcome, classify_exit, failure
+from executions.sandbox.images import BuildResult, ImageBuildError, ensure_image
+from executions.sandbox.packages import PackageError, wheel_set
 
 logger = logging.getLogger(__name__)
 
@@ -80,8 +83,14 @@ def execution_run(*, execution_id: Any, sandbox: Sandbox | None = None) -> Execu
         outcome: Outcome = failure("internal_error", "Internal error while running the job", phase="startup")
         result: RunResult | None = None
         try:
-            result = (sandbox or get_sandbox()).run(_run_spec(execution))
+            sandbox = sandbox or get_sandbox()
+            spec = _run_spec(execution, sandbox)
+            result = sandbox.run(spec)
             outcome = _outcome_of(result, execution)
+        except PackageError as exc:
+            outcome = failure("dependency_error", str(exc), phase="startup")
+        except StartupTimeout as exc:
+            outcome = failure("timeout", str(exc), phase="startup")
         except SandboxUnavailable as exc:
             outcome = failure("service_unavailable", f"Docker is unavailable: {exc}", phase="startup")
         except (SandboxError, Environment.DoesNotExist) as exc:
@@ -94,22 +103,50 @@ def execution_run(*, execution_id: Any, sandbox: Sandbox | None = None) -> Execu
         return execution
 
 
-def _run_spec(execution: Execution) -> RunSpec:
+class StartupTimeout(Exception):
+    """The startup phase (image, packages, container start) used up `startup_timeout`."""
+
+
+def _run_spec(execution: Execution, sandbox: Sandbox) -> RunSpec:
+    began = time.monotonic()
     try:
         environment = Environment.objects.get(name=execution.job_type)
     except Environment.DoesNotExist:
         raise Environment.DoesNotExist(f"Job type '{execution.job_type}' no longer exists") from None
+    _wait_for_image(environment, sandbox, deadline=began + execution.startup_timeout)
+    wheels_dir = None
+    if execution.requirements:
+        wheels_dir = str(wheel_set(execution.requirements, timeout=max(execution.startup_timeout - 1, 1)))
     return RunSpec(
         execution_id=str(execution.pk),
         image=environment.image,
         code=execution.code,
         input_json=json.dumps(execution.input_data),
         timeout=execution.timeout,
+        startup_timeout=max(execution.startup_timeout - (time.monotonic() - began), 0),
         memory_limit=environment.memory_limit,
         cpu_limit=environment.cpu_limit,
         network_enabled=environment.network_enabled,
         environment={str(k): str(v) for k, v in environment.env_vars.items()},
+        wheels_dir=wheels_dir,
     )
+
+
+def _wait_for_image(environment: Environment, sandbox: Sandbox, *, deadline: float) -> None:
+    """A job on an environment whose image is being built waits for the build (within startup)."""
+    while sandbox.image_ref(environment.image) is None:
+        environment.refresh_from_db(fields=["build_status", "build_error"])
+        if environment.build_status != Environment.BuildStatus.BUILDING:
+            reason = f" (the last build failed: {environment.build_error})" if environment.build_error else ""
+            raise SandboxError(
+                f"The image of job type '{environment.name}' is not built{reason}; an admin can build it with "
+                f"POST /job-types/{environment.name}/build or manage.py tako_images build {environment.name}"
+            )
+        if time.monotonic() > deadline:
+            raise StartupTimeout(
+                f"The image of job type '{environment.name}' was still being built when startup_timeout passed"
+            )
+        time.sleep(1)
 
 
 def _outcome_of(result: RunResult, execution: Execution) -> Outcome:
@@ -119,6 +156,9 @@ def _outcome_of(result: RunResult, execution: Execution) -> Outcome:
         oom_killed=result.oom_killed,
         exception=result.exception,
         timeout=execution.timeout,
+        startup_timed_out=result.startup_timed_out,
+        startup_timeout=execution.startup_timeout,
+        dependency_error=result.dependency_error,
     )
     if result.result_json is not None:
         try:
@@ -144,6 +184,7 @@ def _record_end(execution: Execution, outcome: Outcome, result: RunResult | None
             result.stderr_truncated,
         )
         execution.startup_ms, execution.execution_ms = result.startup_ms, result.execution_ms
+        execution.dep_install_ms = result.dep_install_ms
         execution.resource_usage = result.resource_usage or None
         execution.job_ref, execution.runtime = result.image_ref, result.runtime
     with transaction.atomic():
@@ -168,3 +209,48 @@ def _store_artifacts(execution: Execution, result: RunResult) -> None:
             content_type=mimetypes.guess_type(artifact.name)[0] or "application/octet-stream",
             path=str(path),
         )
+
+
+class BuildInProgress(Exception):
+    """Another build of the same environment is running."""
+
+
+def environment_build(*, environment: Environment, force: bool = False) -> BuildResult:
+    """Build (or confirm up to date) an environment's image, recording the outcome on it.
+
+    Raises BuildInProgress when another build of it runs, ImageBuildError when the build fails
+    (the previous image stays in use) and SandboxUnavailable when Docker cannot be reached.
+    """
+    claimed = (
+        Environment.objects.filter(pk=environment.pk)
+        .exclude(build_status=Environment.BuildStatus.BUILDING)
+        .update(build_status=Environment.BuildStatus.BUILDING, build_started_at=timezone.now())
+    )
+    if not claimed:
+        raise BuildInProgress(f"A build of '{environment.name}' is already running")
+    try:
+        result = ensure_image(environment.name, requirements=list(environment.requirements), force=force)
+    except (ImageBuildError, SandboxUnavailable, SandboxError) as exc:
+        Environment.objects.filter(pk=environment.pk).update(
+            build_status=Environment.BuildStatus.FAILED, build_error=str(exc)[:4000]
+        )
+        raise
+    except BaseException:
+        Environment.objects.filter(pk=environment.pk).update(build_status=Environment.BuildStatus.FAILED)
+        raise
+    Environment.objects.filter(pk=environment.pk).update(
+        build_status=Environment.BuildStatus.BUILT,
+        build_error="",
+        image_digest=result.digest,
+        image_size_bytes=result.size_bytes,
+        built_at=timezone.now() if result.built or environment.built_at is None else environment.built_at,
+    )
+    environment.refresh_from_db()
+    return result
+
+
+def environment_builds_reset() -> int:
+    """At start-up: builds marked running belonged to a process that is gone."""
+    return Environment.objects.filter(build_status=Environment.BuildStatus.BUILDING).update(
+        build_status=Environment.BuildStatus.FAILED, build_error="Interrupted by a restart"
+    )

@@ -12,7 +12,13 @@ stop() { trap - INT TERM EXIT; kill "${pids[@]}" 2>/dev/null || true; wait 2>/de
 trap stop INT TERM EXIT
 
 "$PY" manage.py tako_cleanup
+# The heavier job-type images build in the background so the server answers at once; a job on
+# an environment still being built waits for it (within its startup_timeout).
+mkdir -p var
+"$PY" manage.py tako_images build > var/image-builds.log 2>&1 &
+pids+=($!)
+echo "Building missing job-type images in the background (log: var/image-builds.log)"
 echo "Tako VM on http://$HOST:$PORT/ (API docs at /docs). Ctrl-C stops it."
 "$PY" -m daphne -b "$HOST" -p "$PORT" takoweb.asgi:application &
 pids+=($!)
-wait -n "${pids[@]}"
+wait "${pids[-1]}"  # the web server; the image build may end first

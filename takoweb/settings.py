@@ -144,5 +144,7 @@ LOGGING = {
     "root": {"handlers": ["console"], "level": envstr("TAKO_LOG_LEVEL", "INFO")},
     "loggers": {"django.request": {"level": "ERROR"}},
 }
-# Per-run `requirements` (pip packages for one run). Off until a host-side wheel cache serves them.
-TAKO_ALLOW_REQUIREMENTS = envbool("TAKO_ALLOW_REQUIREMENTS", False)
+# Per-run `requirements`: pip packages installed for one run from the host-side wheel cache.
+TAKO_ALLOW_REQUIREMENTS = envbool("TAKO_ALLOW_REQUIREMENTS", True)
+# Host-side cache of wheels for per-run requirements, mounted read-only into the sandbox.
+TAKO_WHEEL_CACHE = Path(envstr("TAKO_WHEEL_CACHE", str(DATA_DIR / "wheels"))).resolve()

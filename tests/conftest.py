@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+import importlib
 import json
 import os
 import re
@@ -9,6 +11,7 @@ import socket
 import subprocess
 import sys
 import time
+import uuid
 from pathlib import Path
 from typing import Any
 
@@ -33,6 +36,15 @@ def default_image() -> str:
     return ensure_image("default", requirements=[]).image
 
 
+SHIPPED = {e["name"]: e for e in importlib.import_module("executions.migrations.0004_ship_data_environments").SHIPPED}
+
+
+@pytest.fixture(scope="session")
+def shipped_images(default_image: str) -> dict[str, str]:
+    """The images of the shipped environments with packages, built offline if missing."""
+    return {name: ensure_image(name, requirements=e["requirements"]).image for name, e in SHIPPED.items()}
+
+
 @pytest.fixture(autouse=True)
 def _shipped_environments(request: pytest.FixtureRequest) -> None:
     """Transactional tests flush the tables; put the shipped `default` job type back."""
@@ -41,6 +53,19 @@ def _shipped_environments(request: pytest.FixtureRequest) -> None:
         Environment.objects.get_or_create(
             name="default", defaults={"memory_limit": "512m", "cpu_limit": 1.0, "timeout": 30}
         )
+        for name, definition in SHIPPED.items():
+            Environment.objects.get_or_create(name=name, defaults=definition)
+
+
+@pytest.fixture
+def scratch_environment_name() -> Any:
+    """A job-type name no image exists for; whatever image a test builds under it is removed."""
+    import docker
+
+    name = f"scratch-{uuid.uuid4().hex[:10]}"
+    yield name
+    with contextlib.suppress(docker.errors.ImageNotFound):
+        docker.from_env(version="auto").images.remove(f"tako-vm-{name}:latest", force=True)
 
 
 # -- an API client that checks every response against the OpenAPI document ----------------------

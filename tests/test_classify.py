@@ -56,3 +56,16 @@ def test_it_ignores_an_exception_record_when_the_program_exited_zero() -> None:
 def test_a_nonzero_exit_without_exception_is_a_runtime_error() -> None:
     outcome = classify_exit(exit_code=3, timed_out=False, oom_killed=False, exception=None, timeout=5)
     assert (outcome.error_type, outcome.message) == ("runtime_error", "Process exited with code 3")
+
+
+def test_the_error_types_are_those_of_the_api_contract() -> None:
+    from executions.sandbox.classify import ERROR_TYPES
+
+    documented = {
+        "oom", "cancelled", "segfault", "abort", "arithmetic_error", "bus_error", "pipe_error", "syntax_error",
+        "import_error", "type_error", "value_error", "key_error", "index_error", "attribute_error", "name_error",
+        "file_not_found", "recursion_error", "division_error", "encoding_error", "json_error", "permission",
+        "os_error", "network_error", "network_timeout", "runtime_error", "timeout", "killed",
+        "service_unavailable", "internal_error", "dependency_error",
+    }  # fmt: skip
+    assert set(ERROR_TYPES) == documented and len(ERROR_TYPES) == len(documented)

@@ -147,11 +147,18 @@ def test_every_response_has_the_security_headers(api_nodocker) -> None:
             "startup_timeout",
             "startup_timeout must be between 10 and 600",
         ),
-        ({"code": "1", "job_type": "x"}, "job_type", "Unknown job_type 'x'; available: default"),
+        ({"code": "1", "job_type": "x"}, "job_type", "Unknown job_type 'x'; available: data-processing, default"),
         ({"code": "1", "job_type": "../etc"}, "job_type", "job_type must be a name of letters"),
         ({"code": "1", "job_type": 7}, "job_type", "job_type must be a name of letters"),
         ({"code": "1", "idempotency_key": "short"}, "idempotency_key", "idempotency_key must be 8-255"),
-        ({"code": "1", "requirements": ["tabulate"]}, "requirements", "Per-run requirements are turned off"),
+        ({"code": "1", "requirements": "tabulate"}, "requirements", "Requirements must be a list of strings"),
+        ({"code": "1", "requirements": ["pandas; rm -rf /"]}, "requirements", "Invalid requirement 'pandas; rm -rf /'"),
+        ({"code": "1", "requirements": ["--index-url=http://x"]}, "requirements", "Invalid requirement"),
+        ({"code": "1", "requirements": ["a\nRUN evil"]}, "requirements", "Invalid requirement"),
+        ({"code": "1", "requirements": ["./local/pkg"]}, "requirements", "Invalid requirement"),
+        ({"code": "1", "requirements": ["https://x.test/p.whl"]}, "requirements", "Invalid requirement"),
+        ({"code": "1", "requirements": ["pkg @ file:///etc"]}, "requirements", "Invalid requirement"),
+        ({"code": "1", "requirements": ["x"] * 51}, "requirements", "At most 50 requirements"),
         ({"code": "1", "colour": "red"}, "colour", "Unknown field 'colour'"),
     ],
 )
@@ -230,3 +237,10 @@ def test_an_unexpected_fault_is_a_json_500_without_traceback(api_nodocker, monke
     assert response.status_code == 500
     assert response.json()["detail"] == "Internal error"
     assert "secret" not in response.content.decode()
+
+
+def test_requirements_can_be_turned_off(api_nodocker, settings) -> None:
+    settings.TAKO_ALLOW_REQUIREMENTS = False
+    response = api_nodocker.post("/execute", {"code": "1", "requirements": ["tabulate"]})
+    assert response.status_code == 422
+    assert response.json()["detail"] == "Per-run requirements are turned off on this deployment"

@@ -173,7 +173,8 @@ def test_a_missing_image_is_an_internal_error_not_the_users(default_image: str) 
         "internal_error",
         "startup",
     )
-    assert "image not found" in execution.error_message
+    assert "The image of job type 'never-built' is not built" in execution.error_message
+    assert "POST /job-types/never-built/build" in execution.error_message
 
 
 @pytest.mark.django_db(transaction=True)
@@ -193,7 +194,7 @@ def test_an_execution_is_run_only_once(default_image: str) -> None:
     assert execution.status == "succeeded" and execution.stdout == "1\n"
 
 
-def test_cleanup_removes_stale_containers(default_image: str, capsys) -> None:
+def test_cleanup_removes_stale_containers(db, default_image: str, capsys) -> None:
     client = docker.from_env(version="auto")
     client.containers.create(default_image, ["true"], labels={MANAGED_LABEL: "1"})
     assert len(_managed_containers()) == 1
@@ -208,10 +209,15 @@ def test_the_run_folder_is_removed_after_the_run(api, settings) -> None:
     assert json.loads(json.dumps(body))["success"] is True
 
 
-def test_the_stdout_splitter_holds_back_only_a_possible_marker() -> None:
+def test_the_stdout_splitter_separates_the_launchers_messages() -> None:
     from executions.sandbox.docker import CappedStream, StdoutSplitter
 
-    splitter = StdoutSplitter("abc", CappedStream(1000))
+    started: list[bool] = []
+    splitter = StdoutSplitter("abc", CappedStream(1000), lambda: started.append(True))
+    assert splitter.feed(b"\x1eTAKO-STA") == b""  # the start of the STARTED marker: held
+    assert started == []
+    assert splitter.feed(b"RTED abc\n") == b""
+    assert started == [True]
     assert splitter.feed(b"first\n") == b"first\n"
     assert splitter.feed(b"x\x1eTAKO-ENV") == b"x"  # could be the marker: held
     assert splitter.feed(b"ELOPE abc\n{}\n") == b""

@@ -35,6 +35,14 @@ class InvalidRequest(ApiError):
         super().__init__(422, first, errors=errors)
 
 
+class ServiceUnavailable(ApiError):
+    """503 with Retry-After: Docker is down or the circuit is open; try again later."""
+
+    def __init__(self, detail: str, retry_after: int = 30) -> None:
+        super().__init__(503, detail, error_type="service_unavailable")
+        self.retry_after = retry_after
+
+
 def error(status: int, detail: str, **extra: Any) -> JsonResponse:
     return JsonResponse({"detail": detail, "correlation_id": current_correlation_id(), **extra}, status=status)
 
@@ -67,7 +75,10 @@ def api_view(*methods: str) -> Callable[[Callable], Callable]:
 
         def on_error(exc: Exception, request: HttpRequest) -> HttpResponse:
             if isinstance(exc, ApiError):
-                return error(exc.status, exc.detail, **exc.extra)
+                response = error(exc.status, exc.detail, **exc.extra)
+                if isinstance(exc, ServiceUnavailable):
+                    response["Retry-After"] = str(exc.retry_after)
+                return response
             logger.exception("Unhandled error in %s %s", request.method, request.path)
             return error(500, "Internal error")
 

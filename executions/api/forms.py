@@ -11,7 +11,7 @@ from django.conf import settings
 from django.http import QueryDict
 
 from executions.api.decorators import InvalidRequest
-from executions.models import JOB_TYPE_NAME_RE, Environment, Execution
+from executions.models import JOB_TYPE_NAME_RE, Environment, Execution, requirement_errors
 
 EXECUTE_FIELDS = (
     "code",
@@ -23,13 +23,6 @@ EXECUTE_FIELDS = (
     "idempotency_key",
 )
 IDEMPOTENCY_KEY_RE = re.compile(r"^[A-Za-z0-9_-]{8,255}$")
-# A requirement is a bare distribution name with optional extras and version constraints: no
-# URLs, paths, pip options, environment markers or anything a shell or Dockerfile would read.
-REQUIREMENT_RE = re.compile(
-    r"^[A-Za-z0-9][A-Za-z0-9._-]*(\[[A-Za-z0-9._,-]+\])?"
-    r"(\s*(===|==|!=|~=|<=|>=|<|>)\s*[A-Za-z0-9.*+!_-]+(\s*,\s*(===|==|!=|~=|<=|>=|<|>)\s*[A-Za-z0-9.*+!_-]+)*)?$"
-)
-MAX_REQUIREMENTS = 50
 
 
 class _Errors(dict[str, list[str]]):
@@ -128,15 +121,10 @@ def _requirements(value: Any, errors: _Errors) -> list[str]:
     if not settings.TAKO_ALLOW_REQUIREMENTS:
         errors.add("requirements", "Per-run requirements are turned off on this deployment")
         return []
-    if not isinstance(value, list) or not all(isinstance(item, str) for item in value):
-        errors.add("requirements", "requirements must be a list of strings")
-        return []
-    if len(value) > MAX_REQUIREMENTS:
-        errors.add("requirements", f"At most {MAX_REQUIREMENTS} requirements are allowed")
-    for item in value:
-        if not REQUIREMENT_RE.match(item.strip()):
-            errors.add("requirements", f"Invalid requirement {item!r}: use a package name with optional version")
-    return [item.strip() for item in value]
+    problems = requirement_errors(value)
+    for problem in problems:
+        errors.add("requirements", problem)
+    return [] if problems else [item.strip() for item in value]
 
 
 def _environment(value: Any, errors: _Errors) -> Environment | None:

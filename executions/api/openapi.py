@@ -10,6 +10,8 @@ from typing import Any
 
 from django.conf import settings
 
+from executions.sandbox.classify import ERROR_TYPES
+
 
 def _ref(name: str) -> dict[str, str]:
     return {"$ref": f"#/components/schemas/{name}"}
@@ -25,37 +27,6 @@ def _error(description: str) -> dict[str, Any]:
 
 NULLABLE_STRING = {"type": ["string", "null"]}
 NULLABLE_INT = {"type": ["integer", "null"]}
-ERROR_TYPES = [
-    "oom",
-    "cancelled",
-    "segfault",
-    "abort",
-    "arithmetic_error",
-    "bus_error",
-    "pipe_error",
-    "syntax_error",
-    "import_error",
-    "type_error",
-    "value_error",
-    "key_error",
-    "index_error",
-    "attribute_error",
-    "name_error",
-    "file_not_found",
-    "recursion_error",
-    "division_error",
-    "encoding_error",
-    "json_error",
-    "permission",
-    "os_error",
-    "network_error",
-    "network_timeout",
-    "runtime_error",
-    "timeout",
-    "killed",
-    "service_unavailable",
-    "internal_error",
-]
 STATUSES = ["queued", "running", "succeeded", "failed", "timeout", "oom", "cancelled"]
 
 SCHEMAS: dict[str, Any] = {
@@ -117,7 +88,7 @@ SCHEMAS: dict[str, Any] = {
         "type": ["object", "null"],
         "required": ["type", "message", "phase"],
         "properties": {
-            "type": {"enum": ERROR_TYPES},
+            "type": {"enum": list(ERROR_TYPES)},
             "message": NULLABLE_STRING,
             "phase": {"enum": ["startup", "execution", "output", None]},
         },
@@ -158,6 +129,7 @@ SCHEMAS: dict[str, Any] = {
                 "required": ["startup_ms", "execution_ms", "total_ms", "phase_at_exit"],
                 "properties": {
                     "startup_ms": NULLABLE_INT,
+                    "dep_install_ms": NULLABLE_INT,
                     "execution_ms": NULLABLE_INT,
                     "total_ms": NULLABLE_INT,
                     "phase_at_exit": {"enum": STATUSES},
@@ -231,6 +203,33 @@ SCHEMAS: dict[str, Any] = {
             "network_enabled": {"type": "boolean"},
             "image": {"type": "string"},
             "image_exists": {"type": "boolean"},
+            "image_digest": NULLABLE_STRING,
+            "built_at": {"type": ["string", "null"], "format": "date-time"},
+            "build_status": {"enum": ["none", "building", "built", "failed"]},
+            "build_error": NULLABLE_STRING,
+        },
+    },
+    "BuildResult": {
+        "type": "object",
+        "required": ["status", "job_type", "version", "digest", "image_ref"],
+        "properties": {
+            "status": {"const": "built"},
+            "job_type": {"type": "string"},
+            "version": {"type": "string", "description": "name@short digest"},
+            "digest": {"type": "string"},
+            "image_ref": {"type": "string"},
+            "rebuilt": {"type": "boolean", "description": "false when the image was already up to date"},
+            "seconds": {"type": "number"},
+            "size_bytes": {"type": "integer"},
+        },
+    },
+    "ServiceUnavailable": {
+        "type": "object",
+        "required": ["detail", "correlation_id", "error_type"],
+        "properties": {
+            "detail": {"type": "string"},
+            "correlation_id": {"type": "string"},
+            "error_type": {"const": "service_unavailable"},
         },
     },
 }
@@ -256,7 +255,7 @@ PATHS: dict[str, Any] = {
                 "200": _json(_ref("ExecuteResponse"), "The run ended (successfully or not)"),
                 "400": _error("Malformed JSON"),
                 "415": _error("Not a JSON body"),
-                "422": _error("The body failed validation"),
+                "422": _error("The body failed validation (including an unknown job_type)"),
                 **_COMMON_ERRORS,
             },
         }
@@ -317,6 +316,21 @@ PATHS: dict[str, Any] = {
             "responses": {
                 "200": _json(_ref("JobType"), "The job type"),
                 "404": _error("No such job type"),
+                **_COMMON_ERRORS,
+            },
+        }
+    },
+    "/job-types/{name}/build": {
+        "post": {
+            "summary": "Build the job type's image (no-op when up to date)",
+            "operationId": "buildJobType",
+            "parameters": [{"name": "name", "in": "path", "required": True, "schema": {"type": "string"}}],
+            "responses": {
+                "200": _json(_ref("BuildResult"), "The image is built and up to date"),
+                "404": _error("No such job type"),
+                "409": _error("A build of this job type is already running"),
+                "422": _error("The build failed (which package, and why); the previous image stays in use"),
+                "503": _json(_ref("ServiceUnavailable"), "Docker is unavailable (Retry-After)"),
                 **_COMMON_ERRORS,
             },
         }

@@ -11,11 +11,12 @@ from django.db import connections
 from django.http import HttpRequest, JsonResponse
 
 from executions import services
-from executions.api.decorators import ApiError, api_view, parse_json_body
+from executions.api.decorators import ApiError, ServiceUnavailable, api_view, parse_json_body
 from executions.api.forms import parse_execute_request, parse_page, parse_status, parse_view
 from executions.api.openapi import openapi_document
 from executions.models import Environment, Execution
 from executions.sandbox import SandboxError, SandboxUnavailable, get_sandbox
+from executions.sandbox.images import ImageBuildError
 
 T = TypeVar("T")
 
@@ -114,3 +115,32 @@ def job_type_detail(request: HttpRequest, name: str) -> JsonResponse:
 @api_view("GET")
 def openapi_json(request: HttpRequest) -> JsonResponse:
     return JsonResponse(openapi_document())
+
+
+@api_view("POST")
+async def job_type_build(request: HttpRequest, name: str) -> JsonResponse:
+    """Build the job type's image now (a no-op when it is up to date); answers when done."""
+    environment = await Environment.objects.filter(name=name).afirst()
+    if environment is None:
+        raise ApiError(404, f"Job type '{name}' not found")
+    try:
+        result = await _in_worker_thread(services.environment_build, environment=environment)
+    except services.BuildInProgress as exc:
+        raise ApiError(409, str(exc)) from None
+    except ImageBuildError as exc:
+        raise ApiError(422, f"Build failed: {exc}") from None
+    except SandboxUnavailable as exc:
+        raise ServiceUnavailable(f"Docker is unavailable: {exc}") from None
+    short = result.digest.removeprefix("sha256:")[:12]
+    return JsonResponse(
+        {
+            "status": "built",
+            "job_type": name,
+            "version": f"{name}@{short}",
+            "digest": result.digest,
+            "image_ref": result.image,
+            "rebuilt": result.built,
+            "seconds": round(result.seconds, 2),
+            "size_bytes": result.size_bytes,
+        }
+    )

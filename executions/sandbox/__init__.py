@@ -26,11 +26,13 @@ class RunSpec:
     image: str
     code: str
     input_json: str  # input_data, already serialised
-    timeout: int  # seconds of code run time; container start is not counted
+    timeout: int  # seconds of code run time, counted from when the code starts
+    startup_timeout: float = 60  # seconds for container start and package install
     memory_limit: str = "512m"
     cpu_limit: float = 1.0
     network_enabled: bool = False
     environment: dict[str, str] = field(default_factory=dict)
+    wheels_dir: str | None = None  # host folder of wheels to install for this run only
     # Called from a reader thread with ("stdout" | "stderr", text) as the program writes.
     on_output: Callable[[str, str], None] | None = None
 
@@ -57,12 +59,15 @@ class RunResult:
     stdout_truncated: bool = False
     stderr_truncated: bool = False
     timed_out: bool = False
+    startup_timed_out: bool = False
+    dependency_error: str | None = None  # the run's own packages could not be installed
     oom_killed: bool = False
     exception: ExceptionReport | None = None
     result_json: str | None = None  # the raw text of /output/result.json, if the program wrote one
     artifacts: list[Artifact] = field(default_factory=list)
     resource_usage: dict[str, Any] = field(default_factory=dict)
     startup_ms: int = 0
+    dep_install_ms: int | None = None
     execution_ms: int = 0
     image_ref: str = ""  # name@sha256:… of the image the run used
     runtime: str = ""

@@ -45,6 +45,14 @@ EXCEPTION_ERRORS: dict[str, str] = {
     "builtins.MemoryError": "oom",
 }
 
+# Raised by the service itself rather than read off the program.
+SYSTEM_ERRORS = ("timeout", "killed", "runtime_error", "dependency_error", "service_unavailable", "internal_error")
+
+# Every error type there is (docs/API.md); the OpenAPI document's enum is this list.
+ERROR_TYPES: tuple[str, ...] = tuple(
+    dict.fromkeys([*(t for t, _ in SIGNAL_ERRORS.values()), "oom", *EXCEPTION_ERRORS.values(), *SYSTEM_ERRORS])
+)
+
 OOM_MESSAGE = "Execution exceeded memory limit"
 
 # Error types whose record status is named after them; every other failure is "failed".
@@ -81,8 +89,15 @@ def classify_exit(
     oom_killed: bool,
     exception: ExceptionReport | None,
     timeout: int,
+    startup_timed_out: bool = False,
+    startup_timeout: float = 0,
+    dependency_error: str | None = None,
 ) -> Outcome:
     """Classify how the user's program ended (not whether its output was valid)."""
+    if startup_timed_out:
+        return failure("timeout", f"Startup exceeded startup_timeout ({startup_timeout:g}s)", phase="startup")
+    if dependency_error is not None:
+        return failure("dependency_error", dependency_error, phase="startup")
     if timed_out:
         return failure("timeout", f"Execution timeout exceeded ({timeout}s)")
     if exit_code == 137 and oom_killed:

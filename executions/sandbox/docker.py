@@ -37,6 +37,9 @@ logger = logging.getLogger(__name__)
 MANAGED_LABEL = "tako.managed"
 SANDBOX_UID = 10001  # not 1000: nproc limits count per uid, and 1000 is often a real host user
 ENVELOPE_MARKER = b"\x1eTAKO-ENVELOPE "
+STARTED_MARKER = b"\x1eTAKO-STARTED "
+FSIZE_LIMIT = 10 * 1024 * 1024  # per file the program writes
+FSIZE_LIMIT_WITH_PACKAGES = 1024 * 1024 * 1024  # the launcher raises it to unpack shared libraries
 MAX_ENVELOPE_BYTES = 80 * 1024 * 1024  # 50 MB of /output, base64-encoded, plus JSON
 API_TIMEOUT = 30
 KILL_GRACE = 10
@@ -83,11 +86,17 @@ def _without_cut_character(data: bytes) -> bytes:
 
 
 class StdoutSplitter:
-    """Separates the program's stdout from the launcher's envelope that follows it."""
+    """Separates the program's stdout from the launcher's messages around it.
 
-    def __init__(self, nonce: str, user: CappedStream) -> None:
+    The stream is: STARTED marker (the code starts now), the program's output, ENVELOPE marker,
+    the envelope. `on_started` is called once, when the code starts.
+    """
+
+    def __init__(self, nonce: str, user: CappedStream, on_started: Callable[[], None]) -> None:
+        self.started_marker = STARTED_MARKER + nonce.encode() + b"\n"
         self.marker = ENVELOPE_MARKER + nonce.encode() + b"\n"
         self.user = user
+        self.on_started: Callable[[], None] | None = on_started
         self.pending = b""
         self.envelope: bytearray | None = None
         self.envelope_overflow = False
@@ -98,6 +107,13 @@ class StdoutSplitter:
             self._feed_envelope(data)
             return b""
         buf = self.pending + data
+        if self.on_started is not None:
+            if len(buf) < len(self.started_marker) and self.started_marker.startswith(buf):
+                self.pending = buf  # not all of the marker yet
+                return b""
+            if buf.startswith(self.started_marker):
+                buf = buf[len(self.started_marker) :]
+            self._started()
         index = buf.find(self.marker)
         if index >= 0:
             self.pending = b""
@@ -109,9 +125,16 @@ class StdoutSplitter:
         return self.user.feed(buf[: len(buf) - held])
 
     def finish(self) -> bytes:
+        if self.on_started is not None and self.pending and self.started_marker.startswith(self.pending):
+            self.pending = b""  # the stream ended before the code started
         kept = self.user.feed(self.pending)
         self.pending = b""
         return kept
+
+    def _started(self) -> None:
+        callback, self.on_started = self.on_started, None
+        if callback is not None:
+            callback()
 
     def _feed_envelope(self, data: bytes) -> None:
         assert self.envelope is not None
@@ -139,6 +162,11 @@ def _parse_envelope(raw: bytes | None) -> dict[str, Any]:
     except ValueError:
         return {}
     return envelope if isinstance(envelope, dict) else {}
+
+
+def _optional(envelope: dict[str, Any], key: str, kind: type) -> Any:
+    value = envelope.get(key)
+    return value if isinstance(value, kind) and not isinstance(value, bool) else None
 
 
 def _exception_from(envelope: dict[str, Any]) -> ExceptionReport | None:
@@ -211,15 +239,12 @@ class DockerSandbox:
         container: Container | None = None
         try:
             began = time.monotonic()
-            nonce = secrets.token_hex(16)  # tells the launcher's report from the program's output
+            nonce = secrets.token_hex(16)  # tells the launcher's messages from the program's output
             with _translate_docker_errors("Starting the container"):
                 container = self._create(spec, run_dir, nonce)
                 sock = self.client.api.attach_socket(str(container.id), params={"stdout": 1, "stderr": 1, "stream": 1})
                 container.start()
-            started = time.monotonic()
-            result = self._collect(spec, container, sock, started, nonce)
-            result.startup_ms = int((started - began) * 1000)
-            return result
+            return self._collect(spec, container, sock, began, nonce)
         finally:
             if container is not None:
                 self._remove(container)
@@ -254,6 +279,19 @@ class DockerSandbox:
         return run_dir
 
     def _create(self, spec: RunSpec, run_dir: Path, nonce: str) -> Container:
+        volumes = {
+            str(run_dir / "code"): {"bind": "/code", "mode": "ro"},
+            str(run_dir / "input"): {"bind": "/input", "mode": "ro"},
+        }
+        tmpfs = {
+            "/tmp": "rw,nosuid,nodev,size=64m,mode=1777",
+            "/output": f"rw,nosuid,nodev,noexec,size=50m,uid={SANDBOX_UID},gid={SANDBOX_UID},mode=0755",
+        }
+        fsize_hard = FSIZE_LIMIT
+        if spec.wheels_dir:  # packages for this run only: wheels read-only in, installed into /deps
+            volumes[spec.wheels_dir] = {"bind": "/wheels", "mode": "ro"}
+            tmpfs["/deps"] = f"rw,nosuid,nodev,size={spec.memory_limit},uid={SANDBOX_UID},gid={SANDBOX_UID},mode=0755"
+            fsize_hard = FSIZE_LIMIT_WITH_PACKAGES
         return self.client.containers.create(
             spec.image,
             ["python3", "-I", "-S", "/opt/tako/launcher.py"],  # isolated, no site: starts faster
@@ -281,24 +319,25 @@ class DockerSandbox:
             ulimits=[
                 Ulimit(name="nofile", soft=256, hard=256),
                 Ulimit(name="nproc", soft=128, hard=128),
-                Ulimit(name="fsize", soft=10 * 1024 * 1024, hard=10 * 1024 * 1024),
+                Ulimit(name="fsize", soft=FSIZE_LIMIT, hard=fsize_hard),
                 Ulimit(name="core", soft=0, hard=0),
             ],
-            tmpfs={
-                "/tmp": "rw,nosuid,nodev,size=64m,mode=1777",
-                "/output": f"rw,nosuid,nodev,noexec,size=50m,uid={SANDBOX_UID},gid={SANDBOX_UID},mode=0755",
-            },
-            volumes={
-                str(run_dir / "code"): {"bind": "/code", "mode": "ro"},
-                str(run_dir / "input"): {"bind": "/input", "mode": "ro"},
-            },
+            tmpfs=tmpfs,
+            volumes=volumes,
             log_config=LogConfig(type="none"),  # output is read from the attach stream, never logged
         )
 
-    def _collect(self, spec: RunSpec, container: Container, sock: Any, started: float, nonce: str) -> RunResult:
+    def _collect(self, spec: RunSpec, container: Container, sock: Any, began: float, nonce: str) -> RunResult:
         cap = settings.TAKO_OUTPUT_CAP_BYTES
         stdout, stderr = CappedStream(cap), CappedStream(cap)
-        splitter = StdoutSplitter(nonce, stdout)
+        code_started_at: list[float] = []
+        startup_over = threading.Event()  # the code started, or the container ended before it did
+
+        def on_started() -> None:
+            code_started_at.append(time.monotonic())
+            startup_over.set()
+
+        splitter = StdoutSplitter(nonce, stdout, on_started)
         emit = _emitter(spec.on_output)
 
         def read() -> None:
@@ -310,22 +349,29 @@ class DockerSandbox:
                         emit("stderr", stderr.feed(data))
             except OSError:  # the socket closes under us when the container is killed
                 pass
-            emit("stdout", splitter.finish())
+            finally:
+                emit("stdout", splitter.finish())
+                startup_over.set()
 
         reader = threading.Thread(target=read, name=f"sandbox-reader-{spec.execution_id}", daemon=True)
         reader.start()
-        reader.join(timeout=spec.timeout)
-        timed_out = reader.is_alive()
-        if timed_out:
+        startup_timed_out = not startup_over.wait(timeout=max(spec.startup_timeout - (time.monotonic() - began), 0))
+        code_began = code_started_at[0] if code_started_at else time.monotonic()
+        timed_out = False
+        if not startup_timed_out:
+            reader.join(timeout=max(spec.timeout - (time.monotonic() - code_began), 0))
+            timed_out = reader.is_alive()
+        if startup_timed_out or timed_out:
             with _translate_docker_errors("Stopping the container after its timeout"):
                 container.kill()
             reader.join(timeout=KILL_GRACE)
-        execution_ms = int((time.monotonic() - started) * 1000)
+        execution_ms = int((time.monotonic() - code_began) * 1000) if code_started_at else 0
         sock.close()
         with _translate_docker_errors("Waiting for the container"):
             exit_code = container.wait(timeout=KILL_GRACE).get("StatusCode")
             # Only a SIGKILL exit can be an OOM kill; ask Docker then (one inspect less otherwise).
-            oom_killed = exit_code == 137 and not timed_out and self._was_oom_killed(container)
+            killed_by_us = timed_out or startup_timed_out
+            oom_killed = exit_code == 137 and not killed_by_us and self._was_oom_killed(container)
         envelope = None if splitter.envelope_overflow else splitter.envelope
         parsed = _parse_envelope(bytes(envelope) if envelope is not None else None)
         return RunResult(
@@ -335,11 +381,15 @@ class DockerSandbox:
             stdout_truncated=stdout.truncated,
             stderr_truncated=stderr.truncated,
             timed_out=timed_out,
+            startup_timed_out=startup_timed_out,
+            dependency_error=_optional(parsed, "dependency_error", str),
             oom_killed=oom_killed,
             exception=_exception_from(parsed),
-            result_json=parsed.get("result_json") if isinstance(parsed.get("result_json"), str) else None,
+            result_json=_optional(parsed, "result_json", str),
             artifacts=_artifacts_from(parsed),
             resource_usage=_resource_usage_from(parsed),
+            startup_ms=int(((code_started_at[0] if code_started_at else time.monotonic()) - began) * 1000),
+            dep_install_ms=_optional(parsed, "dep_install_ms", int),
             execution_ms=execution_ms,
             image_ref=f"{spec.image.split(':')[0]}@{container.attrs.get('Image', '')}",
             runtime=container.attrs.get("HostConfig", {}).get("Runtime", ""),

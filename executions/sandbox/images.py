@@ -11,11 +11,9 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import platform
 import re
 import shutil
 import subprocess
-import sys
 import tempfile
 import time
 from collections.abc import Callable
@@ -26,6 +24,7 @@ from django.conf import settings
 
 from executions.sandbox import SandboxError, get_sandbox
 from executions.sandbox.docker import DockerImages, DockerSandbox
+from executions.sandbox.packages import PackageError, install_into
 
 logger = logging.getLogger(__name__)
 
@@ -35,7 +34,6 @@ BOOTSTRAP_DIR = SANDBOX_DIR / "bootstrap"
 REGISTRY_BASE = "python:3.11-slim"
 OFFLINE_BASE = "tako-vm-base:bookworm"
 HASH_LABEL = "tako.definition-hash"
-PYTHON_VERSION = "3.11"
 
 
 class ImageBuildError(Exception):
@@ -49,6 +47,7 @@ class BuildResult:
     seconds: float
     size_bytes: int
     base: str
+    digest: str  # sha256:… image id
 
 
 def image_name(job_type: str) -> str:
@@ -84,13 +83,16 @@ def ensure_image(
     labels = images.labels(image)
     previous_id = images.image_id(image) if labels is not None else None
     if labels is not None and labels.get(HASH_LABEL) == wanted and not force:
-        return BuildResult(image, False, time.monotonic() - began, images.size(image), base)
+        return BuildResult(image, False, time.monotonic() - began, images.size(image), base, previous_id or "")
     log(f"Building {image} on {base}" + (f" with {', '.join(requirements)}" if requirements else ""))
     with tempfile.TemporaryDirectory(prefix="tako-build-") as tmp:
         context = Path(tmp)
         shutil.copy(DOCKERFILE, context / "Dockerfile")
         shutil.copytree(BOOTSTRAP_DIR, context / "bootstrap", ignore=shutil.ignore_patterns("__pycache__"))
-        _download_packages(requirements, context / "packages")
+        try:
+            install_into(requirements, context / "packages")
+        except PackageError as exc:
+            raise ImageBuildError(f"Installing {', '.join(requirements)} failed: {exc}") from exc
         try:
             images.build(
                 context,
@@ -104,7 +106,7 @@ def ensure_image(
         images.remove_unused(previous_id)
     seconds = time.monotonic() - began
     log(f"Built {image} in {seconds:.1f}s")
-    return BuildResult(image, True, seconds, images.size(image), base)
+    return BuildResult(image, True, seconds, images.size(image), base, images.image_id(image) or "")
 
 
 # -- the base image ------------------------------------------------------------------------------
@@ -164,21 +166,6 @@ def _build_offline_base(images: DockerImages, log: Callable[[str], None]) -> Non
         finally:
             tar.stdout.close()
             tar.wait()
-
-
-# -- packages ------------------------------------------------------------------------------------
-def _download_packages(requirements: list[str], target: Path) -> None:
-    """Resolve and install wheels for the image's Python into `target`, on the host."""
-    target.mkdir()
-    if not requirements:
-        return
-    arch = platform.machine()
-    platforms = [f"manylinux_2_{minor}_{arch}" for minor in (17, 24, 28, 31, 34, 36)] + [f"manylinux2014_{arch}"]
-    command = [sys.executable, "-m", "pip", "install", "--quiet", "--no-compile", "--target", str(target)]
-    command += ["--only-binary=:all:", "--python-version", PYTHON_VERSION, "--implementation", "cp"]
-    for tag in platforms:
-        command += ["--platform", tag]
-    _run([*command, "--", *requirements], what=f"pip install of {', '.join(requirements)}")
 
 
 def _run(command: list[str], *, what: str) -> None:

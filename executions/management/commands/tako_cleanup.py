@@ -10,6 +10,7 @@ from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError
 
 from executions.sandbox import SandboxError, SandboxUnavailable, get_sandbox
+from executions.services import environment_builds_reset
 
 
 class Command(BaseCommand):
@@ -24,4 +25,8 @@ class Command(BaseCommand):
         folders = list(work_dir.iterdir()) if work_dir.exists() else []
         for folder in folders:
             shutil.rmtree(folder, ignore_errors=True)
-        self.stdout.write(f"Removed {removed} stale container(s) and {len(folders)} run folder(s).")
+        interrupted = environment_builds_reset()
+        self.stdout.write(
+            f"Removed {removed} stale container(s) and {len(folders)} run folder(s); "
+            f"{interrupted} interrupted build(s) marked failed."
+        )

@@ -7,8 +7,9 @@ from typing import Any
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
 from executions.models import Environment
-from executions.sandbox import SandboxUnavailable
-from executions.sandbox.images import ImageBuildError, ensure_image
+from executions.sandbox import SandboxError, SandboxUnavailable
+from executions.sandbox.images import ImageBuildError
+from executions.services import BuildInProgress, environment_build
 
 
 class Command(BaseCommand):
@@ -29,14 +30,10 @@ class Command(BaseCommand):
             if missing:
                 raise CommandError(f"Unknown job type(s): {', '.join(sorted(missing))}")
         for environment in environments:
+            self.stdout.write(f"{environment.name}: checking {environment.image}")
             try:
-                result = ensure_image(
-                    environment.name,
-                    requirements=list(environment.requirements),
-                    force=options["force"],
-                    log=self.stdout.write,
-                )
-            except (ImageBuildError, SandboxUnavailable) as exc:
+                result = environment_build(environment=environment, force=options["force"])
+            except (ImageBuildError, SandboxUnavailable, SandboxError, BuildInProgress) as exc:
                 raise CommandError(f"{environment.name}: {exc}") from exc
             verb = "built" if result.built else "up to date"
             size_mb = result.size_bytes / 1e6

@@ -1,10 +1,13 @@
 """The in-container launcher: runs /code/main.py as `python -u`, then reports how it ended.
 
-It runs as the container's unprivileged user under docker-init. After the program (and every
-process it left behind) is gone, it writes one line to stdout: a marker with the run's nonce, then
-a JSON envelope with the exception that ended the program, /output/result.json, the artifacts and
-resource usage. The host trusts none of it beyond the user's own result. Finally the launcher
-exits the way the program did, re-raising a fatal signal so the container's exit code is 128+N.
+It runs as the container's unprivileged user under docker-init, and talks to the host on stdout,
+each message behind a marker with the run's nonce:
+  1. startup: installs the run's own packages (wheels mounted at /wheels) into /deps, then says
+     STARTED, from which moment the host counts the code's timeout;
+  2. after the program (and every process it left behind) is gone: one JSON envelope with the
+     exception that ended it, /output/result.json, the artifacts and resource usage.
+The host trusts none of it beyond the user's own result. Finally the launcher exits the way the
+program did, re-raising a fatal signal so the container's exit code is 128+N.
 """
 
 import contextlib
@@ -16,6 +19,8 @@ import stat
 import sys
 import time
 
+WHEELS_DIR = "/wheels"
+DEPS_DIR = "/deps"
 OUTPUT_DIR = "/output"
 RESULT_FILE = "result.json"
 MAX_ARTIFACTS = 100
@@ -73,6 +78,49 @@ def _collect_output():
     return result_json, artifacts, skipped
 
 
+def _write(data):
+    while data:
+        data = data[os.write(1, data) :]
+
+
+def _wheel_destination(name):
+    """Where a wheel member goes under /deps: libraries only (no scripts, headers or data)."""
+    parts = name.split("/")
+    if ".." in parts or name.startswith("/") or name.endswith("/"):
+        return None
+    if parts[0].endswith(".data"):
+        if len(parts) < 3 or parts[1] not in ("purelib", "platlib"):
+            return None
+        parts = parts[2:]
+    return os.path.join(DEPS_DIR, *parts)
+
+
+def _install_wheels():
+    """Unpack the run's wheels into /deps; returns an error message or None."""
+    import zipfile
+
+    names = sorted(n for n in os.listdir(WHEELS_DIR) if n.endswith(".whl"))
+    # Wheels hold files bigger than the program's own file-size limit (shared libraries).
+    soft, hard = resource.getrlimit(resource.RLIMIT_FSIZE)
+    resource.setrlimit(resource.RLIMIT_FSIZE, (hard, hard))
+    try:
+        for name in names:
+            with zipfile.ZipFile(os.path.join(WHEELS_DIR, name)) as wheel:
+                for member in wheel.infolist():
+                    destination = _wheel_destination(member.filename)
+                    if destination is None:
+                        continue
+                    os.makedirs(os.path.dirname(destination), exist_ok=True)
+                    with wheel.open(member) as source, open(destination, "wb") as target:
+                        while chunk := source.read(1 << 20):
+                            target.write(chunk)
+    except (OSError, zipfile.BadZipFile) as exc:
+        return f"Installing {name} failed: {exc}"
+    finally:
+        resource.setrlimit(resource.RLIMIT_FSIZE, (soft, hard))
+    return None
+
+
 def _parse_exception(raw):
     try:
         report = json.loads(raw.decode("utf-8", errors="replace").strip().splitlines()[-1])
@@ -81,13 +129,28 @@ def _parse_exception(raw):
     return report if isinstance(report, dict) else None
 
 
+def _report(nonce, envelope):
+    _write(("\x1eTAKO-ENVELOPE " + nonce + "\n" + json.dumps(envelope) + "\n").encode())
+
+
 def main():
     nonce = os.environ.pop("TAKO_NONCE", "")
+    search_path = ["/opt/tako/hook"]
+    dep_install_ms = None
+    if os.path.isdir(WHEELS_DIR):
+        began = time.monotonic()
+        problem = _install_wheels()
+        dep_install_ms = int((time.monotonic() - began) * 1000)
+        if problem:
+            _report(nonce, {"dependency_error": problem, "dep_install_ms": dep_install_ms})
+            sys.exit(1)
+        search_path.append(DEPS_DIR)
     report_r, report_w = os.pipe()
     os.set_inheritable(report_w, True)
     env = dict(os.environ, TAKO_REPORT_FD=str(report_w))
-    env["PYTHONPATH"] = os.pathsep.join(p for p in ("/opt/tako/hook", env.get("PYTHONPATH")) if p)
+    env["PYTHONPATH"] = os.pathsep.join(p for p in (*search_path, env.get("PYTHONPATH")) if p)
     os.chdir("/tmp")
+    _write(("\x1eTAKO-STARTED " + nonce + "\n").encode())
     started = time.monotonic()
     # posix_spawn, not subprocess: importing subprocess costs more than the program's own start.
     pid = os.posix_spawn(
@@ -112,16 +175,14 @@ def main():
         "result_json": result_json,
         "artifacts": artifacts,
         "skipped_outputs": skipped,
+        "dep_install_ms": dep_install_ms,
         "resource_usage": {
             "max_rss_mb": round(usage.ru_maxrss / 1024, 1),
             "cpu_time_ms": int((usage.ru_utime + usage.ru_stime) * 1000),
             "wall_time_ms": wall_ms,
         },
     }
-    line = "\x1eTAKO-ENVELOPE " + nonce + "\n" + json.dumps(envelope) + "\n"
-    data = line.encode()
-    while data:
-        data = data[os.write(1, data) :]
+    _report(nonce, envelope)
     if returncode < 0:
         if -returncode not in (signal.SIGKILL, signal.SIGSTOP):  # those cannot be caught anyway
             signal.signal(-returncode, signal.SIG_DFL)
