@@ -194,6 +194,12 @@ class Execution(models.Model):
     correlation_id = models.CharField(max_length=128, default="")
     client_ip = models.GenericIPAddressField(null=True)
     idempotency_key = models.CharField(max_length=255, null=True)
+    request_hash = models.CharField(max_length=64, default="")  # what idempotency compares
+    is_async = models.BooleanField(default=False)
+    cancel_requested = models.BooleanField(default=False)
+    worker = models.CharField(max_length=255, default="")  # the host running it
+    container_started_at = models.DateTimeField(null=True)
+    heartbeat_at = models.DateTimeField(null=True)
     parent_execution = models.ForeignKey("self", null=True, on_delete=models.SET_NULL, related_name="children")
     relationship = models.CharField(max_length=8, null=True)  # rerun | fork
 
@@ -214,6 +220,15 @@ class Execution(models.Model):
     @property
     def success(self) -> bool:
         return self.status == self.Status.SUCCEEDED
+
+    def to_job_status(self) -> dict[str, Any]:
+        return {
+            "job_id": str(self.id),
+            "status": self.status,
+            "created_at": _iso(self.created_at),
+            "started_at": _iso(self.started_at),
+            "ended_at": _iso(self.ended_at),
+        }
 
     def error_dict(self) -> dict[str, Any] | None:
         if self.error_type is None:
@@ -303,3 +318,12 @@ class Artifact(models.Model):
             "sha256": self.sha256,
             "content_type": self.content_type,
         }
+
+
+class Lock(models.Model):
+    """A named row to lock with select_for_update (serialises claims of the worker budget)."""
+
+    name = models.CharField(max_length=64, primary_key=True)
+
+    def __str__(self) -> str:
+        return self.name

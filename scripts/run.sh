@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# Starts the whole service in the foreground: daphne (web + websockets) on $HOST:$PORT.
-# Ctrl-C stops all of it.
+# Starts the whole service in the foreground: the worker cluster (django-q2) and daphne (web +
+# websockets) on $HOST:$PORT. Ctrl-C stops all of it.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PY=${PY:-.venv/bin/python}
@@ -18,7 +18,9 @@ mkdir -p var
 "$PY" manage.py tako_images build > var/image-builds.log 2>&1 &
 pids+=($!)
 echo "Building missing job-type images in the background (log: var/image-builds.log)"
+"$PY" manage.py tako_worker &
+pids+=($!)
 echo "Tako VM on http://$HOST:$PORT/ (API docs at /docs). Ctrl-C stops it."
 "$PY" -m daphne -b "$HOST" -p "$PORT" takoweb.asgi:application &
 pids+=($!)
-wait "${pids[-1]}"  # the web server; the image build may end first
+wait -n "${pids[@]:1}"  # the worker cluster or the web server; the image build may end first

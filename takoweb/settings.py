@@ -6,7 +6,9 @@ on one laptop: SQLite in WAL mode, files under ./var, the web server on 127.0.0.
 
 from __future__ import annotations
 
+import os
 import secrets
+import socket
 from pathlib import Path
 
 from takoweb.env import envbool, envchoice, envint, envstr
@@ -44,6 +46,7 @@ INSTALLED_APPS = [
     "django.contrib.staticfiles",
     "channels",
     "django_htmx",
+    "django_q",
     "executions",
 ]
 
@@ -148,3 +151,33 @@ LOGGING = {
 TAKO_ALLOW_REQUIREMENTS = envbool("TAKO_ALLOW_REQUIREMENTS", True)
 # Host-side cache of wheels for per-run requirements, mounted read-only into the sandbox.
 TAKO_WHEEL_CACHE = Path(envstr("TAKO_WHEEL_CACHE", str(DATA_DIR / "wheels"))).resolve()
+
+# --- Jobs ----------------------------------------------------------------------------------------
+# One budget for sync and async runs: at most TAKO_MAX_WORKERS containers at once; at most
+# TAKO_MAX_QUEUE_SIZE jobs waiting (more are refused with 503 and Retry-After).
+TAKO_MAX_WORKERS = envint("TAKO_MAX_WORKERS", os.cpu_count() or 2, minimum=1, maximum=256)
+TAKO_MAX_QUEUE_SIZE = envint("TAKO_MAX_QUEUE_SIZE", 100, minimum=1)
+TAKO_MAX_STARTUP_TIMEOUT = 600
+# A running job's worker writes a heartbeat this often; a job silent for TAKO_STALE_AFTER seconds
+# belonged to a worker that died and is ended (or run again if its container never started).
+TAKO_HEARTBEAT_SECONDS = 5
+TAKO_STALE_AFTER = envint("TAKO_STALE_AFTER", 30, minimum=10)
+# This worker host's name, recorded on the jobs it runs (one cluster per name).
+TAKO_WORKER_NAME = envstr("TAKO_WORKER_NAME", socket.gethostname())
+
+# The longest a task can take: the code's timeout, its startup, and waiting for a container slot.
+_TASK_SECONDS = TAKO_MAX_TIMEOUT + TAKO_MAX_STARTUP_TIMEOUT + 300
+Q_CLUSTER = {
+    "name": "tako",
+    "orm": "default",  # django-q2's ORM broker on the same database (a Redis broker when scaled out)
+    "workers": TAKO_MAX_WORKERS,
+    "recycle": 500,
+    "timeout": _TASK_SECONDS,
+    "retry": _TASK_SECONDS + 60,  # must exceed timeout, or a long job is handed to a second worker
+    "max_attempts": 1,
+    "save_limit": -1,  # our Execution is the record; do not store successful task results twice
+    "ack_failures": True,
+    "catch_up": False,
+    "poll": float(envstr("TAKO_QUEUE_POLL", "0.05")),
+    "label": "Task queue",
+}

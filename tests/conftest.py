@@ -7,6 +7,7 @@ import importlib
 import json
 import os
 import re
+import signal
 import socket
 import subprocess
 import sys
@@ -90,6 +91,8 @@ class _Spec:
             return
         documented = operation["responses"].get(str(response.status_code))
         assert documented is not None, f"{method} {path} answered {response.status_code}, not documented"
+        if "application/json" not in documented.get("content", {}):
+            return  # a file or an empty 304
         schema = documented["content"]["application/json"]["schema"]
         body = json.loads(response.content)
         validator = Draft202012Validator({"$id": "urn:tako:check", **_absolute_refs(schema)}, registry=self.registry)
@@ -145,35 +148,116 @@ def api_nodocker(db: None) -> ApiClient:
     return ApiClient()
 
 
-# -- a real daphne serving the test database --------------------------------------------------
+# -- the real service: daphne and a worker cluster on the test database -------------------------
 def _free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return sock.getsockname()[1]
 
 
-@pytest.fixture
-def daphne_url(transactional_db: None, default_image: str) -> Any:
-    """The service under daphne (as `make run` starts it), on loopback, using the test database."""
+class ServiceProcess:
+    """A `manage.py`-style process of the service, its output kept in a log file for assertions."""
+
+    def __init__(self, args: list[str], log: Path, **env: str) -> None:
+        self.log = log
+        environment = {**os.environ, "TAKO_SQLITE_PATH": str(settings.DATABASES["default"]["NAME"]), **env}
+        with log.open("ab") as out:
+            self.process = subprocess.Popen(
+                [sys.executable, *args], cwd=ROOT, env=environment, stdout=out, stderr=subprocess.STDOUT,
+                start_new_session=True,  # its own process group, so a test can kill all of it
+            )  # fmt: skip
+
+    def output(self) -> str:
+        return self.log.read_text(errors="replace")
+
+    def stop(self) -> None:
+        """Stop as a supervisor would (SIGTERM to the main process), killing what remains after 15 s."""
+        with contextlib.suppress(ProcessLookupError):
+            self.process.terminate()
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            self.process.wait(timeout=15)
+        self.kill()
+
+    def kill(self) -> None:
+        """SIGKILL to every process of it at once: a crash, nothing gets to clean up."""
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(self.process.pid, signal.SIGKILL)
+        self.process.wait(timeout=30)
+
+
+def start_daphne(log: Path) -> tuple[ServiceProcess, str]:
     port = _free_port()
-    env = {**os.environ, "TAKO_SQLITE_PATH": str(settings.DATABASES["default"]["NAME"])}
-    server = subprocess.Popen(
-        [sys.executable, "-m", "daphne", "-b", "127.0.0.1", "-p", str(port), "takoweb.asgi:application"],
-        cwd=ROOT,
-        env=env,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-    )
+    server = ServiceProcess(["-m", "daphne", "-b", "127.0.0.1", "-p", str(port), "takoweb.asgi:application"], log)
     deadline = time.monotonic() + 30
     while time.monotonic() < deadline:
         try:
             socket.create_connection(("127.0.0.1", port), timeout=0.5).close()
-            break
+            return server, f"http://127.0.0.1:{port}"
         except OSError:
             time.sleep(0.1)
-    else:
-        server.kill()
-        raise RuntimeError(f"daphne did not start: {server.stderr.read().decode() if server.stderr else ''}")
-    yield f"http://127.0.0.1:{port}"
-    server.terminate()
-    server.wait(timeout=10)
+    server.kill()
+    raise RuntimeError(f"daphne did not start: {server.output()}")
+
+
+def start_worker(log: Path, name: str, workers: int = 2) -> ServiceProcess:
+    worker = ServiceProcess(
+        ["manage.py", "tako_worker"], log, TAKO_WORKER_NAME=name, TAKO_MAX_WORKERS=str(workers), TAKO_QUEUE_POLL="0.05"
+    )
+    deadline = time.monotonic() + 30
+    while "] running." not in worker.output():
+        if time.monotonic() > deadline or worker.process.poll() is not None:
+            worker.kill()
+            raise RuntimeError(f"the worker did not start: {worker.output()}")
+        time.sleep(0.1)
+    return worker
+
+
+@pytest.fixture(scope="session")
+def service_logs(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return tmp_path_factory.mktemp("service-logs")
+
+
+class LiveService:
+    """daphne + one worker cluster (2 workers), as `make run` starts them, on the test database."""
+
+    WORKER_NAME = "pytest-worker"
+
+    def __init__(self, logs: Path) -> None:
+        self.logs = logs
+        self.server, self.url = start_daphne(logs / "daphne.log")
+        self.worker = start_worker(logs / "worker.log", name=self.WORKER_NAME)
+
+    def restart_worker(self) -> None:
+        if self.worker.process.poll() is None:
+            self.worker.stop()
+        self.worker = start_worker(self.logs / "worker.log", name=self.WORKER_NAME)
+
+    def output(self) -> str:
+        return self.server.output() + self.worker.output()
+
+    def stop(self) -> None:
+        self.worker.stop()
+        self.server.stop()
+
+
+@pytest.fixture(scope="session")
+def _live_service(django_db_setup: None, django_db_blocker: Any, default_image: str, service_logs: Path) -> Any:
+    service = LiveService(service_logs)
+    yield service
+    service.stop()
+
+
+@pytest.fixture
+def live_service(transactional_db: None, _live_service: LiveService) -> LiveService:
+    return _live_service
+
+
+@pytest.fixture
+def live_url(live_service: LiveService) -> str:
+    """The URL of the whole service (daphne + a qcluster of 2 workers), as `make run` starts it."""
+    return live_service.url
+
+
+@pytest.fixture
+def daphne_url(live_url: str) -> str:
+    return live_url

@@ -47,7 +47,10 @@ def error(status: int, detail: str, **extra: Any) -> JsonResponse:
     return JsonResponse({"detail": detail, "correlation_id": current_correlation_id(), **extra}, status=status)
 
 
-def parse_json_body(request: HttpRequest) -> Any:
+def parse_json_body(request: HttpRequest, *, allow_empty: bool = False) -> Any:
+    """The request's JSON body; with `allow_empty`, no body at all reads as {}."""
+    if allow_empty and not request.body.strip():
+        return {}
     content_type = request.content_type or ""
     if content_type and content_type != "application/json" and not content_type.endswith("+json"):
         raise ApiError(415, f"Content-Type must be application/json, not {content_type}")

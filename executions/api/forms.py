@@ -10,7 +10,7 @@ from typing import Any
 from django.conf import settings
 from django.http import QueryDict
 
-from executions.api.decorators import InvalidRequest
+from executions.api.decorators import ApiError, InvalidRequest
 from executions.models import JOB_TYPE_NAME_RE, Environment, Execution, requirement_errors
 
 EXECUTE_FIELDS = (
@@ -180,3 +180,46 @@ def parse_status(query: QueryDict) -> str | None:
     if status is not None and status not in Execution.Status.values:
         raise InvalidRequest({"status": [f"status must be one of {', '.join(Execution.Status.values)}"]})
     return status
+
+
+@dataclass
+class DeriveRequest:
+    code: str | None
+    environment: Environment | None
+    timeout: int | None
+
+
+def parse_derive_request(body: Any, *, require_code: bool) -> DeriveRequest:
+    """Body of rerun (`{job_type?, timeout?}`) and fork (`{code, job_type?, timeout?}`)."""
+    if not isinstance(body, dict):
+        raise InvalidRequest({"body": ["Request body must be a JSON object"]})
+    errors = _Errors()
+    allowed = ("code", "job_type", "timeout") if require_code else ("job_type", "timeout")
+    for name in body:
+        if name not in allowed:
+            errors.add(name, f"Unknown field '{name}'")
+    code = body.get("code")
+    if require_code:
+        if not isinstance(code, str) or not code.strip():
+            errors.add("code", "Code cannot be empty" if isinstance(code, str) else "Code is required")
+        elif len(code) > settings.TAKO_MAX_CODE_CHARS:
+            errors.add("code", f"Code exceeds size limit ({settings.TAKO_MAX_CODE_CHARS} characters)")
+    timeout = _bounded_int(body, "timeout", 1, settings.TAKO_MAX_TIMEOUT, "Timeout", errors)
+    environment = _environment(body["job_type"], errors) if body.get("job_type") is not None else None
+    errors.raise_if_any()
+    return DeriveRequest(code=code if require_code else None, environment=environment, timeout=timeout)
+
+
+def parse_wait(query: QueryDict) -> tuple[bool, float]:
+    """`wait` (true/false) and `timeout` (1-300 s, default 30) of GET /jobs/{id}/result; 400 if bad."""
+    wait = (query.get("wait") or "false").lower()
+    if wait not in ("true", "false", "1", "0"):
+        raise ApiError(400, "wait must be true or false")
+    raw = query.get("timeout") or "30"
+    try:
+        timeout = float(raw)
+    except ValueError:
+        raise ApiError(400, "timeout must be a number of seconds between 1 and 300") from None
+    if not 1 <= timeout <= 300:
+        raise ApiError(400, "timeout must be a number of seconds between 1 and 300")
+    return wait in ("true", "1"), timeout

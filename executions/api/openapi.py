@@ -223,6 +223,86 @@ SCHEMAS: dict[str, Any] = {
             "size_bytes": {"type": "integer"},
         },
     },
+    "JobSubmitted": {
+        "type": "object",
+        "required": ["job_id", "status"],
+        "properties": {
+            "job_id": {"type": "string", "format": "uuid"},
+            "status": {"enum": STATUSES},
+            "parent_execution_id": {"type": "string"},
+            "relationship": {"enum": ["rerun", "fork"]},
+        },
+    },
+    "JobStatus": {
+        "type": "object",
+        "required": ["job_id", "status", "created_at", "started_at"],
+        "properties": {
+            "job_id": {"type": "string", "format": "uuid"},
+            "status": {"enum": STATUSES},
+            "created_at": {"type": "string", "format": "date-time"},
+            "started_at": {"type": ["string", "null"], "format": "date-time"},
+            "ended_at": {"type": ["string", "null"], "format": "date-time"},
+            "queue_position": {"type": ["integer", "null"], "description": "1 = next to start"},
+        },
+    },
+    "JobInProgress": {
+        "type": "object",
+        "required": ["job_id", "status", "message", "queue_position"],
+        "properties": {
+            "job_id": {"type": "string", "format": "uuid"},
+            "status": {"enum": ["queued", "running"]},
+            "message": {"const": "Job still in progress"},
+            "queue_position": {"type": ["integer", "null"]},
+        },
+    },
+    "Cancelled": {
+        "type": "object",
+        "required": ["status", "job_id"],
+        "properties": {
+            "status": {"const": "cancelled"},
+            "job_id": {"type": "string", "format": "uuid"},
+            "job_status": {"enum": STATUSES, "description": "the record's status when answering"},
+        },
+    },
+    "IdempotencyConflict": {
+        "type": "object",
+        "required": ["detail", "error", "existing_job_id", "correlation_id"],
+        "properties": {
+            "detail": {"type": "string"},
+            "error": {"type": "string"},
+            "existing_job_id": {"type": "string", "format": "uuid"},
+            "correlation_id": {"type": "string"},
+        },
+    },
+    "WaitTimeout": {
+        "type": "object",
+        "required": ["detail", "error", "correlation_id"],
+        "properties": {
+            "detail": {"const": "Timeout waiting for job"},
+            "error": {"const": "Timeout waiting for job"},
+            "job_id": {"type": "string"},
+            "correlation_id": {"type": "string"},
+        },
+    },
+    "QueueStats": {
+        "type": "object",
+        "required": ["pending", "running", "max_workers", "max_queue_size"],
+        "properties": {
+            "pending": {"type": "integer"},
+            "running": {"type": "integer"},
+            "max_workers": {"type": "integer"},
+            "max_queue_size": {"type": "integer"},
+        },
+    },
+    "DeriveRequest": {
+        "type": "object",
+        "additionalProperties": False,
+        "properties": {
+            "code": {"type": "string", "description": "fork only, required there"},
+            "job_type": {"type": "string"},
+            "timeout": {"type": "integer", "minimum": 1, "maximum": 300},
+        },
+    },
     "ServiceUnavailable": {
         "type": "object",
         "required": ["detail", "correlation_id", "error_type"],
@@ -241,6 +321,29 @@ _VIEW = {
     "description": "full adds artifacts, resource usage, hashes and lineage",
 }
 _COMMON_ERRORS = {"405": _error("Wrong method"), "500": _error("A fault of the service (no traceback)")}
+_UNAVAILABLE = {"503": _json(_ref("ServiceUnavailable"), "The queue is full or Docker is unavailable (Retry-After)")}
+_JOB_ID = {"name": "job_id", "in": "path", "required": True, "schema": {"type": "string", "format": "uuid"}}
+_NO_JOB = {"404": _error("Job not found")}
+
+
+def _derive(summary: str, operation_id: str) -> dict[str, Any]:
+    return {
+        "post": {
+            "summary": summary,
+            "operationId": operation_id,
+            "parameters": [_JOB_ID],
+            "requestBody": {"content": {"application/json": {"schema": _ref("DeriveRequest")}}},
+            "responses": {
+                "202": _json(_ref("JobSubmitted"), "The new job is queued"),
+                "400": _error("Malformed JSON"),
+                "422": _error("The body failed validation"),
+                **_NO_JOB,
+                **_UNAVAILABLE,
+                **_COMMON_ERRORS,
+            },
+        }
+    }
+
 
 PATHS: dict[str, Any] = {
     "/execute": {
@@ -256,8 +359,92 @@ PATHS: dict[str, Any] = {
                 "400": _error("Malformed JSON"),
                 "415": _error("Not a JSON body"),
                 "422": _error("The body failed validation (including an unknown job_type)"),
+                **_UNAVAILABLE,
                 **_COMMON_ERRORS,
             },
+        }
+    },
+    "/execute/async": {
+        "post": {
+            "summary": "Queue code to run on the worker cluster",
+            "operationId": "executeAsync",
+            "requestBody": {"required": True, "content": {"application/json": {"schema": _ref("ExecuteRequest")}}},
+            "responses": {
+                "202": _json(_ref("JobSubmitted"), "Queued"),
+                "200": _json(_ref("JobSubmitted"), "The job already submitted with this idempotency_key"),
+                "400": _error("Malformed JSON"),
+                "409": _json(_ref("IdempotencyConflict"), "The idempotency_key was used for another payload"),
+                "415": _error("Not a JSON body"),
+                "422": _error("The body failed validation"),
+                **_UNAVAILABLE,
+                **_COMMON_ERRORS,
+            },
+        }
+    },
+    "/jobs/{job_id}": {
+        "get": {
+            "summary": "A job's status",
+            "operationId": "getJob",
+            "parameters": [_JOB_ID],
+            "responses": {"200": _json(_ref("JobStatus"), "The status"), **_NO_JOB, **_COMMON_ERRORS},
+        }
+    },
+    "/jobs/{job_id}/result": {
+        "get": {
+            "summary": "A job's execution record, optionally waiting for it to end",
+            "operationId": "getJobResult",
+            "parameters": [
+                _JOB_ID,
+                {"name": "wait", "in": "query", "schema": {"type": "boolean"}},
+                {"name": "timeout", "in": "query", "schema": {"type": "number", "minimum": 1, "maximum": 300}},
+                _VIEW,
+            ],
+            "responses": {
+                "200": _json(
+                    {"oneOf": [_ref("ExecutionRecord"), _ref("JobInProgress")]},
+                    "The record once ended; without wait, the progress while it runs",
+                ),
+                "400": _error("wait or timeout out of range"),
+                "408": _json(_ref("WaitTimeout"), "The job did not end within timeout"),
+                "422": _error("A bad view parameter"),
+                **_NO_JOB,
+                **_COMMON_ERRORS,
+            },
+        }
+    },
+    "/jobs/{job_id}/cancel": {
+        "post": {
+            "summary": "Cancel a queued job or stop a running one (answers once it has stopped)",
+            "operationId": "cancelJob",
+            "parameters": [_JOB_ID],
+            "responses": {
+                "200": _json(_ref("Cancelled"), "Cancelled"),
+                "409": _error("The job had already ended"),
+                **_NO_JOB,
+                **_COMMON_ERRORS,
+            },
+        }
+    },
+    "/jobs/{job_id}/rerun": _derive("Run a job's code again, as a new job", "rerunJob"),
+    "/jobs/{job_id}/fork": _derive("Run new code on a job's input, as a new job", "forkJob"),
+    "/jobs/{job_id}/artifacts/{name}": {
+        "get": {
+            "summary": "Download a file the job left in /output (HEAD too; ETag, If-None-Match → 304)",
+            "operationId": "getArtifact",
+            "parameters": [_JOB_ID, {"name": "name", "in": "path", "required": True, "schema": {"type": "string"}}],
+            "responses": {
+                "200": {"description": "The file", "content": {"application/octet-stream": {}}},
+                "304": {"description": "Not modified (If-None-Match matched the ETag)"},
+                "404": _error("No such job or artifact"),
+                **_COMMON_ERRORS,
+            },
+        }
+    },
+    "/pool/stats": {
+        "get": {
+            "summary": "Queue and worker budget",
+            "operationId": "poolStats",
+            "responses": {"200": _json(_ref("QueueStats"), "Counts and limits"), **_COMMON_ERRORS},
         }
     },
     "/executions": {

@@ -1,9 +1,17 @@
 from django.urls import path
 
-from executions.api import views
+from executions.api import jobs, views
 
 urlpatterns = [
     path("execute", views.execute, name="api-execute"),
+    path("execute/async", jobs.execute_async, name="api-execute-async"),
+    path("jobs/<uuid:job_id>", jobs.job_status, name="api-job-status"),
+    path("jobs/<uuid:job_id>/result", jobs.job_result, name="api-job-result"),
+    path("jobs/<uuid:job_id>/cancel", jobs.job_cancel, name="api-job-cancel"),
+    path("jobs/<uuid:job_id>/rerun", jobs.job_rerun, name="api-job-rerun"),
+    path("jobs/<uuid:job_id>/fork", jobs.job_fork, name="api-job-fork"),
+    path("jobs/<uuid:job_id>/artifacts/<str:name>", jobs.job_artifact, name="api-job-artifact"),
+    path("pool/stats", jobs.pool_stats, name="api-pool-stats"),
     path("executions", views.execution_list, name="api-execution-list"),
     path("executions/<uuid:execution_id>", views.execution_detail, name="api-execution-detail"),
     path("job-types", views.job_type_list, name="api-job-type-list"),

@@ -42,6 +42,10 @@ async def execute(request: HttpRequest) -> JsonResponse:
     """Run code now and answer when it has ended (Tako VM's sync endpoint)."""
     body = parse_json_body(request)
     parsed = await sync_to_async(parse_execute_request)(body)
+    try:
+        await sync_to_async(services.ensure_queue_has_room)()
+    except services.QueueFull as exc:
+        raise ServiceUnavailable(str(exc), retry_after=5) from None
     execution = await sync_to_async(services.execution_create)(
         code=parsed.code,
         input_data=parsed.input_data,
@@ -53,7 +57,8 @@ async def execute(request: HttpRequest) -> JsonResponse:
         client_ip=_client_ip(request),
         idempotency_key=parsed.idempotency_key,
     )
-    execution = await _in_worker_thread(services.execution_run, execution_id=execution.pk)
+    # Runs here (not on the cluster) but within the same worker budget: it waits for a free slot.
+    execution = await _in_worker_thread(services.execution_run, execution_id=execution.pk, role="web")
     return JsonResponse(execution.to_sync_response())
 
 

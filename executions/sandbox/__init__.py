@@ -6,6 +6,7 @@ sees only `RunSpec` in and `RunResult` out. `get_sandbox()` returns the process-
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from functools import cache
@@ -35,6 +36,10 @@ class RunSpec:
     wheels_dir: str | None = None  # host folder of wheels to install for this run only
     # Called from a reader thread with ("stdout" | "stderr", text) as the program writes.
     on_output: Callable[[str, str], None] | None = None
+    # Called once the container has started (before that, the run can safely be tried again).
+    on_container_start: Callable[[], None] | None = None
+    # Set from outside to stop the run; it then ends with `cancelled` true.
+    cancel: threading.Event | None = None
 
 
 @dataclass(frozen=True)
@@ -59,6 +64,7 @@ class RunResult:
     stdout_truncated: bool = False
     stderr_truncated: bool = False
     timed_out: bool = False
+    cancelled: bool = False
     startup_timed_out: bool = False
     dependency_error: str | None = None  # the run's own packages could not be installed
     oom_killed: bool = False
@@ -89,6 +95,10 @@ class Sandbox(Protocol):
 
     def remove_stale_containers(self) -> int:
         """Remove every container this service started (after a crash); returns how many."""
+        ...
+
+    def stop(self, execution_id: str) -> int:
+        """Kill and remove the containers of one execution (its worker is gone); returns how many."""
         ...
 
 

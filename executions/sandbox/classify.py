@@ -54,6 +54,7 @@ ERROR_TYPES: tuple[str, ...] = tuple(
 )
 
 OOM_MESSAGE = "Execution exceeded memory limit"
+CANCELLED_MESSAGE = "Cancelled by request"
 
 # Error types whose record status is named after them; every other failure is "failed".
 _STATUS_BY_ERROR = {"timeout": "timeout", "oom": "oom", "cancelled": "cancelled"}
@@ -92,8 +93,11 @@ def classify_exit(
     startup_timed_out: bool = False,
     startup_timeout: float = 0,
     dependency_error: str | None = None,
+    cancelled: bool = False,
 ) -> Outcome:
     """Classify how the user's program ended (not whether its output was valid)."""
+    if cancelled:
+        return failure("cancelled", CANCELLED_MESSAGE)
     if startup_timed_out:
         return failure("timeout", f"Startup exceeded startup_timeout ({startup_timeout:g}s)", phase="startup")
     if dependency_error is not None:

@@ -164,6 +164,18 @@ def _parse_envelope(raw: bytes | None) -> dict[str, Any]:
     return envelope if isinstance(envelope, dict) else {}
 
 
+def _wait_unless_cancelled(wait: Callable[[float], bool], seconds: float, cancel: threading.Event) -> bool:
+    """Call `wait(slice)` until it returns True (→ True), `seconds` pass or `cancel` is set (→ False)."""
+    deadline = time.monotonic() + max(seconds, 0)
+    while not cancel.is_set():
+        remaining = deadline - time.monotonic()
+        if remaining <= 0:
+            return False
+        if wait(min(remaining, 0.1)):
+            return True
+    return False
+
+
 def _optional(envelope: dict[str, Any], key: str, kind: type) -> Any:
     value = envelope.get(key)
     return value if isinstance(value, kind) and not isinstance(value, bool) else None
@@ -244,6 +256,8 @@ class DockerSandbox:
                 container = self._create(spec, run_dir, nonce)
                 sock = self.client.api.attach_socket(str(container.id), params={"stdout": 1, "stderr": 1, "stream": 1})
                 container.start()
+            if spec.on_container_start is not None:
+                spec.on_container_start()
             return self._collect(spec, container, sock, began, nonce)
         finally:
             if container is not None:
@@ -259,11 +273,17 @@ class DockerSandbox:
         return f"{image.split(':')[0]}@{found.id}"
 
     def remove_stale_containers(self) -> int:
-        with _translate_docker_errors("Removing stale containers"):
-            stale = self.client.containers.list(all=True, filters={"label": MANAGED_LABEL})
-            for container in stale:
+        return self._remove_labelled(MANAGED_LABEL)
+
+    def stop(self, execution_id: str) -> int:
+        return self._remove_labelled(f"tako.execution_id={execution_id}")
+
+    def _remove_labelled(self, label: str) -> int:
+        with _translate_docker_errors("Removing containers"):
+            found = self.client.containers.list(all=True, filters={"label": label})
+            for container in found:
                 self._remove(container)
-        return len(stale)
+        return len(found)
 
     # -- one run -----------------------------------------------------------------------------
     def _prepare_run_dir(self, spec: RunSpec) -> Path:
@@ -355,13 +375,24 @@ class DockerSandbox:
 
         reader = threading.Thread(target=read, name=f"sandbox-reader-{spec.execution_id}", daemon=True)
         reader.start()
-        startup_timed_out = not startup_over.wait(timeout=max(spec.startup_timeout - (time.monotonic() - began), 0))
+        cancel = spec.cancel or threading.Event()
+        startup_timed_out = not _wait_unless_cancelled(
+            startup_over.wait, spec.startup_timeout - (time.monotonic() - began), cancel
+        )
+        cancelled = cancel.is_set()
         code_began = code_started_at[0] if code_started_at else time.monotonic()
         timed_out = False
         if not startup_timed_out:
-            reader.join(timeout=max(spec.timeout - (time.monotonic() - code_began), 0))
-            timed_out = reader.is_alive()
-        if startup_timed_out or timed_out:
+
+            def code_ended(timeout: float) -> bool:
+                reader.join(timeout)
+                return not reader.is_alive()
+
+            timed_out = not _wait_unless_cancelled(code_ended, spec.timeout - (time.monotonic() - code_began), cancel)
+            cancelled = cancel.is_set()
+        startup_timed_out = startup_timed_out and not cancelled
+        timed_out = timed_out and not cancelled
+        if startup_timed_out or timed_out or cancelled:
             with _translate_docker_errors("Stopping the container after its timeout"):
                 container.kill()
             reader.join(timeout=KILL_GRACE)
@@ -370,7 +401,7 @@ class DockerSandbox:
         with _translate_docker_errors("Waiting for the container"):
             exit_code = container.wait(timeout=KILL_GRACE).get("StatusCode")
             # Only a SIGKILL exit can be an OOM kill; ask Docker then (one inspect less otherwise).
-            killed_by_us = timed_out or startup_timed_out
+            killed_by_us = timed_out or startup_timed_out or cancelled
             oom_killed = exit_code == 137 and not killed_by_us and self._was_oom_killed(container)
         envelope = None if splitter.envelope_overflow else splitter.envelope
         parsed = _parse_envelope(bytes(envelope) if envelope is not None else None)
@@ -381,6 +412,7 @@ class DockerSandbox:
             stdout_truncated=stdout.truncated,
             stderr_truncated=stderr.truncated,
             timed_out=timed_out,
+            cancelled=cancelled,
             startup_timed_out=startup_timed_out,
             dependency_error=_optional(parsed, "dependency_error", str),
             oom_killed=oom_killed,

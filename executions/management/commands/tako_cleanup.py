@@ -9,12 +9,12 @@ from typing import Any
 from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError
 
+from executions import services
 from executions.sandbox import SandboxError, SandboxUnavailable, get_sandbox
-from executions.services import environment_builds_reset
 
 
 class Command(BaseCommand):
-    help = "Remove leftover sandbox containers and run folders (run at start-up, before any job)."
+    help = "At start-up, before any job: remove leftover containers and run folders, recover jobs."
 
     def handle(self, *args: Any, **options: Any) -> None:
         try:
@@ -25,8 +25,10 @@ class Command(BaseCommand):
         folders = list(work_dir.iterdir()) if work_dir.exists() else []
         for folder in folders:
             shutil.rmtree(folder, ignore_errors=True)
-        interrupted = environment_builds_reset()
+        interrupted = services.environment_builds_reset()
+        # The whole service of this host is starting: none of its jobs can still be running.
+        recovered = services.executions_recover(worker_prefix=f"{settings.TAKO_WORKER_NAME}:")
         self.stdout.write(
             f"Removed {removed} stale container(s) and {len(folders)} run folder(s); "
-            f"{interrupted} interrupted build(s) marked failed."
+            f"{interrupted} interrupted build(s) marked failed; {recovered} interrupted job(s) recovered."
         )

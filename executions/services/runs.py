@@ -1,4 +1,4 @@
-"""What the service does, independent of HTTP: create executions, run them, record the outcome."""
+"""Running one execution: claim it within the worker budget, run it, record how it ended."""
 
 from __future__ import annotations
 
@@ -6,22 +6,26 @@ import hashlib
 import json
 import logging
 import mimetypes
+import os
+import threading
 import time
 from pathlib import Path
 from typing import Any
 
 from django.conf import settings
-from django.db import transaction
+from django.db import connections, transaction
 from django.utils import timezone
 
 from executions.logging import correlation_context
-from executions.models import Artifact, Environment, Execution
+from executions.models import Artifact, Environment, Execution, Lock
 from executions.sandbox import RunResult, RunSpec, Sandbox, SandboxError, SandboxUnavailable, get_sandbox
 from executions.sandbox.classify import Outcome, classify_exit, failure
-from executions.sandbox.images import BuildResult, ImageBuildError, ensure_image
 from executions.sandbox.packages import PackageError, wheel_set
 
 logger = logging.getLogger(__name__)
+
+CLAIM_POLL_SECONDS = 0.05
+MONITOR_TICK_SECONDS = 0.25
 
 
 def canonical_json(value: Any) -> str:
@@ -30,6 +34,33 @@ def canonical_json(value: Any) -> str:
 
 def sha256_hex(text: str) -> str:
     return hashlib.sha256(text.encode("utf-8")).hexdigest()
+
+
+def worker_name(role: str) -> str:
+    """Who runs a job: `host:worker` for the cluster, `host:web:pid` for sync runs in a web process."""
+    suffix = f"web:{os.getpid()}" if role == "web" else role
+    return f"{settings.TAKO_WORKER_NAME}:{suffix}"
+
+
+def request_hash(
+    *,
+    code: str,
+    input_data: dict[str, Any],
+    environment: Environment,
+    timeout: int | None,
+    startup_timeout: int | None,
+    requirements: list[str] | None,
+) -> str:
+    """What makes two submissions the same job (for idempotency keys), defaults filled in."""
+    request = {
+        "code": code,
+        "input_data": input_data,
+        "job_type": environment.name,
+        "timeout": timeout or environment.timeout,
+        "startup_timeout": startup_timeout or environment.startup_timeout,
+        "requirements": requirements or [],
+    }
+    return sha256_hex(canonical_json(request))
 
 
 def execution_create(
@@ -43,48 +74,59 @@ def execution_create(
     correlation_id: str = "",
     client_ip: str | None = None,
     idempotency_key: str | None = None,
+    is_async: bool = False,
     parent: Execution | None = None,
     relationship: str | None = None,
 ) -> Execution:
+    timeout = timeout or environment.timeout
+    startup_timeout = startup_timeout or environment.startup_timeout
+    requirements = requirements or []
     return Execution.objects.create(
         job_type=environment.name,
         code=code,
         input_data=input_data,
-        timeout=timeout or environment.timeout,
-        startup_timeout=startup_timeout or environment.startup_timeout,
-        requirements=requirements or [],
+        timeout=timeout,
+        startup_timeout=startup_timeout,
+        requirements=requirements,
         code_hash=sha256_hex(code),
         input_hash=sha256_hex(canonical_json(input_data)),
+        request_hash=request_hash(
+            code=code,
+            input_data=input_data,
+            environment=environment,
+            timeout=timeout,
+            startup_timeout=startup_timeout,
+            requirements=requirements,
+        ),
         correlation_id=correlation_id,
         client_ip=client_ip,
         idempotency_key=idempotency_key,
+        is_async=is_async,
         parent_execution=parent,
         relationship=relationship,
     )
 
 
-def execution_run(*, execution_id: Any, sandbox: Sandbox | None = None) -> Execution:
-    """Claim a queued execution, run it in the sandbox and store how it ended.
+def execution_run(*, execution_id: Any, sandbox: Sandbox | None = None, role: str = "worker") -> Execution:
+    """Claim a queued execution (waiting for a free slot of the worker budget), run it, record it.
 
     Never raises for a fault of the sandbox: the record then ends failed with
-    `service_unavailable` (the engine is unreachable) or `internal_error`. If another process
-    already claimed the execution, it is returned as it is.
+    `service_unavailable` (the engine is unreachable) or `internal_error`. If the execution was
+    claimed elsewhere or cancelled while it waited, it is returned as it is.
     """
     execution = Execution.objects.get(pk=execution_id)
     with correlation_context(execution.correlation_id):
-        claimed = Execution.objects.filter(pk=execution.pk, status=Execution.Status.QUEUED).update(
-            status=Execution.Status.RUNNING, started_at=timezone.now()
-        )
-        if not claimed:
-            logger.info("Execution %s was already claimed", execution.pk)
+        if not _claim(execution, worker=worker_name(role)):
+            logger.info("Execution %s was claimed elsewhere or cancelled", execution.pk)
             return Execution.objects.get(pk=execution.pk)
         execution.refresh_from_db()
         logger.info("Running execution %s on %s", execution.pk, execution.job_type)
         outcome: Outcome = failure("internal_error", "Internal error while running the job", phase="startup")
         result: RunResult | None = None
+        monitor = _RunMonitor(execution)
         try:
             sandbox = sandbox or get_sandbox()
-            spec = _run_spec(execution, sandbox)
+            spec = _run_spec(execution, sandbox, monitor)
             result = sandbox.run(spec)
             outcome = _outcome_of(result, execution)
         except PackageError as exc:
@@ -98,16 +140,89 @@ def execution_run(*, execution_id: Any, sandbox: Sandbox | None = None) -> Execu
         except Exception:
             logger.exception("Execution %s failed inside the service", execution.pk)
         finally:
+            monitor.stop()
+            if monitor.cancel.is_set() and (result is None or not outcome.success):
+                outcome = failure("cancelled", "Cancelled by request", phase=outcome.phase or "execution")
             _record_end(execution, outcome, result)
         logger.info("Execution %s ended %s (%s)", execution.pk, execution.status, execution.error_type or "ok")
         return execution
+
+
+def _claim(execution: Execution, *, worker: str) -> bool:
+    """Move the execution from queued to running once fewer than TAKO_MAX_WORKERS run."""
+    while True:
+        with transaction.atomic():
+            # One claimer at a time (a row lock; SQLite's IMMEDIATE transactions serialise anyway).
+            Lock.objects.select_for_update().get_or_create(name="worker-budget")
+            if Execution.objects.filter(status=Execution.Status.RUNNING).count() < settings.TAKO_MAX_WORKERS:
+                now = timezone.now()
+                return bool(
+                    Execution.objects.filter(pk=execution.pk, status=Execution.Status.QUEUED).update(
+                        status=Execution.Status.RUNNING, started_at=now, heartbeat_at=now, worker=worker
+                    )
+                )
+            waiting = Execution.objects.filter(pk=execution.pk, status=Execution.Status.QUEUED).exists()
+        if not waiting:
+            return False
+        time.sleep(CLAIM_POLL_SECONDS)
+
+
+class _RunMonitor:
+    """While a run goes on: stores its output as it comes, beats its heartbeat, watches for cancel.
+
+    One background thread with its own database connection; output is written at most every
+    quarter second, so a chatty program costs a few small writes per second, not one per line.
+    """
+
+    def __init__(self, execution: Execution) -> None:
+        self.execution_id = execution.pk
+        self.cancel = threading.Event()
+        self._output = {"stdout": "", "stderr": ""}
+        self._dirty = False
+        self._lock = threading.Lock()
+        self._stopped = threading.Event()
+        self._thread = threading.Thread(target=self._loop, name=f"run-monitor-{execution.pk}", daemon=True)
+        self._thread.start()
+
+    def on_output(self, stream: str, text: str) -> None:
+        with self._lock:
+            self._output[stream] += text
+            self._dirty = True
+
+    def on_container_start(self) -> None:
+        Execution.objects.filter(pk=self.execution_id).update(container_started_at=timezone.now())
+
+    def stop(self) -> None:
+        self._stopped.set()
+        self._thread.join(timeout=5)
+
+    def _loop(self) -> None:
+        last_beat = time.monotonic()
+        try:
+            while not self._stopped.wait(MONITOR_TICK_SECONDS):
+                with self._lock:
+                    dirty, self._dirty = self._dirty, False
+                    output = dict(self._output)
+                due = time.monotonic() - last_beat >= settings.TAKO_HEARTBEAT_SECONDS
+                if dirty or due:
+                    fields: dict[str, Any] = {"heartbeat_at": timezone.now()}
+                    if dirty:
+                        fields.update(output)
+                    Execution.objects.filter(pk=self.execution_id, status=Execution.Status.RUNNING).update(**fields)
+                    last_beat = time.monotonic()
+                if Execution.objects.filter(pk=self.execution_id, cancel_requested=True).exists():
+                    self.cancel.set()
+        except Exception:
+            logger.exception("Run monitor of %s failed", self.execution_id)
+        finally:
+            connections.close_all()  # this thread's own connection
 
 
 class StartupTimeout(Exception):
     """The startup phase (image, packages, container start) used up `startup_timeout`."""
 
 
-def _run_spec(execution: Execution, sandbox: Sandbox) -> RunSpec:
+def _run_spec(execution: Execution, sandbox: Sandbox, monitor: _RunMonitor) -> RunSpec:
     began = time.monotonic()
     try:
         environment = Environment.objects.get(name=execution.job_type)
@@ -129,6 +244,9 @@ def _run_spec(execution: Execution, sandbox: Sandbox) -> RunSpec:
         network_enabled=environment.network_enabled,
         environment={str(k): str(v) for k, v in environment.env_vars.items()},
         wheels_dir=wheels_dir,
+        on_output=monitor.on_output,
+        on_container_start=monitor.on_container_start,
+        cancel=monitor.cancel,
     )
 
 
@@ -159,6 +277,7 @@ def _outcome_of(result: RunResult, execution: Execution) -> Outcome:
         startup_timed_out=result.startup_timed_out,
         startup_timeout=execution.startup_timeout,
         dependency_error=result.dependency_error,
+        cancelled=result.cancelled,
     )
     if result.result_json is not None:
         try:
@@ -167,6 +286,13 @@ def _outcome_of(result: RunResult, execution: Execution) -> Outcome:
             if outcome.success:
                 outcome = failure("json_error", f"Invalid JSON in /output/result.json: {exc}", phase="output")
     return outcome
+
+
+_END_FIELDS = ["status", "error_type", "error_message", "error_phase", "ended_at", "total_ms", "output"]
+_RESULT_FIELDS = [
+    "exit_code", "stdout", "stderr", "stdout_truncated", "stderr_truncated", "startup_ms", "dep_install_ms",
+    "execution_ms", "resource_usage", "job_ref", "runtime",
+]  # fmt: skip
 
 
 def _record_end(execution: Execution, outcome: Outcome, result: RunResult | None) -> None:
@@ -179,16 +305,13 @@ def _record_end(execution: Execution, outcome: Outcome, result: RunResult | None
     if result is not None:
         execution.exit_code = result.exit_code
         execution.stdout, execution.stderr = result.stdout, result.stderr
-        execution.stdout_truncated, execution.stderr_truncated = (
-            result.stdout_truncated,
-            result.stderr_truncated,
-        )
+        execution.stdout_truncated, execution.stderr_truncated = result.stdout_truncated, result.stderr_truncated
         execution.startup_ms, execution.execution_ms = result.startup_ms, result.execution_ms
         execution.dep_install_ms = result.dep_install_ms
         execution.resource_usage = result.resource_usage or None
         execution.job_ref, execution.runtime = result.image_ref, result.runtime
     with transaction.atomic():
-        execution.save()
+        execution.save(update_fields=_END_FIELDS + (_RESULT_FIELDS if result is not None else []))
         if result is not None:
             _store_artifacts(execution, result)
 
@@ -209,48 +332,3 @@ def _store_artifacts(execution: Execution, result: RunResult) -> None:
             content_type=mimetypes.guess_type(artifact.name)[0] or "application/octet-stream",
             path=str(path),
         )
-
-
-class BuildInProgress(Exception):
-    """Another build of the same environment is running."""
-
-
-def environment_build(*, environment: Environment, force: bool = False) -> BuildResult:
-    """Build (or confirm up to date) an environment's image, recording the outcome on it.
-
-    Raises BuildInProgress when another build of it runs, ImageBuildError when the build fails
-    (the previous image stays in use) and SandboxUnavailable when Docker cannot be reached.
-    """
-    claimed = (
-        Environment.objects.filter(pk=environment.pk)
-        .exclude(build_status=Environment.BuildStatus.BUILDING)
-        .update(build_status=Environment.BuildStatus.BUILDING, build_started_at=timezone.now())
-    )
-    if not claimed:
-        raise BuildInProgress(f"A build of '{environment.name}' is already running")
-    try:
-        result = ensure_image(environment.name, requirements=list(environment.requirements), force=force)
-    except (ImageBuildError, SandboxUnavailable, SandboxError) as exc:
-        Environment.objects.filter(pk=environment.pk).update(
-            build_status=Environment.BuildStatus.FAILED, build_error=str(exc)[:4000]
-        )
-        raise
-    except BaseException:
-        Environment.objects.filter(pk=environment.pk).update(build_status=Environment.BuildStatus.FAILED)
-        raise
-    Environment.objects.filter(pk=environment.pk).update(
-        build_status=Environment.BuildStatus.BUILT,
-        build_error="",
-        image_digest=result.digest,
-        image_size_bytes=result.size_bytes,
-        built_at=timezone.now() if result.built or environment.built_at is None else environment.built_at,
-    )
-    environment.refresh_from_db()
-    return result
-
-
-def environment_builds_reset() -> int:
-    """At start-up: builds marked running belonged to a process that is gone."""
-    return Environment.objects.filter(build_status=Environment.BuildStatus.BUILDING).update(
-        build_status=Environment.BuildStatus.FAILED, build_error="Interrupted by a restart"
-    )

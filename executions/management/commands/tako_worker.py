@@ -1,0 +1,33 @@
+"""Start this host's worker cluster: `manage.py tako_worker` (django-q2's qcluster, after recovery).
+
+Jobs left running by this host's previous cluster (it crashed or was killed) are ended or queued
+again first, and the every-minute sweep for jobs whose worker stopped beating is scheduled.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from django.core.management import call_command
+from django.core.management.base import BaseCommand
+from django_q.models import Schedule
+
+from executions import services
+
+
+class Command(BaseCommand):
+    help = "Recover this host's orphaned jobs, then run the django-q2 cluster that executes jobs."
+
+    def handle(self, *args: Any, **options: Any) -> None:
+        recovered = services.executions_recover(worker_prefix=services.worker_name("worker"))
+        self.stdout.write(f"Recovered {recovered} job(s) left by this host's previous worker cluster.")
+        Schedule.objects.update_or_create(
+            name="tako: recover stale executions",
+            defaults={
+                "func": "executions.tasks.recover_stale_executions",
+                "schedule_type": Schedule.MINUTES,
+                "minutes": 1,
+                "repeats": -1,
+            },
+        )
+        call_command("qcluster")

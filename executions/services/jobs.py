@@ -1,0 +1,229 @@
+"""The async job lifecycle: submit to the queue, cancel, rerun, fork, and recover from crashes."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from datetime import timedelta
+from typing import Any
+
+from django.conf import settings
+from django.db import IntegrityError, transaction
+from django.db.models import Count
+from django.utils import timezone
+from django_q.tasks import async_task
+
+from executions.models import Environment, Execution
+from executions.sandbox import SandboxError, SandboxUnavailable, get_sandbox
+from executions.services.runs import execution_create, request_hash
+
+logger = logging.getLogger(__name__)
+
+RUN_TASK = "executions.tasks.run_execution"
+
+
+class QueueFull(Exception):
+    """TAKO_MAX_QUEUE_SIZE jobs are already waiting."""
+
+
+class IdempotencyConflict(Exception):
+    def __init__(self, existing: Execution) -> None:
+        super().__init__("Idempotency key reused with a different payload")
+        self.existing = existing
+
+
+class AlreadyEnded(Exception):
+    def __init__(self, execution: Execution) -> None:
+        super().__init__(f"Job already ended ({execution.status})")
+        self.execution = execution
+
+
+@dataclass(frozen=True)
+class QueueStats:
+    pending: int
+    running: int
+    max_workers: int
+    max_queue_size: int
+
+    def to_dict(self) -> dict[str, int]:
+        return {
+            "pending": self.pending,
+            "running": self.running,
+            "max_workers": self.max_workers,
+            "max_queue_size": self.max_queue_size,
+        }
+
+
+def queue_stats() -> QueueStats:
+    counts = dict(
+        Execution.objects.filter(status__in=[Execution.Status.QUEUED, Execution.Status.RUNNING])
+        .values_list("status")
+        .annotate(n=Count("id"))
+    )
+    return QueueStats(
+        pending=counts.get(Execution.Status.QUEUED, 0),
+        running=counts.get(Execution.Status.RUNNING, 0),
+        max_workers=settings.TAKO_MAX_WORKERS,
+        max_queue_size=settings.TAKO_MAX_QUEUE_SIZE,
+    )
+
+
+def queue_position(execution: Execution) -> int | None:
+    """1 for the next job to start; None once it has started."""
+    if execution.status != Execution.Status.QUEUED:
+        return None
+    ahead = Execution.objects.filter(status=Execution.Status.QUEUED, created_at__lt=execution.created_at).count()
+    return ahead + 1
+
+
+def ensure_queue_has_room() -> None:
+    if Execution.objects.filter(status=Execution.Status.QUEUED).count() >= settings.TAKO_MAX_QUEUE_SIZE:
+        raise QueueFull(f"The queue is full ({settings.TAKO_MAX_QUEUE_SIZE} jobs waiting); retry later")
+
+
+def execution_submit(*, environment: Environment, **fields: Any) -> tuple[Execution, bool]:
+    """Queue a job for the cluster. Returns (execution, created).
+
+    With an idempotency key already used for the same payload, returns that job (created is
+    False); for a different payload raises IdempotencyConflict. Raises QueueFull when full.
+    """
+    key = fields.get("idempotency_key")
+    if key:
+        existing = Execution.objects.filter(idempotency_key=key, is_async=True).first()
+        if existing is not None:
+            return _same_request_or_conflict(existing, environment=environment, **fields), False
+    ensure_queue_has_room()
+    try:
+        with transaction.atomic():
+            execution = execution_create(environment=environment, is_async=True, **fields)
+            transaction.on_commit(lambda: _enqueue(execution))
+    except IntegrityError:  # the same key, submitted concurrently
+        existing = Execution.objects.get(idempotency_key=key, is_async=True)
+        return _same_request_or_conflict(existing, environment=environment, **fields), False
+    return execution, True
+
+
+def _same_request_or_conflict(existing: Execution, *, environment: Environment, **fields: Any) -> Execution:
+    if _request_hash(environment=environment, **fields) != existing.request_hash:
+        raise IdempotencyConflict(existing)
+    return existing
+
+
+def _request_hash(*, environment: Environment, **fields: Any) -> str:
+    return request_hash(
+        code=fields["code"],
+        input_data=fields.get("input_data") or {},
+        environment=environment,
+        timeout=fields.get("timeout"),
+        startup_timeout=fields.get("startup_timeout"),
+        requirements=fields.get("requirements"),
+    )
+
+
+def _enqueue(execution: Execution) -> None:
+    try:
+        async_task(RUN_TASK, str(execution.pk), task_name=f"execution-{execution.pk}")
+    except Exception as exc:  # the broker is down: the job must not sit in "queued" forever
+        logger.exception("Could not enqueue execution %s", execution.pk)
+        Execution.objects.filter(pk=execution.pk, status=Execution.Status.QUEUED).update(
+            status=Execution.Status.FAILED,
+            error_type="service_unavailable",
+            error_message=f"The job queue is unavailable: {exc}",
+            error_phase="startup",
+            ended_at=timezone.now(),
+        )
+
+
+def execution_cancel(execution: Execution) -> Execution:
+    """A queued job ends cancelled at once; a running one is asked to stop (its worker kills it)."""
+    now = timezone.now()
+    stopped_before_start = Execution.objects.filter(pk=execution.pk, status=Execution.Status.QUEUED).update(
+        status=Execution.Status.CANCELLED,
+        error_type="cancelled",
+        error_message="Cancelled before it started",
+        error_phase="startup",
+        ended_at=now,
+        total_ms=int((now - execution.created_at).total_seconds() * 1000),
+    )
+    if not stopped_before_start:
+        asked = Execution.objects.filter(pk=execution.pk, status=Execution.Status.RUNNING).update(cancel_requested=True)
+        if not asked:
+            execution.refresh_from_db()
+            raise AlreadyEnded(execution)
+    execution.refresh_from_db()
+    return execution
+
+
+def execution_derive(
+    parent: Execution,
+    *,
+    relationship: str,
+    code: str | None = None,
+    environment: Environment | None = None,
+    timeout: int | None = None,
+    correlation_id: str = "",
+    client_ip: str | None = None,
+) -> Execution:
+    """A new job from an old one: `rerun` (same code) or `fork` (new code); same input and settings."""
+    environment = environment or Environment.objects.get(name=parent.job_type)
+    execution, _ = execution_submit(
+        environment=environment,
+        code=code if code is not None else parent.code,
+        input_data=parent.input_data,
+        timeout=timeout or parent.timeout,
+        startup_timeout=parent.startup_timeout,
+        requirements=parent.requirements,
+        correlation_id=correlation_id or parent.correlation_id,
+        client_ip=client_ip,
+        parent=parent,
+        relationship=relationship,
+    )
+    return execution
+
+
+# -- crash recovery ------------------------------------------------------------------------------
+def executions_recover(*, worker_prefix: str | None = None, stale_after: int | None = None) -> int:
+    """End or re-run jobs whose worker is gone; returns how many were handled.
+
+    A job is orphaned when its worker name starts with `worker_prefix` (that worker is
+    starting, so nothing of it still runs) or its heartbeat is older than `stale_after` seconds.
+    One whose container never started is queued again; one whose container ran is stopped and
+    ends failed with internal_error, saying why.
+    """
+    running = Execution.objects.filter(status=Execution.Status.RUNNING)
+    if worker_prefix is not None:
+        orphans = running.filter(worker__startswith=worker_prefix)
+    else:
+        cutoff = timezone.now() - timedelta(seconds=stale_after or settings.TAKO_STALE_AFTER)
+        orphans = running.filter(heartbeat_at__lt=cutoff)
+    handled = 0
+    for execution in orphans:
+        if execution.container_started_at is None and not execution.cancel_requested:
+            requeued = Execution.objects.filter(pk=execution.pk, status=Execution.Status.RUNNING).update(
+                status=Execution.Status.QUEUED, started_at=None, worker="", heartbeat_at=None
+            )
+            if requeued:
+                logger.warning("Execution %s never started on its lost worker; queued again", execution.pk)
+                _enqueue(execution)
+                handled += 1
+            continue
+        try:
+            get_sandbox().stop(str(execution.pk))
+        except (SandboxUnavailable, SandboxError):
+            logger.warning("Could not stop the container of %s (removed at the next cleanup)", execution.pk)
+        now = timezone.now()
+        ended = Execution.objects.filter(pk=execution.pk, status=Execution.Status.RUNNING).update(
+            status=Execution.Status.FAILED,
+            error_type="internal_error",
+            error_message=(
+                f"The worker running this job ({execution.worker}) stopped before the job finished; "
+                "its container was stopped. Rerun the job to try again."
+            ),
+            error_phase="execution",
+            ended_at=now,
+            total_ms=int((now - execution.created_at).total_seconds() * 1000),
+        )
+        if ended:
+            logger.warning("Execution %s was orphaned by worker %s; ended", execution.pk, execution.worker)
+            handled += 1
+    return handled

@@ -1,0 +1,152 @@
+"""The async job lifecycle, end to end: daphne, a real qcluster, the real engine."""
+
+from __future__ import annotations
+
+import time
+import uuid
+
+import docker
+import pytest
+import requests
+
+from executions.models import Execution
+from executions.sandbox.docker import MANAGED_LABEL
+
+
+def submit(url: str, code: str, **fields) -> str:
+    response = requests.post(f"{url}/execute/async", json={"code": code, **fields}, timeout=10)
+    assert response.status_code == 202, response.text
+    assert response.json()["status"] == "queued"
+    return response.json()["job_id"]
+
+
+def wait_for(predicate, timeout: float = 30, what: str = "condition"):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(0.1)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+def containers_of(job_id: str) -> list:
+    return docker.from_env(version="auto").containers.list(all=True, filters={"label": f"tako.execution_id={job_id}"})
+
+
+def test_submit_poll_result(live_url: str) -> None:
+    job_id = submit(live_url, "import json\njson.dump({'n': 41 + 1}, open('/output/result.json', 'w'))")
+    result = wait_for(
+        lambda: (r := requests.get(f"{live_url}/jobs/{job_id}/result", timeout=5).json()).get("ended_at") and r,
+        what="the result",
+    )
+    assert (result["status"], result["output"]) == ("succeeded", {"n": 42})
+    status = requests.get(f"{live_url}/jobs/{job_id}", timeout=5).json()
+    assert status["status"] == "succeeded" and status["started_at"] and status["queue_position"] is None
+
+
+def test_wait_true_blocks_until_the_job_ends(live_url: str) -> None:
+    job_id = submit(live_url, "import time; time.sleep(1); print('slept')")
+    response = requests.get(f"{live_url}/jobs/{job_id}/result?wait=true&timeout=30&view=full", timeout=40)
+    body = response.json()
+    assert body["status"] == "succeeded" and body["stdout"] == "slept\n"
+    assert "code_hash" in body  # view=full
+
+
+def test_wait_times_out_with_408(live_url: str) -> None:
+    job_id = submit(live_url, "import time; time.sleep(20)")
+    response = requests.get(f"{live_url}/jobs/{job_id}/result?wait=true&timeout=1", timeout=10)
+    assert response.status_code == 408
+    assert response.json()["error"] == "Timeout waiting for job"
+    requests.post(f"{live_url}/jobs/{job_id}/cancel", timeout=20)
+
+
+def test_output_is_readable_while_the_job_runs(live_url: str) -> None:
+    job_id = submit(live_url, "import time\nprint('early line')\ntime.sleep(5)\nprint('late')")
+    record = wait_for(
+        lambda: (r := requests.get(f"{live_url}/executions/{job_id}", timeout=5).json())["stdout"] and r,
+        what="live stdout",
+    )
+    assert record["status"] == "running"
+    assert record["stdout"] == "early line\n"
+    requests.post(f"{live_url}/jobs/{job_id}/cancel", timeout=20)
+
+
+def test_cancelling_a_running_job_stops_its_container(live_url: str) -> None:
+    job_id = submit(live_url, "import time\nprint('started', flush=True)\ntime.sleep(60)")
+    wait_for(lambda: Execution.objects.get(pk=job_id).container_started_at, what="the container")
+    assert containers_of(job_id), "the container should be running"
+    began = time.monotonic()
+    response = requests.post(f"{live_url}/jobs/{job_id}/cancel", timeout=30)
+    assert response.status_code == 200
+    assert response.json() == {"status": "cancelled", "job_id": job_id, "job_status": "cancelled"}
+    assert time.monotonic() - began < 10
+    record = requests.get(f"{live_url}/jobs/{job_id}/result", timeout=5).json()
+    assert (record["status"], record["error"]["type"]) == ("cancelled", "cancelled")
+    assert containers_of(job_id) == []
+    again = requests.post(f"{live_url}/jobs/{job_id}/cancel", timeout=5)
+    assert again.status_code == 409
+
+
+def test_rerun_and_fork_keep_the_lineage(live_url: str) -> None:
+    code = "import json\nd = json.load(open('/input/data.json'))\nprint(d['x'] * 2)"
+    parent = submit(live_url, code, input_data={"x": 21})
+    requests.get(f"{live_url}/jobs/{parent}/result?wait=true", timeout=40)
+    rerun = requests.post(f"{live_url}/jobs/{parent}/rerun", timeout=10)
+    assert rerun.status_code == 202
+    assert rerun.json()["relationship"] == "rerun" and rerun.json()["parent_execution_id"] == parent
+    fork_code = "import json\nd = json.load(open('/input/data.json'))\nprint(d['x'] + 1)"
+    fork = requests.post(f"{live_url}/jobs/{parent}/fork", json={"code": fork_code, "timeout": 9}, timeout=10)
+    assert fork.status_code == 202
+    rerun_result = requests.get(f"{live_url}/jobs/{rerun.json()['job_id']}/result?wait=true&view=full", timeout=40)
+    fork_result = requests.get(f"{live_url}/jobs/{fork.json()['job_id']}/result?wait=true&view=full", timeout=40)
+    assert rerun_result.json()["stdout"] == "42\n" and rerun_result.json()["relationship"] == "rerun"
+    assert fork_result.json()["stdout"] == "22\n" and fork_result.json()["parent_execution_id"] == parent
+    assert Execution.objects.get(pk=fork.json()["job_id"]).timeout == 9
+
+
+def test_artifacts_download_with_etag_and_304(live_url: str) -> None:
+    job_id = submit(live_url, "open('/output/report.csv', 'w').write('a,b\\n1,2\\n')")
+    requests.get(f"{live_url}/jobs/{job_id}/result?wait=true", timeout=40)
+    url = f"{live_url}/jobs/{job_id}/artifacts/report.csv"
+    response = requests.get(url, timeout=5)
+    assert response.status_code == 200 and response.content == b"a,b\n1,2\n"
+    assert response.headers["Content-Type"] == "text/csv"
+    assert response.headers["Content-Length"] == "8"
+    assert response.headers["Content-Disposition"] == 'attachment; filename="report.csv"'
+    etag = response.headers["ETag"]
+    assert etag.startswith('"sha256:')
+    assert requests.get(url, headers={"If-None-Match": etag}, timeout=5).status_code == 304
+    head = requests.head(url, timeout=5)
+    assert head.status_code == 200 and head.headers["ETag"] == etag and head.content == b""
+    for bad in ("..%2F..%2Fsecret_key", "..", "report.csv%00", "nope.csv", "%2Fetc%2Fpasswd"):
+        assert requests.get(f"{live_url}/jobs/{job_id}/artifacts/{bad}", timeout=5).status_code == 404, bad
+
+
+def test_idempotency_keys(live_url: str) -> None:
+    body = {"code": "print('once')", "idempotency_key": f"key-{uuid.uuid4().hex}"}
+    first = requests.post(f"{live_url}/execute/async", json=body, timeout=10)
+    second = requests.post(f"{live_url}/execute/async", json=body, timeout=10)
+    assert (first.status_code, second.status_code) == (202, 200)
+    assert first.json()["job_id"] == second.json()["job_id"]
+    conflict = requests.post(f"{live_url}/execute/async", json={**body, "code": "print('twice')"}, timeout=10)
+    assert conflict.status_code == 409
+    assert conflict.json()["existing_job_id"] == first.json()["job_id"]
+    assert Execution.objects.filter(idempotency_key=body["idempotency_key"]).count() == 1
+
+
+def test_a_job_is_never_run_twice_and_leaves_no_container(live_url: str) -> None:
+    job_ids = [submit(live_url, f"print({n})") for n in range(6)]
+    for job_id in job_ids:
+        requests.get(f"{live_url}/jobs/{job_id}/result?wait=true", timeout=60)
+    records = Execution.objects.filter(pk__in=job_ids)
+    assert {r.status for r in records} == {"succeeded"}
+    assert docker.from_env(version="auto").containers.list(all=True, filters={"label": MANAGED_LABEL}) == []
+
+
+@pytest.mark.parametrize("path", ["/jobs/{id}", "/jobs/{id}/result", "/jobs/{id}/artifacts/x"])
+def test_unknown_or_malformed_job_ids_are_404(live_url: str, path: str) -> None:
+    for job_id in (str(uuid.uuid4()), "not-a-uuid", "..%2Fexecutions"):
+        response = requests.get(live_url + path.format(id=job_id), timeout=5)
+        assert response.status_code == 404
+        assert response.headers["Content-Type"] == "application/json"

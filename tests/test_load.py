@@ -1,0 +1,66 @@
+"""Bounded load on loopback: 300 async jobs from 8 concurrent clients against the real service."""
+
+from __future__ import annotations
+
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+
+import docker
+import requests
+
+from executions.models import Execution
+from executions.sandbox.docker import MANAGED_LABEL
+
+JOBS = 300
+CLIENTS = 8
+
+
+def test_300_jobs_from_8_clients_all_end_once(live_service) -> None:
+    url = live_service.url
+    # Container starts, streamed as they happen (the engine keeps only its last 256 events).
+    event_stream = docker.from_env(version="auto").events(
+        filters={"type": "container", "event": "start", "label": MANAGED_LABEL}, decode=True
+    )
+    started: list[str] = []
+    watcher = threading.Thread(
+        target=lambda: started.extend(e["Actor"]["Attributes"]["tako.execution_id"] for e in event_stream),
+        daemon=True,
+    )
+    watcher.start()
+
+    refused = []
+
+    def submit(n: int) -> str:
+        """A well-behaved client: on 503 (queue full) it waits and tries again."""
+        with requests.Session() as session:
+            for _ in range(600):
+                response = session.post(f"{url}/execute/async", json={"code": f"print({n})"}, timeout=30)
+                if response.status_code != 503:
+                    break
+                assert response.headers["Retry-After"] == "5"
+                refused.append(n)
+                time.sleep(0.5)
+        assert response.status_code == 202, response.text
+        return response.json()["job_id"]
+
+    with ThreadPoolExecutor(CLIENTS) as clients:
+        job_ids = list(clients.map(submit, range(JOBS)))
+    assert len(set(job_ids)) == JOBS
+    assert refused, "with 300 jobs and a queue of 100, some submissions were told to come back later"
+
+    deadline = time.monotonic() + 600
+    while Execution.objects.filter(pk__in=job_ids, status__in=["queued", "running"]).exists():
+        assert time.monotonic() < deadline, "jobs did not all end within 10 minutes"
+        time.sleep(1)
+
+    records = {str(r.pk): r for r in Execution.objects.filter(pk__in=job_ids)}
+    assert {r.status for r in records.values()} == {"succeeded"}, "every job succeeded"
+    assert all(records[job_id].stdout == f"{n}\n" for n, job_id in enumerate(job_ids)), "each ran its own code"
+
+    # None ran twice: the engine started exactly one container per job.
+    time.sleep(1)
+    event_stream.close()
+    watcher.join(timeout=10)
+    assert sorted(s for s in started if s in records) == sorted(job_ids)
+    assert "database is locked" not in live_service.output()

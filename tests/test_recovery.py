@@ -1,0 +1,88 @@
+"""No job is lost: a worker killed mid-job, a job whose worker stopped beating, a lost claim."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+import docker
+import requests
+from django.utils import timezone
+
+from executions import services
+from executions.models import Environment, Execution
+from executions.sandbox.docker import MANAGED_LABEL
+from tests.test_jobs import containers_of, submit, wait_for
+
+
+def test_a_worker_killed_mid_job_leaves_no_job_running_and_no_container(live_service) -> None:
+    url = live_service.url
+    job_id = submit(url, "import time\nprint('working', flush=True)\ntime.sleep(120)")
+    wait_for(lambda: Execution.objects.get(pk=job_id).stdout, what="the job's first output to be stored")
+    live_service.worker.kill()  # SIGKILL to the whole cluster: nothing gets to clean up
+    assert containers_of(job_id), "the orphaned container is still running"
+    assert Execution.objects.get(pk=job_id).status == "running"
+
+    live_service.restart_worker()
+    record = wait_for(
+        lambda: (r := requests.get(f"{url}/jobs/{job_id}/result", timeout=5).json()).get("ended_at") and r,
+        what="the orphaned job to end",
+    )
+    assert (record["status"], record["error"]["type"]) == ("failed", "internal_error")
+    assert "stopped before the job finished" in record["error"]["message"]
+    assert record["stdout"] == "working\n"  # what it printed before the crash is kept
+    assert containers_of(job_id) == []
+    after = submit(url, "print('still working')")
+    body = requests.get(f"{url}/jobs/{after}/result?wait=true", timeout=60).json()
+    assert body["stdout"] == "still working\n"
+
+
+def test_a_job_claimed_but_never_started_is_run_again(live_service) -> None:
+    environment = Environment.objects.get(name="default")
+    execution = services.execution_create(code="print('second chance')", input_data={}, environment=environment)
+    Execution.objects.filter(pk=execution.pk).update(
+        status="running", worker=f"{live_service.WORKER_NAME}:worker", started_at=timezone.now()
+    )  # as if the worker died between claiming it and starting its container
+    live_service.restart_worker()
+    record = wait_for(
+        lambda: (r := Execution.objects.get(pk=execution.pk)).is_terminal and r, what="the job to run again"
+    )
+    assert (record.status, record.stdout) == ("succeeded", "second chance\n")
+
+
+def test_the_sweep_ends_jobs_whose_worker_stopped_beating(transactional_db, default_image: str) -> None:
+    environment = Environment.objects.get(name="default")
+    execution = services.execution_create(code="1", input_data={}, environment=environment)
+    stale = timezone.now() - timedelta(minutes=5)
+    Execution.objects.filter(pk=execution.pk).update(
+        status="running", worker="gone-host:worker", heartbeat_at=stale, container_started_at=stale
+    )
+    client = docker.from_env(version="auto")
+    client.containers.create(
+        "tako-vm-default:latest", ["sleep", "60"], labels={MANAGED_LABEL: "1", "tako.execution_id": str(execution.pk)}
+    )
+    fresh = services.execution_create(code="1", input_data={}, environment=environment)
+    Execution.objects.filter(pk=fresh.pk).update(
+        status="running", worker="live-host:worker", heartbeat_at=timezone.now()
+    )
+
+    assert services.executions_recover(stale_after=30) == 1
+    execution.refresh_from_db()
+    assert (execution.status, execution.error_type) == ("failed", "internal_error")
+    assert "gone-host:worker" in execution.error_message
+    assert containers_of(str(execution.pk)) == []
+    assert Execution.objects.get(pk=fresh.pk).status == "running"  # a live worker's job is left alone
+    Execution.objects.filter(pk=fresh.pk).delete()
+
+
+def test_every_job_ends_even_when_the_queue_is_unavailable(transactional_db, monkeypatch) -> None:
+    from executions.services import jobs
+
+    def broker_down(*args, **kwargs):
+        raise ConnectionError("broker unreachable")
+
+    monkeypatch.setattr(jobs, "async_task", broker_down)
+    environment = Environment.objects.get(name="default")
+    execution, created = services.execution_submit(environment=environment, code="print(1)", input_data={})
+    execution.refresh_from_db()
+    assert created and execution.status == "failed" and execution.error_type == "service_unavailable"
+    assert execution.ended_at is not None  # terminal: nothing is left "queued" forever
