@@ -24,7 +24,7 @@ MAX_REQUIREMENTS = 50
 MIN_MEMORY_BYTES = 32 * 1024 * 1024
 
 
-def _iso(value: Any) -> str | None:
+def iso_utc(value: Any) -> str | None:
     """ISO-8601 UTC with a Z, as the API promises (2026-01-15T10:30:00.123Z)."""
     if value is None:
         return None
@@ -141,7 +141,7 @@ class Environment(models.Model):
             "image": self.image,
             "image_exists": image_exists,
             "image_digest": self.image_digest or None,
-            "built_at": _iso(self.built_at),
+            "built_at": iso_utc(self.built_at),
             "build_status": self.build_status,
             "build_error": self.build_error or None,
         }
@@ -200,6 +200,7 @@ class Execution(models.Model):
     worker = models.CharField(max_length=255, default="")  # the host running it
     container_started_at = models.DateTimeField(null=True)
     heartbeat_at = models.DateTimeField(null=True)
+    attempts = models.JSONField(default=list)  # one entry per failed try of a transient engine fault
     parent_execution = models.ForeignKey("self", null=True, on_delete=models.SET_NULL, related_name="children")
     relationship = models.CharField(max_length=8, null=True)  # rerun | fork
 
@@ -225,9 +226,9 @@ class Execution(models.Model):
         return {
             "job_id": str(self.id),
             "status": self.status,
-            "created_at": _iso(self.created_at),
-            "started_at": _iso(self.started_at),
-            "ended_at": _iso(self.ended_at),
+            "created_at": iso_utc(self.created_at),
+            "started_at": iso_utc(self.started_at),
+            "ended_at": iso_utc(self.ended_at),
         }
 
     def error_dict(self) -> dict[str, Any] | None:
@@ -241,9 +242,9 @@ class Execution(models.Model):
             "execution_id": str(self.id),
             "status": self.status,
             "job_type": self.job_type,
-            "created_at": _iso(self.created_at),
-            "started_at": _iso(self.started_at),
-            "ended_at": _iso(self.ended_at),
+            "created_at": iso_utc(self.created_at),
+            "started_at": iso_utc(self.started_at),
+            "ended_at": iso_utc(self.ended_at),
             "duration_ms": self.execution_ms,
             "exit_code": self.exit_code,
             "stdout": self.stdout,
@@ -327,3 +328,65 @@ class Lock(models.Model):
 
     def __str__(self) -> str:
         return self.name
+
+
+class CircuitBreaker(models.Model):
+    """The shared state of the breaker around one Docker engine (see executions/resilience.py)."""
+
+    class State(models.TextChoices):
+        CLOSED = "closed"
+        OPEN = "open"
+        HALF_OPEN = "half_open"
+
+    name = models.CharField(max_length=200, primary_key=True)
+    state = models.CharField(max_length=16, choices=State.choices, default=State.CLOSED)
+    failure_count = models.PositiveIntegerField(default=0)
+    success_count = models.PositiveIntegerField(default=0)
+    last_failure = models.TextField(blank=True, default="")
+    last_failure_at = models.DateTimeField(null=True, blank=True)
+    opened_at = models.DateTimeField(null=True, blank=True)
+    closed_at = models.DateTimeField(null=True, blank=True)
+    probe_started_at = models.DateTimeField(null=True, blank=True)
+
+    def __str__(self) -> str:
+        return f"{self.name}: {self.state}"
+
+
+class DeadLetter(models.Model):
+    """A job that ended in internal_error or service_unavailable after its retries, kept for triage."""
+
+    execution = models.ForeignKey(Execution, null=True, on_delete=models.SET_NULL, related_name="dead_letters")
+    job_data = models.JSONField()  # code, input_data, job_type, timeout (and the rest needed to requeue)
+    error_type = models.CharField(max_length=32, db_index=True)
+    error_message = models.TextField()
+    retry_count = models.PositiveIntegerField(default=0)
+    created_at = models.DateTimeField(auto_now_add=True, db_index=True)
+    client_ip = models.GenericIPAddressField(null=True)
+    correlation_id = models.CharField(max_length=128, default="")
+    requeued_at = models.DateTimeField(null=True)
+    requeued_by = models.CharField(max_length=150, default="")
+    requeued_execution = models.ForeignKey(
+        Execution, null=True, on_delete=models.SET_NULL, related_name="requeued_from"
+    )
+
+    class Meta:
+        ordering = ["-created_at", "-id"]
+
+    def __str__(self) -> str:
+        return f"DLQ {self.pk} ({self.error_type})"
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "id": self.pk,
+            "job_id": str(self.execution_id) if self.execution_id else None,
+            "job_data": self.job_data,
+            "error_type": self.error_type,
+            "error_message": self.error_message,
+            "retry_count": self.retry_count,
+            "created_at": iso_utc(self.created_at),
+            "client_ip": self.client_ip,
+            "correlation_id": self.correlation_id,
+            "requeued_at": iso_utc(self.requeued_at),
+            "requeued_by": self.requeued_by or None,
+            "requeued_job_id": str(self.requeued_execution_id) if self.requeued_execution_id else None,
+        }

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 from executions import services
+from executions.health import probe_breaker
+from executions.sandbox import get_sandbox
 
 
 def run_execution(execution_id: str) -> None:
@@ -10,5 +12,9 @@ def run_execution(execution_id: str) -> None:
 
 
 def recover_stale_executions() -> int:
-    """Scheduled every minute: jobs whose worker stopped beating are ended or run again."""
-    return services.executions_recover()
+    """Scheduled every minute: jobs whose worker stopped beating are ended or run again, and
+    containers left behind when the engine failed during their removal are removed."""
+    recovered = services.executions_recover()
+    probe_breaker(get_sandbox().ping())
+    services.containers_reap_quietly()
+    return recovered

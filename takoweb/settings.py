@@ -140,9 +140,13 @@ LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,
     "filters": {"correlation_id": {"()": "executions.logging.CorrelationIdFilter"}},
-    "formatters": {"plain": {"format": LOG_FORMAT}},
+    "formatters": {"plain": {"format": LOG_FORMAT}, "json": {"()": "executions.logging.JsonFormatter"}},
     "handlers": {
-        "console": {"class": "logging.StreamHandler", "filters": ["correlation_id"], "formatter": "plain"},
+        "console": {
+            "class": "logging.StreamHandler",
+            "filters": ["correlation_id"],
+            "formatter": envchoice("TAKO_LOG_FORMAT", "plain", ("plain", "json")),
+        },
     },
     "root": {"handlers": ["console"], "level": envstr("TAKO_LOG_LEVEL", "INFO")},
     "loggers": {"django.request": {"level": "ERROR"}},
@@ -181,3 +185,12 @@ Q_CLUSTER = {
     "poll": float(envstr("TAKO_QUEUE_POLL", "0.05")),
     "label": "Task queue",
 }
+
+# --- Resilience ----------------------------------------------------------------------------------
+TAKO_BREAKER_THRESHOLD = envint("TAKO_BREAKER_THRESHOLD", 5, minimum=1)  # consecutive engine failures
+TAKO_BREAKER_RESET_SECONDS = envint("TAKO_BREAKER_RESET_SECONDS", 30, minimum=1)  # open -> half_open
+TAKO_BREAKER_CLOSE_AFTER = envint("TAKO_BREAKER_CLOSE_AFTER", 2, minimum=1)  # half_open successes
+TAKO_RETRY_ATTEMPTS = envint("TAKO_RETRY_ATTEMPTS", 2, minimum=1, maximum=10)
+TAKO_RETRY_BASE_DELAY = float(envstr("TAKO_RETRY_BASE_DELAY", "1.0"))
+# Seconds a call to the engine may take before it counts as failed (a hung daemon).
+TAKO_DOCKER_TIMEOUT = envint("TAKO_DOCKER_TIMEOUT", 30, minimum=1)

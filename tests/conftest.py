@@ -159,6 +159,7 @@ class ServiceProcess:
     """A `manage.py`-style process of the service, its output kept in a log file for assertions."""
 
     def __init__(self, args: list[str], log: Path, **env: str) -> None:
+        self.args = args
         self.log = log
         environment = {**os.environ, "TAKO_SQLITE_PATH": str(settings.DATABASES["default"]["NAME"]), **env}
         with log.open("ab") as out:
@@ -185,9 +186,10 @@ class ServiceProcess:
         self.process.wait(timeout=30)
 
 
-def start_daphne(log: Path) -> tuple[ServiceProcess, str]:
+def start_daphne(log: Path, **env: str) -> tuple[ServiceProcess, str]:
     port = _free_port()
-    server = ServiceProcess(["-m", "daphne", "-b", "127.0.0.1", "-p", str(port), "takoweb.asgi:application"], log)
+    args = ["-m", "daphne", "-b", "127.0.0.1", "-p", str(port), "takoweb.asgi:application"]
+    server = ServiceProcess(args, log, **env)
     deadline = time.monotonic() + 30
     while time.monotonic() < deadline:
         try:
@@ -199,9 +201,14 @@ def start_daphne(log: Path) -> tuple[ServiceProcess, str]:
     raise RuntimeError(f"daphne did not start: {server.output()}")
 
 
-def start_worker(log: Path, name: str, workers: int = 2) -> ServiceProcess:
+def start_worker(log: Path, name: str, workers: int = 2, **env: str) -> ServiceProcess:
     worker = ServiceProcess(
-        ["manage.py", "tako_worker"], log, TAKO_WORKER_NAME=name, TAKO_MAX_WORKERS=str(workers), TAKO_QUEUE_POLL="0.05"
+        ["manage.py", "tako_worker"],
+        log,
+        TAKO_WORKER_NAME=name,
+        TAKO_MAX_WORKERS=str(workers),
+        TAKO_QUEUE_POLL="0.05",
+        **env,
     )
     deadline = time.monotonic() + 30
     while "] running." not in worker.output():
@@ -224,13 +231,21 @@ class LiveService:
 
     def __init__(self, logs: Path) -> None:
         self.logs = logs
+        self.env: dict[str, str] = {}
         self.server, self.url = start_daphne(logs / "daphne.log")
         self.worker = start_worker(logs / "worker.log", name=self.WORKER_NAME)
 
     def restart_worker(self) -> None:
         if self.worker.process.poll() is None:
             self.worker.stop()
-        self.worker = start_worker(self.logs / "worker.log", name=self.WORKER_NAME)
+        self.worker = start_worker(self.logs / "worker.log", name=self.WORKER_NAME, **self.env)
+
+    def restart(self, **env: str) -> None:
+        """Both processes again, with these settings in their environment (none: the defaults)."""
+        self.stop()
+        self.env = env
+        self.server, self.url = start_daphne(self.logs / "daphne.log", **env)
+        self.worker = start_worker(self.logs / "worker.log", name=self.WORKER_NAME, **env)
 
     def output(self) -> str:
         return self.server.output() + self.worker.output()

@@ -15,6 +15,7 @@ from executions import services
 from executions.api.decorators import ApiError, ServiceUnavailable, api_view, parse_json_body
 from executions.api.forms import parse_derive_request, parse_execute_request, parse_view, parse_wait
 from executions.models import Artifact, Execution
+from executions.resilience import breaker_state
 
 RESULT_POLL_SECONDS = 0.1
 CANCEL_WAIT_SECONDS = 15
@@ -38,7 +39,13 @@ def _submitted(execution: Execution, created: bool) -> JsonResponse:
     return JsonResponse(body, status=202 if created else 200)
 
 
+def refuse_while_breaker_open() -> None:
+    if breaker_state()["state"] == "open":
+        raise ServiceUnavailable("Docker circuit breaker is open; jobs are refused until it closes", retry_after=30)
+
+
 def _submit(**fields: Any) -> tuple[Execution, bool]:
+    refuse_while_breaker_open()
     try:
         return services.execution_submit(**fields)
     except services.QueueFull as exc:
@@ -121,6 +128,7 @@ async def job_cancel(request: HttpRequest, job_id: str) -> JsonResponse:
 
 def _derive(request: HttpRequest, job_id: str, relationship: str) -> JsonResponse:
     parent = _job_or_404(job_id)
+    refuse_while_breaker_open()
     parsed = parse_derive_request(parse_json_body(request, allow_empty=True), require_code=relationship == "fork")
     try:
         execution = services.execution_derive(

@@ -303,6 +303,84 @@ SCHEMAS: dict[str, Any] = {
             "timeout": {"type": "integer", "minimum": 1, "maximum": 300},
         },
     },
+    "Health": {
+        "type": "object",
+        "required": ["status", "docker_available", "circuit_breaker", "version", "queue_stats"],
+        "properties": {
+            "status": {"enum": ["healthy", "degraded"]},
+            "docker_available": {"type": "boolean"},
+            "circuit_breaker": {
+                "type": "object",
+                "required": ["state", "failure_count", "success_count", "last_failure"],
+                "properties": {
+                    "state": {"enum": ["closed", "open", "half_open"]},
+                    "failure_count": {"type": "integer"},
+                    "success_count": {"type": "integer"},
+                    "last_failure": NULLABLE_STRING,
+                    "last_failure_at": {"type": ["string", "null"], "format": "date-time"},
+                    "opened_at": {"type": ["string", "null"], "format": "date-time"},
+                },
+            },
+            "version": {"type": "string"},
+            "queue_stats": _ref("QueueStats"),
+        },
+    },
+    "DeadLetter": {
+        "type": "object",
+        "required": [
+            "id",
+            "job_id",
+            "job_data",
+            "error_type",
+            "error_message",
+            "retry_count",
+            "created_at",
+            "client_ip",
+            "correlation_id",
+        ],
+        "properties": {
+            "id": {"type": "integer"},
+            "job_id": NULLABLE_STRING,
+            "job_data": {
+                "type": "object",
+                "required": ["code", "input_data", "job_type", "timeout"],
+                "properties": {
+                    "code": {"type": "string"},
+                    "input_data": {"type": "object"},
+                    "job_type": {"type": "string"},
+                    "timeout": {"type": "integer"},
+                },
+            },
+            "error_type": {"enum": ["internal_error", "service_unavailable"]},
+            "error_message": {"type": "string"},
+            "retry_count": {"type": "integer"},
+            "created_at": {"type": "string", "format": "date-time"},
+            "client_ip": NULLABLE_STRING,
+            "correlation_id": {"type": "string"},
+            "requeued_at": {"type": ["string", "null"], "format": "date-time"},
+            "requeued_by": NULLABLE_STRING,
+            "requeued_job_id": NULLABLE_STRING,
+        },
+    },
+    "DeadLetterPage": {
+        "type": "object",
+        "required": ["items", "limit", "offset", "has_more", "count"],
+        "properties": {
+            "items": {"type": "array", "items": _ref("DeadLetter")},
+            "limit": {"type": "integer"},
+            "offset": {"type": "integer"},
+            "has_more": {"type": "boolean"},
+            "count": {"type": "integer"},
+        },
+    },
+    "DeadLetterStats": {
+        "type": "object",
+        "required": ["total", "by_error_type"],
+        "properties": {
+            "total": {"type": "integer"},
+            "by_error_type": {"type": "object", "additionalProperties": {"type": "integer"}},
+        },
+    },
     "ServiceUnavailable": {
         "type": "object",
         "required": ["detail", "correlation_id", "error_type"],
@@ -438,6 +516,87 @@ PATHS: dict[str, Any] = {
                 "404": _error("No such job or artifact"),
                 **_COMMON_ERRORS,
             },
+        }
+    },
+    "/health": {
+        "get": {
+            "summary": "Health: the engine, the circuit breaker, the queue (answers fast even if Docker hangs)",
+            "operationId": "health",
+            "responses": {"200": _json(_ref("Health"), "healthy or degraded"), **_COMMON_ERRORS},
+        }
+    },
+    "/dlq": {
+        "get": {
+            "summary": "Dead letter queue entries, newest first",
+            "operationId": "listDeadLetters",
+            "parameters": [
+                {"name": "error_type", "in": "query", "schema": {"enum": ["internal_error", "service_unavailable"]}},
+                {"name": "limit", "in": "query", "schema": {"type": "integer", "minimum": 1, "maximum": 1000}},
+                {"name": "offset", "in": "query", "schema": {"type": "integer", "minimum": 0}},
+            ],
+            "responses": {
+                "200": _json(_ref("DeadLetterPage"), "One page"),
+                "422": _error("A bad query parameter"),
+                **_COMMON_ERRORS,
+            },
+        }
+    },
+    "/dlq/stats": {
+        "get": {
+            "summary": "Dead letter queue counts",
+            "operationId": "deadLetterStats",
+            "responses": {"200": _json(_ref("DeadLetterStats"), "Counts"), **_COMMON_ERRORS},
+        }
+    },
+    "/dlq/{entry_id}": {
+        "delete": {
+            "summary": "Remove an entry",
+            "operationId": "deleteDeadLetter",
+            "parameters": [{"name": "entry_id", "in": "path", "required": True, "schema": {"type": "integer"}}],
+            "responses": {
+                "200": _json(
+                    {
+                        "type": "object",
+                        "required": ["status", "entry_id"],
+                        "properties": {"status": {"const": "removed"}, "entry_id": {"type": "integer"}},
+                    },
+                    "Removed",
+                ),
+                "404": _error("No such entry"),
+                **_COMMON_ERRORS,
+            },
+        }
+    },
+    "/dlq/{entry_id}/requeue": {
+        "post": {
+            "summary": "Run an entry's job again, as a new job linked to it",
+            "operationId": "requeueDeadLetter",
+            "parameters": [{"name": "entry_id", "in": "path", "required": True, "schema": {"type": "integer"}}],
+            "responses": {
+                "202": _json(
+                    {
+                        "type": "object",
+                        "required": ["job_id", "status", "entry_id"],
+                        "properties": {
+                            "job_id": {"type": "string", "format": "uuid"},
+                            "status": {"enum": STATUSES},
+                            "entry_id": {"type": "integer"},
+                        },
+                    },
+                    "Queued",
+                ),
+                "404": _error("No such entry"),
+                "409": _error("Already requeued"),
+                **_UNAVAILABLE,
+                **_COMMON_ERRORS,
+            },
+        }
+    },
+    "/metrics": {
+        "get": {
+            "summary": "Prometheus metrics (text format)",
+            "operationId": "metrics",
+            "responses": {"200": {"description": "text/plain; version=0.0.4", "content": {"text/plain": {}}}},
         }
     },
     "/pool/stats": {

@@ -1,6 +1,6 @@
 from django.urls import path
 
-from executions.api import jobs, views
+from executions.api import jobs, operations, views
 
 urlpatterns = [
     path("execute", views.execute, name="api-execute"),
@@ -17,5 +17,11 @@ urlpatterns = [
     path("job-types", views.job_type_list, name="api-job-type-list"),
     path("job-types/<str:name>", views.job_type_detail, name="api-job-type-detail"),
     path("job-types/<str:name>/build", views.job_type_build, name="api-job-type-build"),
+    path("health", operations.health, name="api-health"),
+    path("dlq", operations.dlq_list, name="api-dlq-list"),
+    path("dlq/stats", operations.dlq_stats, name="api-dlq-stats"),
+    path("dlq/<int:entry_id>", operations.dlq_entry, name="api-dlq-entry"),
+    path("dlq/<int:entry_id>/requeue", operations.dlq_requeue, name="api-dlq-requeue"),
+    path("metrics", operations.metrics, name="api-metrics"),
     path("openapi.json", views.openapi_json, name="api-openapi"),
 ]

@@ -101,6 +101,14 @@ class Sandbox(Protocol):
         """Kill and remove the containers of one execution (its worker is gone); returns how many."""
         ...
 
+    def running_executions(self) -> set[str]:
+        """Execution ids of the containers this service has on the engine."""
+        ...
+
+    def ping(self) -> bool:
+        """Does the engine answer right now? Never raises; gives up after TAKO_PING_TIMEOUT."""
+        ...
+
 
 @cache
 def get_sandbox() -> Sandbox:

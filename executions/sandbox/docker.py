@@ -28,6 +28,7 @@ import requests.exceptions
 from django.conf import settings
 from docker.models.containers import Container
 from docker.types import LogConfig, Ulimit
+from docker.utils import kwargs_from_env
 from docker.utils.socket import frames_iter
 
 from executions.sandbox import Artifact, ExceptionReport, RunResult, RunSpec, SandboxError, SandboxUnavailable
@@ -41,7 +42,7 @@ STARTED_MARKER = b"\x1eTAKO-STARTED "
 FSIZE_LIMIT = 10 * 1024 * 1024  # per file the program writes
 FSIZE_LIMIT_WITH_PACKAGES = 1024 * 1024 * 1024  # the launcher raises it to unpack shared libraries
 MAX_ENVELOPE_BYTES = 80 * 1024 * 1024  # 50 MB of /output, base64-encoded, plus JSON
-API_TIMEOUT = 30
+PING_TIMEOUT = 2  # seconds; /health never waits on it (see executions/health.py)
 KILL_GRACE = 10
 
 
@@ -234,6 +235,7 @@ def _translate_docker_errors(action: str) -> Iterator[None]:
 class DockerSandbox:
     def __init__(self, client: docker.DockerClient | None = None) -> None:
         self._client = client
+        self._ping_client: docker.APIClient | None = None
         self._lock = threading.Lock()
 
     @property
@@ -242,7 +244,7 @@ class DockerSandbox:
         with self._lock:
             if self._client is None:
                 with _translate_docker_errors("Connecting to Docker"):
-                    self._client = docker.from_env(version="auto", timeout=API_TIMEOUT)
+                    self._client = docker.from_env(version="auto", timeout=settings.TAKO_DOCKER_TIMEOUT)
             return self._client
 
     # -- the Sandbox interface ---------------------------------------------------------------
@@ -277,6 +279,19 @@ class DockerSandbox:
 
     def stop(self, execution_id: str) -> int:
         return self._remove_labelled(f"tako.execution_id={execution_id}")
+
+    def running_executions(self) -> set[str]:
+        with _translate_docker_errors("Listing containers"):
+            found = self.client.containers.list(all=True, filters={"label": MANAGED_LABEL})
+        return {c.labels.get("tako.execution_id", "") for c in found}
+
+    def ping(self) -> bool:
+        try:
+            if self._ping_client is None:  # its own client: a short timeout, and never the lock
+                self._ping_client = docker.APIClient(**kwargs_from_env(), version="auto", timeout=PING_TIMEOUT)
+            return bool(self._ping_client.ping())
+        except (docker.errors.DockerException, requests.exceptions.RequestException, OSError):
+            return False
 
     def _remove_labelled(self, label: str) -> int:
         with _translate_docker_errors("Removing containers"):

@@ -4,6 +4,8 @@ runs.py: create and run one execution; jobs.py: the async lifecycle and crash re
 environments.py: building job-type images.
 """
 
+from executions.services.cleanup import containers_reap, containers_reap_quietly
+from executions.services.dlq import AlreadyRequeued, dead_letter_add, dlq_requeue, dlq_stats
 from executions.services.environments import BuildInProgress, environment_build, environment_builds_reset
 from executions.services.jobs import (
     AlreadyEnded,
@@ -28,11 +30,17 @@ from executions.services.runs import (
 
 __all__ = [
     "AlreadyEnded",
+    "AlreadyRequeued",
     "BuildInProgress",
     "IdempotencyConflict",
     "QueueFull",
     "StartupTimeout",
     "canonical_json",
+    "containers_reap",
+    "containers_reap_quietly",
+    "dead_letter_add",
+    "dlq_requeue",
+    "dlq_stats",
     "ensure_queue_has_room",
     "environment_build",
     "environment_builds_reset",

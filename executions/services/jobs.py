@@ -15,6 +15,7 @@ from django_q.tasks import async_task
 
 from executions.models import Environment, Execution
 from executions.sandbox import SandboxError, SandboxUnavailable, get_sandbox
+from executions.services.dlq import dead_letter_add
 from executions.services.runs import execution_create, request_hash
 
 logger = logging.getLogger(__name__)
@@ -225,5 +226,7 @@ def executions_recover(*, worker_prefix: str | None = None, stale_after: int | N
         )
         if ended:
             logger.warning("Execution %s was orphaned by worker %s; ended", execution.pk, execution.worker)
+            execution.refresh_from_db()
+            dead_letter_add(execution)
             handled += 1
     return handled

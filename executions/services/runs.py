@@ -18,9 +18,12 @@ from django.utils import timezone
 
 from executions.logging import correlation_context
 from executions.models import Artifact, Environment, Execution, Lock
+from executions.resilience import CircuitOpen, breaker_acquire, breaker_failure, breaker_success, retry_policy
 from executions.sandbox import RunResult, RunSpec, Sandbox, SandboxError, SandboxUnavailable, get_sandbox
 from executions.sandbox.classify import Outcome, classify_exit, failure
 from executions.sandbox.packages import PackageError, wheel_set
+from executions.services.cleanup import containers_reap_quietly
+from executions.services.dlq import dead_letter_add
 
 logger = logging.getLogger(__name__)
 
@@ -125,16 +128,15 @@ def execution_run(*, execution_id: Any, sandbox: Sandbox | None = None, role: st
         result: RunResult | None = None
         monitor = _RunMonitor(execution)
         try:
-            sandbox = sandbox or get_sandbox()
-            spec = _run_spec(execution, sandbox, monitor)
-            result = sandbox.run(spec)
+            result = _run_with_retries(execution, sandbox or get_sandbox(), monitor, role=role)
             outcome = _outcome_of(result, execution)
         except PackageError as exc:
             outcome = failure("dependency_error", str(exc), phase="startup")
         except StartupTimeout as exc:
             outcome = failure("timeout", str(exc), phase="startup")
-        except SandboxUnavailable as exc:
-            outcome = failure("service_unavailable", f"Docker is unavailable: {exc}", phase="startup")
+        except (SandboxUnavailable, CircuitOpen) as exc:
+            phase = "execution" if monitor.container_started else "startup"
+            outcome = failure("service_unavailable", f"Docker is unavailable: {exc}", phase=phase)
         except (SandboxError, Environment.DoesNotExist) as exc:
             outcome = failure("internal_error", str(exc), phase="startup")
         except Exception:
@@ -146,6 +148,41 @@ def execution_run(*, execution_id: Any, sandbox: Sandbox | None = None, role: st
             _record_end(execution, outcome, result)
         logger.info("Execution %s ended %s (%s)", execution.pk, execution.status, execution.error_type or "ok")
         return execution
+
+
+def _run_with_retries(execution: Execution, sandbox: Sandbox, monitor: _RunMonitor, *, role: str) -> RunResult:
+    """Run through the circuit breaker; transient engine faults before the container started are
+    tried again with backoff. A run whose container started is never repeated (it may have had
+    effects), and a sync run finds an open breaker refusing at once."""
+    policy = retry_policy()
+    for attempt in range(1, policy.attempts + 1):
+        try:
+            breaker_acquire()
+        except CircuitOpen as exc:
+            _note_attempt(execution, attempt, str(exc))
+            if role == "web" or attempt == policy.attempts:
+                raise
+        else:
+            try:
+                result = sandbox.run(_run_spec(execution, sandbox, monitor))
+            except SandboxUnavailable as exc:
+                breaker_failure(str(exc))
+                _note_attempt(execution, attempt, str(exc))
+                if monitor.container_started or attempt == policy.attempts:
+                    raise
+            else:
+                if breaker_success():  # the engine is back: remove what its outage left behind
+                    containers_reap_quietly()
+                return result
+        delay = policy.delay(attempt)
+        logger.warning("Execution %s: Docker failed (attempt %s); retrying in %.1fs", execution.pk, attempt, delay)
+        time.sleep(delay)
+    raise AssertionError("unreachable: the last attempt returns or raises")
+
+
+def _note_attempt(execution: Execution, attempt: int, error: str) -> None:
+    execution.attempts = [*execution.attempts, {"attempt": attempt, "error": error, "at": timezone.now().isoformat()}]
+    Execution.objects.filter(pk=execution.pk).update(attempts=execution.attempts)
 
 
 def _claim(execution: Execution, *, worker: str) -> bool:
@@ -177,6 +214,7 @@ class _RunMonitor:
     def __init__(self, execution: Execution) -> None:
         self.execution_id = execution.pk
         self.cancel = threading.Event()
+        self.container_started = False
         self._output = {"stdout": "", "stderr": ""}
         self._dirty = False
         self._lock = threading.Lock()
@@ -190,6 +228,7 @@ class _RunMonitor:
             self._dirty = True
 
     def on_container_start(self) -> None:
+        self.container_started = True
         Execution.objects.filter(pk=self.execution_id).update(container_started_at=timezone.now())
 
     def stop(self) -> None:
@@ -314,6 +353,7 @@ def _record_end(execution: Execution, outcome: Outcome, result: RunResult | None
         execution.save(update_fields=_END_FIELDS + (_RESULT_FIELDS if result is not None else []))
         if result is not None:
             _store_artifacts(execution, result)
+        dead_letter_add(execution)
 
 
 def _store_artifacts(execution: Execution, result: RunResult) -> None:

@@ -1,0 +1,132 @@
+"""Circuit breaker and retry policy around the Docker engine.
+
+The breaker's state lives in the database, one row per engine, updated under a row lock, so the
+web process and every worker see (and move) the same breaker. Only faults of the engine count:
+failures of the user's code are results, not Docker failures.
+
+closed --(TAKO_BREAKER_THRESHOLD consecutive failures)--> open
+open --(TAKO_BREAKER_RESET_SECONDS later, one probe let through)--> half_open
+half_open --(TAKO_BREAKER_CLOSE_AFTER successes)--> closed;  half_open --(a failure)--> open
+"""
+
+from __future__ import annotations
+
+import random
+from dataclasses import dataclass
+from datetime import timedelta
+from typing import Any
+
+from django.conf import settings
+from django.db import transaction
+from django.utils import timezone
+
+from executions.models import CircuitBreaker, iso_utc
+
+ENGINE = "docker"  # one breaker per engine; a single local engine for now
+PROBE_STALE_SECONDS = 120  # a probe that never reported back (its worker died) frees the slot
+
+
+class CircuitOpen(Exception):
+    """The breaker refuses calls to the engine right now."""
+
+
+def _locked(name: str) -> CircuitBreaker:
+    breaker, _ = CircuitBreaker.objects.select_for_update().get_or_create(name=name)
+    return breaker
+
+
+def breaker_acquire(name: str = ENGINE) -> None:
+    """Ask to call the engine; raises CircuitOpen when the breaker refuses."""
+    now = timezone.now()
+    with transaction.atomic():
+        breaker = _locked(name)
+        if breaker.state == CircuitBreaker.State.CLOSED:
+            return
+        reset_at = (breaker.opened_at or now) + timedelta(seconds=settings.TAKO_BREAKER_RESET_SECONDS)
+        if breaker.state == CircuitBreaker.State.OPEN and now >= reset_at:
+            breaker.state = CircuitBreaker.State.HALF_OPEN
+            breaker.success_count = 0
+            breaker.probe_started_at = None
+        if breaker.state == CircuitBreaker.State.HALF_OPEN:
+            probe_stale = breaker.probe_started_at is None or now - breaker.probe_started_at > timedelta(
+                seconds=PROBE_STALE_SECONDS
+            )
+            if probe_stale:  # one probe at a time
+                breaker.probe_started_at = now
+                breaker.save()
+                return
+            breaker.save()
+        raise CircuitOpen(
+            f"Docker circuit breaker is {breaker.state} after {breaker.failure_count} consecutive failures"
+            + (f" (last: {breaker.last_failure})" if breaker.last_failure else "")
+        )
+
+
+def breaker_success(name: str = ENGINE) -> bool:
+    """Record a call that worked; True when this closed the breaker (the engine is back)."""
+    closed = False
+    with transaction.atomic():
+        breaker = _locked(name)
+        breaker.success_count += 1
+        breaker.probe_started_at = None
+        if breaker.state == CircuitBreaker.State.HALF_OPEN:
+            if breaker.success_count >= settings.TAKO_BREAKER_CLOSE_AFTER:
+                breaker.state = CircuitBreaker.State.CLOSED
+                breaker.failure_count = 0
+                breaker.closed_at = timezone.now()
+                closed = True
+        elif breaker.state == CircuitBreaker.State.CLOSED:
+            breaker.failure_count = 0
+        breaker.save()
+    return closed
+
+
+def breaker_failure(message: str, name: str = ENGINE) -> None:
+    now = timezone.now()
+    with transaction.atomic():
+        breaker = _locked(name)
+        breaker.failure_count += 1
+        breaker.last_failure = message[:1000]
+        breaker.last_failure_at = now
+        breaker.probe_started_at = None
+        trips = breaker.state == CircuitBreaker.State.HALF_OPEN or (
+            breaker.state == CircuitBreaker.State.CLOSED and breaker.failure_count >= settings.TAKO_BREAKER_THRESHOLD
+        )
+        if trips:
+            breaker.state = CircuitBreaker.State.OPEN
+            breaker.opened_at = now
+            breaker.success_count = 0
+        breaker.save()
+
+
+def breaker_state(name: str = ENGINE) -> dict[str, Any]:
+    """The breaker as /health shows it (an open breaker past its reset time reads half_open)."""
+    breaker = CircuitBreaker.objects.filter(name=name).first() or CircuitBreaker(name=name)
+    state = breaker.state
+    reset = timedelta(seconds=settings.TAKO_BREAKER_RESET_SECONDS)
+    if state == CircuitBreaker.State.OPEN and breaker.opened_at and timezone.now() >= breaker.opened_at + reset:
+        state = CircuitBreaker.State.HALF_OPEN
+    return {
+        "state": state,
+        "failure_count": breaker.failure_count,
+        "success_count": breaker.success_count,
+        "last_failure": breaker.last_failure or None,
+        "last_failure_at": iso_utc(breaker.last_failure_at),
+        "opened_at": iso_utc(breaker.opened_at),
+    }
+
+
+@dataclass(frozen=True)
+class RetryPolicy:
+    """Transient engine faults are tried again: `attempts` in all, exponential backoff with jitter."""
+
+    attempts: int
+    base_delay: float
+
+    def delay(self, attempt: int) -> float:
+        """Seconds to wait after failed attempt number `attempt` (1-based)."""
+        return self.base_delay * (2 ** (attempt - 1)) * random.uniform(0.5, 1.5)  # noqa: S311 (jitter)
+
+
+def retry_policy() -> RetryPolicy:
+    return RetryPolicy(attempts=settings.TAKO_RETRY_ATTEMPTS, base_delay=settings.TAKO_RETRY_BASE_DELAY)

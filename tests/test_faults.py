@@ -1,0 +1,152 @@
+"""Real engine faults against the real service: Docker stops, hangs and comes back.
+
+The service (daphne + a worker cluster) talks to the engine through DockerProxy, which the test
+switches off (as when dockerd stops: connections refused and cut) and on again.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+
+import docker
+import pytest
+import requests
+
+from executions.models import DeadLetter, Execution
+from executions.sandbox.docker import MANAGED_LABEL
+from tests.dockerproxy import DockerProxy
+from tests.test_jobs import submit, wait_for
+
+RESET_SECONDS = 5  # the breaker's open -> half_open time for these tests (30 s by default)
+
+
+@pytest.fixture(scope="module")
+def engine(_live_service, tmp_path_factory):
+    """The live service, restarted to reach Docker only through a proxy this module controls."""
+    proxy = DockerProxy(tmp_path_factory.mktemp("proxy") / "docker.sock")
+    proxy.up()
+    _live_service.restart(
+        DOCKER_HOST=proxy.url,
+        TAKO_BREAKER_RESET_SECONDS=str(RESET_SECONDS),
+        TAKO_RETRY_BASE_DELAY="0.2",
+        TAKO_DOCKER_TIMEOUT="3",
+    )
+    yield proxy
+    proxy.up()
+    _live_service.restart()
+
+
+def managed_containers() -> list:
+    return docker.from_env(version="auto").containers.list(all=True, filters={"label": MANAGED_LABEL})
+
+
+def health(url: str) -> dict:
+    return requests.get(f"{url}/health", timeout=5).json()
+
+
+def ended(job_id: str) -> Execution | None:
+    execution = Execution.objects.get(pk=job_id)
+    return execution if execution.is_terminal else None
+
+
+def test_docker_stopping_and_returning(live_service, engine: DockerProxy) -> None:
+    url = live_service.url
+    engine.down()
+    lost_at = time.monotonic()
+    job_ids = [submit(url, f"print({n})") for n in range(3)]
+    for job_id in job_ids:
+        execution = wait_for(lambda job_id=job_id: ended(job_id), timeout=60, what="the job to end")
+        assert (execution.status, execution.error_type) == ("failed", "service_unavailable")
+    opened = wait_for(lambda: health(url)["circuit_breaker"]["state"] == "open", what="the breaker to open")
+    opened_after = time.monotonic() - lost_at
+    report = health(url)
+    assert opened and report["status"] == "degraded" and report["docker_available"] is False
+    entries = DeadLetter.objects.filter(execution_id__in=job_ids)
+    assert {e.error_type for e in entries} == {"service_unavailable"} and entries.count() == 3
+
+    # While open: the service keeps answering, and refuses work at once.
+    assert requests.get(f"{url}/executions", timeout=5).status_code == 200
+    assert requests.post(f"{url}/execute/async", json={"code": "1"}, timeout=5).status_code == 503
+    sync = requests.post(f"{url}/execute", json={"code": "print(1)"}, timeout=10).json()
+    assert (sync["success"], sync["error_type"]) == (False, "service_unavailable")
+    assert requests.post(f"{url}/dlq/{entries[0].pk}/requeue", timeout=5).status_code == 503
+
+    engine.up()
+    back_at = time.monotonic()
+    wait_for(lambda: health(url)["circuit_breaker"]["state"] == "closed", timeout=60, what="the breaker to close")
+    closed_after = time.monotonic() - back_at
+    assert health(url)["status"] == "healthy"
+    # Containers whose removal failed while Docker was away are gone once it is back.
+    wait_for(lambda: not managed_containers(), timeout=30, what="leftover containers to be removed")
+    requeued = [requests.post(f"{url}/dlq/{e.pk}/requeue", timeout=5).json()["job_id"] for e in entries]
+    for job_id in requeued:
+        body = requests.get(f"{url}/jobs/{job_id}/result?wait=true&timeout=60", timeout=70).json()
+        assert body["status"] == "succeeded"
+    print(f"\nbreaker opened {opened_after:.1f}s after Docker stopped; closed {closed_after:.1f}s after it returned")
+
+
+def test_a_hung_engine_does_not_hang_the_service(live_service, engine: DockerProxy) -> None:
+    url = live_service.url
+    health(url)
+    engine.hang()
+    try:
+        health(url)  # starts a probe that will hang in the background
+        timings = []
+        for _ in range(5):
+            began = time.monotonic()
+            health(url)
+            timings.append(time.monotonic() - began)
+        assert max(timings) < 0.1, timings
+        began = time.monotonic()
+        body = requests.post(f"{url}/execute", json={"code": "print(1)"}, timeout=30).json()
+        assert (body["success"], body["error_type"]) == (False, "service_unavailable")
+        assert time.monotonic() - began < 15  # bounded by TAKO_DOCKER_TIMEOUT and the retries
+    finally:
+        engine.up()
+    wait_for(lambda: health(url)["docker_available"], timeout=30, what="the engine to be seen again")
+
+
+def test_soak_200_jobs_with_docker_gone_for_20_seconds(live_service, engine: DockerProxy) -> None:
+    url = live_service.url
+    wait_for(lambda: health(url)["circuit_breaker"]["state"] == "closed", timeout=60, what="a closed breaker")
+    job_ids: list[str] = []
+    lock = threading.Lock()
+
+    def client(indexes: range) -> None:
+        with requests.Session() as session:
+            for n in indexes:
+                for _ in range(400):  # a well-behaved client: on 503 it waits and tries again
+                    response = session.post(f"{url}/execute/async", json={"code": f"print({n})"}, timeout=30)
+                    if response.status_code == 202:
+                        with lock:
+                            job_ids.append(response.json()["job_id"])
+                        break
+                    assert response.status_code == 503, response.text
+                    time.sleep(0.25)
+                time.sleep(0.1)
+
+    def outage() -> None:
+        time.sleep(8)
+        engine.down()
+        time.sleep(20)
+        engine.up()
+
+    saboteur = threading.Thread(target=outage)
+    saboteur.start()
+    with ThreadPoolExecutor(4) as clients:
+        list(clients.map(client, [range(i, 200, 4) for i in range(4)]))
+    saboteur.join()
+    assert len(job_ids) == 200
+
+    deadline = time.monotonic() + 300
+    while Execution.objects.filter(pk__in=job_ids, status__in=["queued", "running"]).exists():
+        assert time.monotonic() < deadline, "jobs stuck in queued/running"
+        time.sleep(1)
+    succeeded = Execution.objects.filter(pk__in=job_ids, status="succeeded").count()
+    dead = DeadLetter.objects.filter(execution_id__in=job_ids).count()
+    assert succeeded + dead == 200, (succeeded, dead)
+    assert dead > 0, "the outage sent some jobs to the dead letter queue"
+    wait_for(lambda: not managed_containers(), timeout=30, what="leftover containers to be removed")
+    print(f"\nsoak: {succeeded} succeeded, {dead} dead-lettered of 200")
