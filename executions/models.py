@@ -274,6 +274,7 @@ class Execution(models.Model):
                     "stdout_truncated": self.stdout_truncated,
                     "stderr_truncated": self.stderr_truncated,
                     "idempotency_key": self.idempotency_key,
+                    "attempts": self.attempts,
                 }
             )
         return record

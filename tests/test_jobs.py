@@ -150,3 +150,25 @@ def test_unknown_or_malformed_job_ids_are_404(live_url: str, path: str) -> None:
         response = requests.get(live_url + path.format(id=job_id), timeout=5)
         assert response.status_code == 404
         assert response.headers["Content-Type"] == "application/json"
+
+
+def test_the_submitting_requests_correlation_id_follows_the_job(live_service) -> None:
+    correlation_id = f"trace-{uuid.uuid4().hex[:12]}"
+    response = requests.post(
+        f"{live_service.url}/execute/async",
+        json={"code": "print(1)"},
+        headers={"X-Correlation-ID": correlation_id},
+        timeout=10,
+    )
+    assert response.headers["X-Correlation-ID"] == correlation_id
+    job_id = response.json()["job_id"]
+    record = requests.get(f"{live_service.url}/jobs/{job_id}/result?wait=true", timeout=60).json()
+    assert record["correlation_id"] == correlation_id
+    # "time level logger [correlation id] message": every line our code logged about the job
+    ours = [
+        line.split()
+        for line in live_service.worker.output().splitlines()
+        if job_id in line and len(line.split()) > 4 and line.split()[3].startswith("executions.")
+    ]
+    assert len(ours) >= 2, "the worker logged the job's start and end"
+    assert {fields[4] for fields in ours} == {f"[{correlation_id}]"}

@@ -166,6 +166,19 @@ SCHEMAS: dict[str, Any] = {
             "stdout_truncated": {"type": "boolean"},
             "stderr_truncated": {"type": "boolean"},
             "idempotency_key": NULLABLE_STRING,
+            "attempts": {
+                "type": "array",
+                "description": "Tries that failed on a transient Docker fault (then retried)",
+                "items": {
+                    "type": "object",
+                    "required": ["attempt", "error", "at"],
+                    "properties": {
+                        "attempt": {"type": "integer"},
+                        "error": {"type": "string"},
+                        "at": {"type": "string"},
+                    },
+                },
+            },
         },
     },
     "ExecutionPage": {
