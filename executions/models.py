@@ -202,6 +202,9 @@ class Execution(models.Model):
     heartbeat_at = models.DateTimeField(null=True)
     attempts = models.JSONField(default=list)  # one entry per failed try of a transient engine fault
     parent_execution = models.ForeignKey("self", null=True, on_delete=models.SET_NULL, related_name="children")
+    submitted_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="executions"
+    )
     relationship = models.CharField(max_length=8, null=True)  # rerun | fork
 
     class Meta:

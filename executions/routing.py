@@ -2,4 +2,10 @@
 
 from __future__ import annotations
 
-websocket_urlpatterns: list = []
+from django.urls import path
+
+from executions.consumers import ExecutionConsumer
+
+websocket_urlpatterns = [
+    path("ws/executions/<uuid:execution_id>/", ExecutionConsumer.as_asgi()),
+]

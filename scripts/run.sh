@@ -12,6 +12,7 @@ stop() { trap - INT TERM EXIT; kill "${pids[@]}" 2>/dev/null || true; wait 2>/de
 trap stop INT TERM EXIT
 
 "$PY" manage.py tako_cleanup
+"$PY" manage.py tako_admin
 # The heavier job-type images build in the background so the server answers at once; a job on
 # an environment still being built waits for it (within its startup_timeout).
 mkdir -p var

@@ -47,6 +47,7 @@ INSTALLED_APPS = [
     "channels",
     "django_htmx",
     "django_q",
+    "template_partials",
     "executions",
 ]
 
@@ -98,7 +99,19 @@ DATABASES = {
 }
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
-CHANNEL_LAYERS = {"default": {"BACKEND": "channels.layers.InMemoryChannelLayer"}}
+# Live output reaches the browser from the database (the worker is another process); with
+# REDIS_URL the worker also pushes through Redis, so pages hear of new output at once.
+REDIS_URL = envstr("REDIS_URL", "")
+CHANNEL_LAYERS = {
+    "default": (
+        {"BACKEND": "channels_redis.core.RedisChannelLayer", "CONFIG": {"hosts": [REDIS_URL]}}
+        if REDIS_URL
+        else {"BACKEND": "channels.layers.InMemoryChannelLayer"}
+    )
+}
+LOGIN_URL = "login"
+LOGIN_REDIRECT_URL = "ui-executions"
+LOGOUT_REDIRECT_URL = "login"
 
 AUTH_PASSWORD_VALIDATORS = [
     {"NAME": "django.contrib.auth.password_validation.MinimumLengthValidator"},

@@ -2,16 +2,17 @@ from django.contrib import admin
 from django.urls import include, path
 from django.views.generic import RedirectView
 
-from executions import views
+from executions.views import errors as error_views
 
 urlpatterns = [
-    path("", RedirectView.as_view(url="/docs", permanent=False)),
-    path("docs", views.api_docs, name="api-docs"),
+    path("", RedirectView.as_view(pattern_name="ui-executions", permanent=False)),
+    path("ui/", include("executions.urls")),
+    path("docs", error_views.api_docs, name="api-docs"),
     path("admin/", admin.site.urls),
     path("", include("executions.api.urls")),
 ]
 
-handler400 = "executions.views.bad_request"
-handler403 = "executions.views.permission_denied"
-handler404 = "executions.views.not_found"
-handler500 = "executions.views.server_error"
+handler400 = "executions.views.errors.bad_request"
+handler403 = "executions.views.errors.permission_denied"
+handler404 = "executions.views.errors.not_found"
+handler500 = "executions.views.errors.server_error"

@@ -164,6 +164,7 @@ def execution_derive(
     timeout: int | None = None,
     correlation_id: str = "",
     client_ip: str | None = None,
+    submitted_by: Any = None,
 ) -> Execution:
     """A new job from an old one: `rerun` (same code) or `fork` (new code); same input and settings."""
     environment = environment or Environment.objects.get(name=parent.job_type)
@@ -178,6 +179,7 @@ def execution_derive(
         client_ip=client_ip,
         parent=parent,
         relationship=relationship,
+        submitted_by=submitted_by,
     )
     return execution
 

@@ -1,0 +1,101 @@
+"""The execution page's websocket: stdout/stderr and status, live, as htmx out-of-band swaps.
+
+On every (re)connect it first sends everything stored so far (replacing what the page shows, so
+a reconnect never duplicates or drops lines), then what is appended, until the run ends. It
+reads the database, which every process writes; with Redis the worker wakes it at once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from typing import Any
+
+from channels.db import database_sync_to_async
+from channels.generic.websocket import AsyncWebsocketConsumer
+from django.template.loader import render_to_string
+from django.utils.html import escape
+
+from executions.live import execution_group
+from executions.models import Execution
+
+POLL_SECONDS = 0.15
+STREAMS = ("stdout", "stderr")
+
+
+def _oob(element_id: str, swap: str, html: str, tag: str = "pre") -> str:
+    return f'<{tag} id="{element_id}" hx-swap-oob="{swap}">{html}</{tag}>'
+
+
+class ExecutionConsumer(AsyncWebsocketConsumer):
+    async def connect(self) -> None:
+        self.execution_id = str(self.scope["url_route"]["kwargs"]["execution_id"])
+        self.sent = {"stdout": "", "stderr": ""}
+        self.status: str | None = None
+        self.wake = asyncio.Event()
+        await self.accept()
+        problem = await self._refusal()
+        if problem:
+            await self.send(text_data=_oob("live-error", "innerHTML", escape(problem), tag="div"))
+            await self.close(code=4403)
+            return
+        await self.channel_layer.group_add(execution_group(self.execution_id), self.channel_name)
+        if not await self._push():
+            self.poller = asyncio.create_task(self._poll())
+
+    async def disconnect(self, code: int) -> None:
+        poller = getattr(self, "poller", None)
+        if poller is not None:
+            poller.cancel()
+        await self.channel_layer.group_discard(execution_group(self.execution_id), self.channel_name)
+
+    async def execution_changed(self, event: dict[str, Any]) -> None:
+        self.wake.set()
+
+    async def _poll(self) -> None:
+        while True:
+            with contextlib.suppress(TimeoutError):  # no push from the worker: look anyway
+                await asyncio.wait_for(self.wake.wait(), POLL_SECONDS)
+            self.wake.clear()
+            if await self._push():
+                await self.close()
+                return
+
+    @database_sync_to_async
+    def _refusal(self) -> str | None:
+        user = self.scope.get("user")
+        if user is None or not user.is_authenticated:
+            return "Your session has expired; log in again to follow this execution."
+        execution = Execution.objects.filter(pk=self.execution_id).only("submitted_by_id").first()
+        if execution is None:
+            return "There is no such execution."
+        if not (user.is_staff or execution.submitted_by_id == user.pk):
+            return "This execution belongs to another user."
+        return None
+
+    async def _push(self) -> bool:
+        """Send what changed since the last push; True once the execution has ended."""
+        message, ended = await self._changes()
+        if message:
+            await self.send(text_data=message)
+        return ended
+
+    @database_sync_to_async
+    def _changes(self) -> tuple[str, bool]:
+        execution = Execution.objects.get(pk=self.execution_id)
+        parts = []
+        for stream in STREAMS:
+            stored, sent = getattr(execution, stream), self.sent[stream]
+            if stored.startswith(sent):
+                if len(stored) > len(sent):
+                    parts.append(_oob(stream, "beforeend", escape(stored[len(sent) :])))
+            else:  # the first push, or the text was rewritten: replace it all
+                parts.append(_oob(stream, "innerHTML", escape(stored)))
+            self.sent[stream] = stored
+        if execution.status != self.status:
+            self.status = execution.status
+            context = {"execution": execution}
+            parts.append(render_to_string("executions/detail.html#status", context))
+            if execution.is_terminal:
+                parts.append(render_to_string("executions/detail.html#result", context))
+        return "".join(parts), execution.is_terminal

@@ -1,0 +1,204 @@
+"""The analysts' pages: new execution, executions list, execution page (htmx + a websocket)."""
+
+from __future__ import annotations
+
+import json
+import uuid
+from collections.abc import Callable
+from functools import wraps
+from typing import Any
+
+from django.contrib.auth import get_user_model
+from django.contrib.auth.views import redirect_to_login
+from django.core.exceptions import PermissionDenied
+from django.core.paginator import Paginator
+from django.db.models import QuerySet
+from django.http import Http404, HttpRequest, HttpResponse
+from django.shortcuts import redirect, render
+from django.urls import reverse
+from django.views.decorators.http import require_http_methods, require_POST
+from django_htmx.http import HttpResponseClientRedirect, trigger_client_event
+from django_htmx.middleware import HtmxDetails
+
+from executions import services
+from executions.api.decorators import InvalidRequest
+from executions.api.forms import parse_execute_request
+from executions.hints import HINTS
+from executions.models import Environment, Execution
+from executions.resilience import breaker_state
+
+PAGE_SIZE = 50
+
+
+class PageRequest(HttpRequest):
+    """A request as the pages see it: django-htmx's details, a logged-in user."""
+
+    htmx: HtmxDetails
+    correlation_id: str
+
+
+def page_login_required(view: Callable) -> Callable:
+    """Like login_required, but an htmx request from an expired session is sent to the login page."""
+
+    @wraps(view)
+    def wrapper(request: PageRequest, *args: Any, **kwargs: Any) -> HttpResponse:
+        if not request.user.is_authenticated:
+            if request.htmx:
+                return HttpResponseClientRedirect(f"{reverse('login')}?expired=1")
+            return redirect_to_login(request.get_full_path())
+        return view(request, *args, **kwargs)
+
+    return wrapper
+
+
+def visible_executions(request: PageRequest) -> QuerySet[Execution]:
+    """Staff see every execution; analysts their own."""
+    executions = Execution.objects.all()
+    return executions if request.user.is_staff else executions.filter(submitted_by_id=request.user.pk)
+
+
+def _execution_or_404(request: PageRequest, execution_id: Any) -> Execution:
+    execution = Execution.objects.filter(pk=execution_id).select_related("submitted_by").first()
+    if execution is None:
+        raise Http404("There is no such execution.")
+    if not (request.user.is_staff or execution.submitted_by_id == request.user.pk):
+        raise PermissionDenied("This execution belongs to another user.")
+    return execution
+
+
+# -- new execution ---------------------------------------------------------------------------------
+def _form_context(values: dict[str, Any], errors: dict[str, list[str]] | None = None) -> dict[str, Any]:
+    return {
+        "values": values,
+        "errors": errors or {},
+        "environments": Environment.objects.all(),
+        "submit_token": values.get("submit_token") or uuid.uuid4().hex,
+    }
+
+
+def _submission(request: PageRequest) -> tuple[dict[str, Any], dict[str, Any]]:
+    """The form's fields as typed, and as the API's request body (the API's rules validate it)."""
+    values = {
+        name: request.POST.get(name, "") for name in ("code", "job_type", "timeout", "input_data", "submit_token")
+    }
+    body: dict[str, Any] = {"code": values["code"], "job_type": values["job_type"] or None}
+    if values["timeout"].strip():
+        body["timeout"] = int(values["timeout"]) if values["timeout"].strip().isdigit() else values["timeout"]
+    body["input_data"] = json.loads(values["input_data"]) if values["input_data"].strip() else {}
+    return values, body
+
+
+@page_login_required
+@require_http_methods(["GET", "POST"])
+def execution_new(request: PageRequest, fork_of: Any = None) -> HttpResponse:
+    parent = _execution_or_404(request, fork_of) if fork_of else None
+    if request.method == "GET":
+        values: dict[str, Any] = {"code": "", "job_type": "default", "timeout": "", "input_data": "{}"}
+        if parent is not None:
+            values = {
+                "code": parent.code,
+                "job_type": parent.job_type,
+                "timeout": str(parent.timeout),
+                "input_data": json.dumps(parent.input_data, indent=2),
+            }
+        return render(request, "executions/new.html", {**_form_context(values), "parent": parent})
+
+    values, errors = {}, {}
+    try:
+        values, body = _submission(request)
+        parsed = parse_execute_request(body)
+    except json.JSONDecodeError as exc:
+        errors = {"input_data": [f"Input is not valid JSON: {exc}"]}
+    except InvalidRequest as exc:
+        errors = exc.extra["errors"]
+    if errors:
+        context = {**_form_context(values or dict(request.POST.items()), errors), "parent": parent}
+        return render(request, "executions/new.html#form" if request.htmx else "executions/new.html", context)
+    try:
+        execution, _ = services.execution_submit(
+            environment=parsed.environment,
+            code=parsed.code,
+            input_data=parsed.input_data,
+            timeout=parsed.timeout,
+            # A second click on Run sends the same token: the same job, never a second run.
+            idempotency_key=f"ui-{request.user.pk}-{values['submit_token']}"[:255],
+            correlation_id=request.correlation_id,
+            client_ip=request.META.get("REMOTE_ADDR"),
+            parent=parent,
+            relationship="fork" if parent else None,
+            submitted_by=request.user,
+        )
+    except (services.QueueFull, services.IdempotencyConflict) as exc:
+        context = {**_form_context(values, {"form": [str(exc)]}), "parent": parent}
+        return render(request, "executions/new.html#form" if request.htmx else "executions/new.html", context)
+    url = reverse("ui-execution", args=[execution.pk])
+    return HttpResponseClientRedirect(url) if request.htmx else redirect(url)
+
+
+# -- list ------------------------------------------------------------------------------------------
+@page_login_required
+def execution_list(request: PageRequest) -> HttpResponse:
+    executions = (
+        visible_executions(request)
+        .select_related("submitted_by")
+        .defer("code", "input_data", "stdout", "stderr", "output", "resource_usage", "attempts")
+    )
+    filters = {name: request.GET.get(name, "") for name in ("status", "job_type", "user")}
+    if filters["status"] in Execution.Status.values:
+        executions = executions.filter(status=filters["status"])
+    if filters["job_type"]:
+        executions = executions.filter(job_type=filters["job_type"])
+    if filters["user"] and request.user.is_staff:
+        executions = executions.filter(submitted_by__username=filters["user"])
+    page = Paginator(executions, PAGE_SIZE).get_page(request.GET.get("page"))
+    context = {
+        "page": page,
+        "filters": filters,
+        "statuses": Execution.Status.values,
+        "environments": Environment.objects.values_list("name", flat=True),
+        "users": get_user_model().objects.order_by("username").values_list("username", flat=True)
+        if request.user.is_staff
+        else [],
+        "query": "&".join(f"{k}={v}" for k, v in filters.items() if v),
+    }
+    template = "executions/list.html#rows" if request.htmx else "executions/list.html"
+    return render(request, template, context)
+
+
+# -- one execution ---------------------------------------------------------------------------------
+@page_login_required
+def execution_detail(request: PageRequest, execution_id: Any) -> HttpResponse:
+    execution = _execution_or_404(request, execution_id)
+    return render(request, "executions/detail.html", {"execution": execution, "hints": HINTS})
+
+
+@page_login_required
+@require_POST
+def execution_cancel(request: PageRequest, execution_id: Any) -> HttpResponse:
+    execution = _execution_or_404(request, execution_id)
+    response = HttpResponse(status=204)
+    try:
+        services.execution_cancel(execution)
+        trigger_client_event(response, "showToast", {"message": "Cancelling the job…", "level": "info"})
+    except services.AlreadyEnded as exc:
+        trigger_client_event(response, "showToast", {"message": str(exc), "level": "error"})
+    return response
+
+
+@page_login_required
+@require_POST
+def execution_rerun(request: PageRequest, execution_id: Any) -> HttpResponse:
+    execution = _execution_or_404(request, execution_id)
+    if breaker_state()["state"] == "open":
+        response = HttpResponse(status=204)
+        return trigger_client_event(
+            response, "showToast", {"message": "Docker is unavailable (circuit open); try later.", "level": "error"}
+        )
+    child = services.execution_derive(
+        execution,
+        relationship="rerun",
+        correlation_id=request.correlation_id,
+        client_ip=request.META.get("REMOTE_ADDR"),
+        submitted_by=request.user,
+    )
+    return HttpResponseClientRedirect(reverse("ui-execution", args=[child.pk]))
