@@ -30,6 +30,7 @@ lint: $(VENV)/.installed
 	$(VENV)/bin/mypy
 
 test: setup lint
+	scripts/ensure-chromium.sh
 	$(VENV)/bin/pytest
 
 bench: setup

@@ -30,7 +30,7 @@ def _oob(element_id: str, swap: str, html: str, tag: str = "pre") -> str:
 class ExecutionConsumer(AsyncWebsocketConsumer):
     async def connect(self) -> None:
         self.execution_id = str(self.scope["url_route"]["kwargs"]["execution_id"])
-        self.sent = {"stdout": "", "stderr": ""}
+        self.sent: dict[str, str | None] = {"stdout": None, "stderr": None}  # None: nothing sent yet
         self.status: str | None = None
         self.wake = asyncio.Event()
         await self.accept()
@@ -86,7 +86,7 @@ class ExecutionConsumer(AsyncWebsocketConsumer):
         parts = []
         for stream in STREAMS:
             stored, sent = getattr(execution, stream), self.sent[stream]
-            if stored.startswith(sent):
+            if sent is not None and stored.startswith(sent):
                 if len(stored) > len(sent):
                     parts.append(_oob(stream, "beforeend", escape(stored[len(sent) :])))
             else:  # the first push, or the text was rewritten: replace it all

@@ -29,6 +29,17 @@ from executions.sandbox.images import ensure_image
 
 ROOT = Path(__file__).resolve().parent.parent
 SPEC_URI = "urn:tako:openapi"
+SCREENSHOTS = ROOT / "artifacts" / "screenshots"
+# Playwright's sync API runs an event loop in the test thread; the tests' own ORM calls are safe.
+os.environ.setdefault("DJANGO_ALLOW_ASYNC_UNSAFE", "true")
+
+
+@pytest.fixture(scope="session")
+def browser_type_launch_args(browser_type_launch_args: dict[str, Any]) -> dict[str, Any]:
+    """Debian's Chromium (Playwright's own download cannot be fetched here), quiet on the network."""
+    flags = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run"]
+    flags += ["--disable-background-networking", "--disable-component-update", "--disable-sync"]
+    return {**browser_type_launch_args, "executable_path": "/usr/bin/chromium", "args": flags}
 
 
 @pytest.fixture(scope="session")
@@ -276,3 +287,28 @@ def live_url(live_service: LiveService) -> str:
 @pytest.fixture
 def daphne_url(live_url: str) -> str:
     return live_url
+
+
+@pytest.fixture(scope="module")
+def docker_proxy(_live_service: LiveService, tmp_path_factory: pytest.TempPathFactory) -> Any:
+    """The live service, restarted to reach Docker only through a proxy the tests switch off and on."""
+    from tests.dockerproxy import DockerProxy
+
+    proxy = DockerProxy(tmp_path_factory.mktemp("proxy") / "docker.sock")
+    proxy.up()
+    _live_service.restart(
+        DOCKER_HOST=proxy.url,
+        TAKO_BREAKER_RESET_SECONDS="5",
+        TAKO_RETRY_BASE_DELAY="0.2",
+        TAKO_DOCKER_TIMEOUT="3",
+    )
+    yield proxy
+    proxy.up()
+    _live_service.restart()
+
+
+@pytest.hookimpl(trylast=True)
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Browser tests last: Playwright's sync API leaves an event loop running in the main thread,
+    after which Django's test client (async views through async_to_sync) cannot run there."""
+    items.sort(key=lambda item: item.path.name == "test_browser.py")

@@ -19,23 +19,10 @@ from executions.sandbox.docker import MANAGED_LABEL
 from tests.dockerproxy import DockerProxy
 from tests.test_jobs import submit, wait_for
 
-RESET_SECONDS = 5  # the breaker's open -> half_open time for these tests (30 s by default)
 
-
-@pytest.fixture(scope="module")
-def engine(_live_service, tmp_path_factory):
-    """The live service, restarted to reach Docker only through a proxy this module controls."""
-    proxy = DockerProxy(tmp_path_factory.mktemp("proxy") / "docker.sock")
-    proxy.up()
-    _live_service.restart(
-        DOCKER_HOST=proxy.url,
-        TAKO_BREAKER_RESET_SECONDS=str(RESET_SECONDS),
-        TAKO_RETRY_BASE_DELAY="0.2",
-        TAKO_DOCKER_TIMEOUT="3",
-    )
-    yield proxy
-    proxy.up()
-    _live_service.restart()
+@pytest.fixture
+def engine(docker_proxy):
+    return docker_proxy
 
 
 def managed_containers() -> list:

@@ -18,7 +18,7 @@ from executions import services
 from executions.health import health_report
 from executions.models import DeadLetter, Environment
 from executions.resilience import breaker_state
-from executions.sandbox import SandboxError, SandboxUnavailable
+from executions.sandbox import SandboxError, SandboxUnavailable, get_sandbox
 from executions.sandbox.images import ImageBuildError
 from executions.views.pages import PageRequest, page_login_required
 
@@ -50,6 +50,12 @@ def _dlq_context(request: PageRequest) -> dict[str, Any]:
 
 def _environments_context(building: str = "") -> dict[str, Any]:
     environments = list(Environment.objects.all())
+    sandbox = get_sandbox()
+    for environment in environments:  # the engine's word on the image, not only our records
+        try:
+            environment.image_ref = sandbox.image_ref(environment.image)  # type: ignore[attr-defined]
+        except (SandboxUnavailable, SandboxError):
+            environment.image_ref = "unknown"  # type: ignore[attr-defined]
     any_building = bool(building) or any(e.build_status == Environment.BuildStatus.BUILDING for e in environments)
     return {"environments": environments, "building": building, "any_building": any_building}
 

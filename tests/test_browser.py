@@ -1,0 +1,143 @@
+"""The dashboard in a real headless Chromium (Debian's, driven by Playwright) against the real
+service: daphne, a worker cluster and the Docker engine. Screenshots go to artifacts/screenshots."""
+
+from __future__ import annotations
+
+import statistics
+
+import pytest
+import requests
+from django.contrib.auth.models import User
+from playwright.sync_api import Page, expect
+
+from executions.models import DeadLetter, Environment
+from tests.conftest import SCREENSHOTS
+
+PASSWORD = "pw-for-browser-tests"
+FIVE_LINES = """import json, time
+for i in range(5):
+    print('line', i, repr(time.time()), flush=True)
+    time.sleep(1)
+json.dump({'lines': 5, 'nested': {'ok': True}}, open('/output/result.json', 'w'))
+"""
+# Records when each "line N <time printed>" first shows in #stdout, to measure print -> screen.
+WATCH_LINES = """
+window.__seen = {};
+new MutationObserver(() => {
+  const out = document.getElementById('stdout');
+  if (!out) return;
+  for (const row of out.textContent.split('\\n')) {
+    const m = row.match(/^line (\\d) ([0-9.]+)$/);
+    if (m && !(m[1] in window.__seen)) window.__seen[m[1]] = Date.now() / 1000 - parseFloat(m[2]);
+  }
+}).observe(document, {subtree: true, childList: true, characterData: true});
+"""
+
+
+def shot(page: Page, name: str) -> None:
+    SCREENSHOTS.mkdir(parents=True, exist_ok=True)
+    page.screenshot(path=str(SCREENSHOTS / f"{name}.png"), full_page=True)
+
+
+@pytest.fixture
+def admin_page(live_service, page: Page) -> Page:
+    User.objects.create_user("admin", password=PASSWORD, is_staff=True, is_superuser=True)
+    page.set_default_timeout(30_000)
+    page.goto(f"{live_service.url}/ui/login/")
+    page.fill("#id_username", "admin")
+    page.fill("#id_password", PASSWORD)
+    page.click("main button[type=submit]")
+    expect(page.locator("h1")).to_have_text("Executions")
+    return page
+
+
+def run_from_the_form(page: Page, url: str, code: str, job_type: str = "default") -> None:
+    page.goto(f"{url}/ui/new/")
+    page.fill("#code", code)
+    page.select_option("#job_type", job_type)
+    page.click("#run-form button[type=submit]")
+    page.wait_for_url("**/ui/executions/*/")
+
+
+def test_watch_a_job_live_then_fork_it(live_service, admin_page: Page, capsys) -> None:
+    page, url = admin_page, live_service.url
+    page.add_init_script(WATCH_LINES)
+    run_from_the_form(page, url, FIVE_LINES)
+    expect(page.locator("#stdout")).to_contain_text("line 1", timeout=15_000)
+    expect(page.locator("#status")).to_have_text("Running")  # the first lines are there before the end
+    shot(page, "1-execution-running")
+    expect(page.locator("#status")).to_have_text("Succeeded", timeout=30_000)
+    expect(page.locator("#result pre.json")).to_contain_text('"nested": {')
+    expect(page.locator("#stdout")).to_contain_text("line 4")
+    assert page.locator("#stdout").inner_text().count("line 2") == 1  # nothing duplicated
+    shot(page, "2-execution-succeeded")
+    delays = [d for n, d in page.evaluate("window.__seen").items() if n != "0"]  # line 0 may precede the page
+    assert len(delays) == 4
+    median_ms, max_ms = statistics.median(delays) * 1000, max(delays) * 1000
+    with capsys.disabled():
+        print(f"\nprint -> line on screen: median {median_ms:.0f} ms, max {max_ms:.0f} ms")
+    assert max(delays) < 1.0
+
+    page.click("text=Fork")
+    expect(page.locator("h1")).to_contain_text("Fork of")
+    page.fill("#code", "import json\nprint('forked', json.load(open('/input/data.json')))")
+    page.click("#run-form button[type=submit]")
+    page.wait_for_url("**/ui/executions/*/")
+    expect(page.locator("#status")).to_have_text("Succeeded", timeout=30_000)
+    expect(page.locator("#stdout")).to_have_text("forked {}\n")
+    expect(page.locator(".meta")).to_contain_text("fork of")
+    shot(page, "3-forked")
+
+
+def test_invalid_input_is_shown_inline_and_nothing_is_sent(live_service, admin_page: Page) -> None:
+    page = admin_page
+    page.goto(f"{live_service.url}/ui/new/")
+    page.fill("#code", "print(1)")
+    page.fill("#input_data", "{broken")
+    page.click("#run-form button[type=submit]")
+    expect(page.locator("#input_data-error")).to_contain_text("Input is not valid JSON")
+    expect(page).to_have_url(f"{live_service.url}/ui/new/")
+    page.fill("#input_data", "{}")
+    page.fill("#code", "   ")
+    page.click("#run-form button[type=submit]")
+    expect(page.locator("#code-error")).to_have_text("Code cannot be empty")
+    shot(page, "4-form-errors")
+
+
+def test_triage_the_dead_letter_queue(live_service, admin_page: Page) -> None:
+    page, url = admin_page, live_service.url
+    Environment.objects.create(name="unbuilt-browser-env")  # no image: its jobs fail with internal_error
+    run_from_the_form(page, url, "print('never runs')", job_type="unbuilt-browser-env")
+    expect(page.locator("#status")).to_have_text("Failed", timeout=30_000)
+    expect(page.locator(".error-box")).to_contain_text("dead letter queue")
+    entry = DeadLetter.objects.get()
+    page.on("dialog", lambda dialog: dialog.accept())  # the confirmations
+    page.goto(f"{url}/ui/ops/")
+    row = page.locator(f"#dlq-{entry.pk}")
+    expect(row).to_contain_text("internal_error")
+    row.get_by_role("button", name="Inspect").click()
+    expect(page.locator("#dlq-entry")).to_contain_text("print('never runs')")
+    row.get_by_role("button", name="Requeue").click()
+    expect(page.locator("#toasts")).to_contain_text("Requeued 1 entry")
+    expect(page.locator(f"#dlq-{entry.pk}")).to_contain_text("by admin")
+    shot(page, "5-dlq-requeued")
+    page.locator(f"#dlq-{entry.pk}").get_by_role("button", name="Delete").click()
+    expect(page.locator("#toasts")).to_contain_text("Deleted 1 entry")
+    expect(page.locator(f"#dlq-{entry.pk}")).to_have_count(0)
+
+
+def test_the_breaker_panel_follows_docker(live_service, docker_proxy, admin_page: Page) -> None:
+    page, url = admin_page, live_service.url
+    page.goto(f"{url}/ui/ops/")
+    expect(page.locator("#breaker-state")).to_have_text("closed")
+    docker_proxy.down()
+    try:
+        for n in range(3):
+            requests.post(f"{url}/execute/async", json={"code": f"print({n})"}, timeout=10)
+        expect(page.locator("#breaker-state")).to_have_text("open", timeout=30_000)
+        expect(page.locator("#docker-available")).to_have_text("unavailable")
+        shot(page, "6-breaker-open")
+    finally:
+        docker_proxy.up()
+    expect(page.locator("#breaker-state")).to_have_text("closed", timeout=60_000)
+    shot(page, "7-breaker-closed")

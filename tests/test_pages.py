@@ -1,0 +1,216 @@
+"""The browser pages through Django's test client: access, forms, actions, CSRF."""
+
+from __future__ import annotations
+
+import re
+
+import pytest
+from django.contrib.auth.models import User
+from django.core.management import call_command
+from django.test import Client
+
+from executions import services
+from executions.models import DeadLetter, Environment, Execution
+from executions.resilience import breaker_failure
+
+
+@pytest.fixture
+def analyst(db) -> User:
+    return User.objects.create_user("ana", password="pw-for-tests-only")
+
+
+@pytest.fixture
+def admin_user(db) -> User:
+    return User.objects.create_user("boss", password="pw-for-tests-only", is_staff=True, is_superuser=True)
+
+
+def client_for(user: User, **kwargs) -> Client:
+    client = Client(**kwargs)
+    client.force_login(user)
+    return client
+
+
+def _token(html: str) -> str:
+    return re.search(r'name="submit_token" value="([0-9a-f]+)"', html).group(1)
+
+
+def _execution(user: User | None, **fields) -> Execution:
+    environment = Environment.objects.get(name="default")
+    execution = services.execution_create(code="print(1)", input_data={}, environment=environment, submitted_by=user)
+    if fields:
+        Execution.objects.filter(pk=execution.pk).update(**fields)
+        execution.refresh_from_db()
+    return execution
+
+
+# -- access --------------------------------------------------------------------------------------
+def test_pages_need_a_login(db) -> None:
+    response = Client().get("/ui/new/")
+    assert response.status_code == 302 and response["Location"].startswith("/ui/login/?next=/ui/new/")
+
+
+def test_an_expired_session_on_an_htmx_request_goes_to_login_with_a_message(db) -> None:
+    response = Client().get("/ui/executions/", HTTP_HX_REQUEST="true")
+    assert response["HX-Redirect"] == "/ui/login/?expired=1"
+    assert "Your session has expired" in Client().get("/ui/login/?expired=1").content.decode()
+
+
+def test_the_root_opens_the_dashboard(db) -> None:
+    assert Client().get("/")["Location"] == "/ui/executions/"
+
+
+def test_analysts_cannot_open_the_operations_page(analyst) -> None:
+    assert client_for(analyst).get("/ui/ops/").status_code == 403
+
+
+def test_an_analyst_sees_only_their_own_executions(analyst, admin_user) -> None:
+    mine, theirs = _execution(analyst), _execution(admin_user)
+    page = client_for(analyst).get("/ui/executions/").content.decode()
+    assert str(mine.pk)[:8] in page and str(theirs.pk)[:8] not in page
+    assert client_for(analyst).get(f"/ui/executions/{theirs.pk}/").status_code == 403
+    assert str(theirs.pk)[:8] in client_for(admin_user).get("/ui/executions/").content.decode()
+
+
+def test_the_list_filters_by_status_environment_and_user(analyst, admin_user) -> None:
+    failed = _execution(analyst, status="failed")
+    ok = _execution(admin_user, status="succeeded")
+    admin = client_for(admin_user)
+    assert str(failed.pk)[:8] in admin.get("/ui/executions/?status=failed").content.decode()
+    assert str(ok.pk)[:8] not in admin.get("/ui/executions/?status=failed").content.decode()
+    assert str(ok.pk)[:8] not in admin.get("/ui/executions/?user=ana").content.decode()
+    assert str(ok.pk)[:8] not in admin.get("/ui/executions/?job_type=data-processing").content.decode()
+    rows = admin.get("/ui/executions/", HTTP_HX_REQUEST="true").content.decode()
+    assert rows.lstrip().startswith('<div id="rows"')  # only the partial
+
+
+def test_a_missing_execution_is_a_404_page(analyst) -> None:
+    response = client_for(analyst).get("/ui/executions/00000000-0000-4000-8000-000000000000/")
+    assert response.status_code == 404 and "Not found" in response.content.decode()
+
+
+# -- the new execution form ------------------------------------------------------------------------
+def test_the_form_shows_each_environments_packages_and_limits(analyst) -> None:
+    html = client_for(analyst).get("/ui/new/").content.decode()
+    assert 'data-info="pandas, numpy · 1g · 2.0 CPU · 60 s"' in html
+    assert 'data-info="no extra packages · 512m · 1.0 CPU · 30 s"' in html
+
+
+@pytest.mark.parametrize(
+    ("fields", "message"),
+    [
+        ({"code": "print(1)", "input_data": "{not json"}, "Input is not valid JSON"),
+        ({"code": "   ", "input_data": "{}"}, "Code cannot be empty"),
+        ({"code": "print(1)", "input_data": "[1]"}, "input_data must be a JSON object"),
+        ({"code": "print(1)", "input_data": "{}", "job_type": "nope"}, "Unknown job_type &#x27;nope&#x27;"),
+        ({"code": "print(1)", "input_data": "{}", "timeout": "999"}, "Timeout must be between 1 and 300"),
+    ],
+)
+def test_invalid_input_is_shown_in_the_form_and_nothing_runs(analyst, fields: dict, message: str) -> None:
+    client = client_for(analyst)
+    response = client.post("/ui/new/", {"job_type": "default", "submit_token": "t1", **fields}, HTTP_HX_REQUEST="true")
+    html = response.content.decode()
+    assert response.status_code == 200 and message in html
+    assert 'id="run-form"' in html  # the form again, with what was typed
+    assert Execution.objects.count() == 0
+
+
+def test_running_queues_the_job_and_opens_its_page(analyst) -> None:
+    client = client_for(analyst)
+    token = _token(client.get("/ui/new/").content.decode())
+    form = {"code": "print(1)", "job_type": "default", "input_data": '{"a": 1}', "timeout": "5", "submit_token": token}
+    response = client.post("/ui/new/", form, HTTP_HX_REQUEST="true")
+    execution = Execution.objects.get()
+    assert response["HX-Redirect"] == f"/ui/executions/{execution.pk}/"
+    assert (execution.submitted_by, execution.input_data, execution.timeout) == (analyst, {"a": 1}, 5)
+    again = client.post("/ui/new/", form, HTTP_HX_REQUEST="true")  # a second click on Run
+    assert again["HX-Redirect"] == response["HX-Redirect"] and Execution.objects.count() == 1
+
+
+def test_forms_and_htmx_posts_need_the_csrf_token(analyst) -> None:
+    client = client_for(analyst, enforce_csrf_checks=True)
+    form = {"code": "print(1)", "job_type": "default", "input_data": "{}", "submit_token": "x"}
+    assert client.post("/ui/new/", form).status_code == 403
+    assert Execution.objects.count() == 0
+    html = client.get("/ui/new/").content.decode()
+    token = re.search(r'"X-CSRFToken": "([^"]+)"', html).group(1)
+    assert client.post("/ui/new/", form, HTTP_X_CSRFTOKEN=token, HTTP_HX_REQUEST="true").status_code == 200
+
+
+def test_fork_opens_the_form_with_the_code_and_input(analyst) -> None:
+    parent = _execution(analyst)
+    Execution.objects.filter(pk=parent.pk).update(input_data={"k": 2}, code="print('parent')")
+    html = client_for(analyst).get(f"/ui/executions/{parent.pk}/fork/").content.decode()
+    assert "print(&#x27;parent&#x27;)" in html and "&quot;k&quot;: 2" in html and "Fork of" in html
+
+
+def test_the_page_of_a_failed_execution_explains_the_error(analyst) -> None:
+    execution = _execution(
+        analyst,
+        status="failed",
+        error_type="import_error",
+        error_message="ModuleNotFoundError: No module named 'pandas'",
+    )
+    html = client_for(analyst).get(f"/ui/executions/{execution.pk}/").content.decode()
+    assert "A module could not be imported." in html and "try `data-processing`" in html
+    assert "ws-connect" not in html  # an ended execution needs no live stream
+
+
+def test_cancel_and_rerun_from_the_page(analyst) -> None:
+    execution = _execution(analyst)
+    client = client_for(analyst)
+    response = client.post(f"/ui/executions/{execution.pk}/cancel/")
+    assert "showToast" in response["HX-Trigger"]
+    assert Execution.objects.get(pk=execution.pk).status == "cancelled"
+    rerun = client.post(f"/ui/executions/{execution.pk}/rerun/")
+    child = Execution.objects.get(parent_execution=execution)
+    assert rerun["HX-Redirect"] == f"/ui/executions/{child.pk}/" and child.submitted_by == analyst
+
+
+# -- operations ------------------------------------------------------------------------------------
+def _dead(user: User | None) -> DeadLetter:
+    execution = _execution(user, status="failed", error_type="internal_error", error_message="engine broke")
+    entry = services.dead_letter_add(execution)
+    assert entry is not None
+    return entry
+
+
+def test_the_operations_page_shows_breaker_dlq_and_environments(admin_user) -> None:
+    _dead(admin_user)
+    html = client_for(admin_user).get("/ui/ops/").content.decode()
+    assert 'id="breaker-state"' in html and "engine broke" in html and "ml-inference" in html
+    panel = client_for(admin_user).get("/ui/ops/?panel=status", HTTP_HX_REQUEST="true").content.decode()
+    assert 'id="status-panel"' in panel and 'id="dlq-panel"' not in panel
+
+
+def test_requeue_and_delete_dlq_entries_with_a_toast(admin_user) -> None:
+    first, second, third = _dead(admin_user), _dead(admin_user), _dead(admin_user)
+    client = client_for(admin_user)
+    response = client.post("/ui/ops/dlq/requeue/", {"ids": [first.pk, second.pk]})
+    assert "Requeued 2 entries" in response["HX-Trigger"]
+    first.refresh_from_db()
+    assert first.requeued_by == "boss" and first.requeued_execution is not None
+    response = client.post("/ui/ops/dlq/delete/", {"ids": [third.pk]})
+    assert "Deleted 1 entry" in response["HX-Trigger"] and not DeadLetter.objects.filter(pk=third.pk).exists()
+    again = client.post("/ui/ops/dlq/requeue/", {"ids": [first.pk]})
+    assert "already requeued" in again["HX-Trigger"]
+    entry = client.get(f"/ui/ops/dlq/{second.pk}/", HTTP_HX_REQUEST="true").content.decode()
+    assert "engine broke" in entry and "print(1)" in entry
+
+
+def test_requeue_is_refused_while_the_breaker_is_open(admin_user) -> None:
+    entry = _dead(admin_user)
+    for _ in range(5):
+        breaker_failure("down")
+    response = client_for(admin_user).post("/ui/ops/dlq/requeue/", {"ids": [entry.pk]})
+    assert "circuit breaker is open" in response["HX-Trigger"]
+    entry.refresh_from_db()
+    assert entry.requeued_at is None
+
+
+def test_the_admin_account_is_created_once_with_its_password_shown(db, capsys, monkeypatch) -> None:
+    monkeypatch.setenv("TAKO_ADMIN_PASSWORD", "chosen-password-1")
+    call_command("tako_admin")
+    assert "user admin, password chosen-password-1" in capsys.readouterr().out
+    call_command("tako_admin")
+    assert "An admin account exists" in capsys.readouterr().out
+    assert User.objects.get(username="admin").check_password("chosen-password-1")
