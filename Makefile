@@ -35,6 +35,7 @@ test: setup lint
 
 bench: setup
 	$(PY) bench/execute_latency.py
+	$(PY) bench/pages.py
 
 clean:
 	rm -rf $(VENV) var
