@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import secrets
 import statistics
 import sys
 import tempfile
@@ -35,7 +36,9 @@ def main() -> None:
     from executions.models import Execution
 
     call_command("migrate", verbosity=0)
-    users = [User.objects.create_user(f"user{i}", password="x", is_staff=(i == 0)) for i in range(5)]
+    users = [
+        User.objects.create_user(f"user{i}", password=secrets.token_urlsafe(), is_staff=(i == 0)) for i in range(5)
+    ]
     statuses = ["succeeded", "failed", "timeout", "oom", "cancelled"]
     now = timezone.now()
     Execution.objects.bulk_create(
