@@ -11,6 +11,8 @@ import secrets
 import socket
 from pathlib import Path
 
+from django.core.exceptions import ImproperlyConfigured
+
 from takoweb.env import envbool, envchoice, envint, envstr
 
 BASE_DIR = Path(__file__).resolve().parent.parent
@@ -134,6 +136,19 @@ STORAGES = {
 
 SECURE_CONTENT_TYPE_NOSNIFF = True
 X_FRAME_OPTIONS = "DENY"
+SECURE_REFERRER_POLICY = "same-origin"
+SESSION_COOKIE_HTTPONLY = True
+# Behind a reverse proxy that terminates TLS (see the README's deployment section): secure
+# cookies, HSTS, redirect to HTTPS, trust the proxy's X-Forwarded-Proto.
+TAKO_HTTPS = envbool("TAKO_HTTPS", False)
+if TAKO_HTTPS:
+    SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
+    SECURE_SSL_REDIRECT = True
+    SESSION_COOKIE_SECURE = CSRF_COOKIE_SECURE = True
+    SECURE_HSTS_SECONDS = envint("TAKO_HSTS_SECONDS", 31536000, minimum=0)
+    SECURE_HSTS_INCLUDE_SUBDOMAINS = True
+    SECURE_HSTS_PRELOAD = True
+    CSRF_TRUSTED_ORIGINS = [f"https://{h}" for h in ALLOWED_HOSTS if h and not h.startswith("[")]
 
 # --- The sandbox -------------------------------------------------------------------------
 # Limits of the API (docs/API.md); the deployment may lower TAKO_MAX_TIMEOUT.
@@ -147,6 +162,8 @@ TAKO_WORK_DIR = Path(envstr("TAKO_WORK_DIR", str(DATA_DIR / "runs"))).resolve()
 # "offline" (debootstrap from the machine's Debian mirror), or "auto" (registry if it answers).
 TAKO_IMAGE_BASE = envchoice("TAKO_IMAGE_BASE", "auto", ("auto", "registry", "offline"))
 TAKO_DEBIAN_MIRROR = envstr("TAKO_DEBIAN_MIRROR", "")  # default: the machine's own apt source
+# Names this deployment's containers on a shared engine (default: derived from the database).
+TAKO_DEPLOYMENT_ID = envstr("TAKO_DEPLOYMENT_ID", "")
 
 LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s [%(correlation_id)s] %(message)s"
 LOGGING = {
@@ -207,3 +224,20 @@ TAKO_RETRY_ATTEMPTS = envint("TAKO_RETRY_ATTEMPTS", 2, minimum=1, maximum=10)
 TAKO_RETRY_BASE_DELAY = float(envstr("TAKO_RETRY_BASE_DELAY", "1.0"))
 # Seconds a call to the engine may take before it counts as failed (a hung daemon).
 TAKO_DOCKER_TIMEOUT = envint("TAKO_DOCKER_TIMEOUT", 30, minimum=1)
+
+# --- Access ----------------------------------------------------------------------------------------
+# Anonymous API use: only for a single-user, loopback-only deployment (`make run` turns it on when
+# it binds 127.0.0.1). With DEBUG off the service refuses to start with it on and a public bind.
+TAKO_ALLOW_ANONYMOUS = envbool("TAKO_ALLOW_ANONYMOUS", False)
+TAKO_BIND_ADDRESS = envstr("HOST", "127.0.0.1")
+if TAKO_ALLOW_ANONYMOUS and not DEBUG and TAKO_BIND_ADDRESS not in ("127.0.0.1", "localhost", "::1"):
+    raise ImproperlyConfigured(
+        f"TAKO_ALLOW_ANONYMOUS is on while the service binds {TAKO_BIND_ADDRESS}: anyone who can reach it "
+        "could run code. Use API keys, or bind to 127.0.0.1."
+    )
+TAKO_RATE_LIMIT_PER_MINUTE = envint("TAKO_RATE_LIMIT_PER_MINUTE", 600, minimum=0)  # 0: no limit
+TAKO_MAX_JOBS_IN_PROGRESS = envint("TAKO_MAX_JOBS_IN_PROGRESS", 50, minimum=0)  # per caller; 0: no limit
+# Requests refused before they are read: bodies (413) and headers (431) larger than these.
+TAKO_MAX_REQUEST_BYTES = envint("TAKO_MAX_REQUEST_BYTES", 2 * 1024 * 1024, minimum=1024)
+TAKO_MAX_HEADER_BYTES = envint("TAKO_MAX_HEADER_BYTES", 32 * 1024, minimum=1024)
+DATA_UPLOAD_MAX_MEMORY_SIZE = TAKO_MAX_REQUEST_BYTES

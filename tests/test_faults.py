@@ -15,7 +15,7 @@ import pytest
 import requests
 
 from executions.models import DeadLetter, Execution
-from executions.sandbox.docker import MANAGED_LABEL
+from executions.sandbox.docker import managed_label_filter
 from tests.dockerproxy import DockerProxy
 from tests.test_jobs import submit, wait_for
 
@@ -26,7 +26,7 @@ def engine(docker_proxy):
 
 
 def managed_containers() -> list:
-    return docker.from_env(version="auto").containers.list(all=True, filters={"label": MANAGED_LABEL})
+    return docker.from_env(version="auto").containers.list(all=True, filters={"label": managed_label_filter()})
 
 
 def health(url: str) -> dict:
@@ -104,13 +104,13 @@ def test_soak_200_jobs_with_docker_gone_for_20_seconds(live_service, engine: Doc
     def client(indexes: range) -> None:
         with requests.Session() as session:
             for n in indexes:
-                for _ in range(400):  # a well-behaved client: on 503 it waits and tries again
+                for _ in range(400):  # a well-behaved client: on 429 or 503 it waits and tries again
                     response = session.post(f"{url}/execute/async", json={"code": f"print({n})"}, timeout=30)
                     if response.status_code == 202:
                         with lock:
                             job_ids.append(response.json()["job_id"])
                         break
-                    assert response.status_code == 503, response.text
+                    assert response.status_code in (429, 503), response.text  # come back later
                     time.sleep(0.25)
                 time.sleep(0.1)
 
@@ -133,7 +133,8 @@ def test_soak_200_jobs_with_docker_gone_for_20_seconds(live_service, engine: Doc
         time.sleep(1)
     succeeded = Execution.objects.filter(pk__in=job_ids, status="succeeded").count()
     dead = DeadLetter.objects.filter(execution_id__in=job_ids).count()
-    assert succeeded + dead == 200, (succeeded, dead)
+    others = Execution.objects.filter(pk__in=job_ids).exclude(status="succeeded").exclude(dead_letters__isnull=False)
+    assert succeeded + dead == 200, [(e.status, e.error_type, e.error_message, e.exit_code) for e in others]
     assert dead > 0, "the outage sent some jobs to the dead letter queue"
     wait_for(lambda: not managed_containers(), timeout=30, what="leftover containers to be removed")
     print(f"\nsoak: {succeeded} succeeded, {dead} dead-lettered of 200")

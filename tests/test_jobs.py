@@ -10,7 +10,7 @@ import pytest
 import requests
 
 from executions.models import Execution
-from executions.sandbox.docker import MANAGED_LABEL
+from executions.sandbox.docker import managed_label_filter
 
 
 def submit(url: str, code: str, **fields) -> str:
@@ -141,7 +141,7 @@ def test_a_job_is_never_run_twice_and_leaves_no_container(live_url: str) -> None
         requests.get(f"{live_url}/jobs/{job_id}/result?wait=true", timeout=60)
     records = Execution.objects.filter(pk__in=job_ids)
     assert {r.status for r in records} == {"succeeded"}
-    assert docker.from_env(version="auto").containers.list(all=True, filters={"label": MANAGED_LABEL}) == []
+    assert docker.from_env(version="auto").containers.list(all=True, filters={"label": managed_label_filter()}) == []
 
 
 @pytest.mark.parametrize("path", ["/jobs/{id}", "/jobs/{id}/result", "/jobs/{id}/artifacts/x"])

@@ -10,7 +10,7 @@ from django.utils import timezone
 
 from executions import services
 from executions.models import Environment, Execution
-from executions.sandbox.docker import MANAGED_LABEL
+from executions.sandbox.docker import managed_labels
 from tests.test_jobs import containers_of, submit, wait_for
 
 
@@ -58,7 +58,7 @@ def test_the_sweep_ends_jobs_whose_worker_stopped_beating(transactional_db, defa
     )
     client = docker.from_env(version="auto")
     client.containers.create(
-        "tako-vm-default:latest", ["sleep", "60"], labels={MANAGED_LABEL: "1", "tako.execution_id": str(execution.pk)}
+        "tako-vm-default:latest", ["sleep", "60"], labels={**managed_labels(), "tako.execution_id": str(execution.pk)}
     )
     fresh = services.execution_create(code="1", input_data={}, environment=environment)
     Execution.objects.filter(pk=fresh.pk).update(
@@ -86,3 +86,4 @@ def test_every_job_ends_even_when_the_queue_is_unavailable(transactional_db, mon
     execution.refresh_from_db()
     assert created and execution.status == "failed" and execution.error_type == "service_unavailable"
     assert execution.ended_at is not None  # terminal: nothing is left "queued" forever
+    assert execution.dead_letters.count() == 1  # and an admin can requeue it

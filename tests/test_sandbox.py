@@ -13,7 +13,7 @@ from django.core.management import call_command
 from executions import services
 from executions.models import Environment, Execution
 from executions.sandbox import RunSpec, get_sandbox
-from executions.sandbox.docker import MANAGED_LABEL, DockerSandbox
+from executions.sandbox.docker import DockerSandbox, managed_label_filter, managed_labels
 
 
 def run_code(api, code: str, **fields) -> dict:
@@ -21,7 +21,7 @@ def run_code(api, code: str, **fields) -> dict:
 
 
 def _managed_containers() -> list:
-    return docker.from_env(version="auto").containers.list(all=True, filters={"label": MANAGED_LABEL})
+    return docker.from_env(version="auto").containers.list(all=True, filters={"label": managed_label_filter()})
 
 
 def test_it_runs_as_an_unprivileged_user_with_no_capabilities(api) -> None:
@@ -196,7 +196,7 @@ def test_an_execution_is_run_only_once(default_image: str) -> None:
 
 def test_cleanup_removes_stale_containers(db, default_image: str, capsys) -> None:
     client = docker.from_env(version="auto")
-    client.containers.create(default_image, ["true"], labels={MANAGED_LABEL: "1"})
+    client.containers.create(default_image, ["true"], labels=managed_labels())
     assert len(_managed_containers()) == 1
     call_command("tako_cleanup")
     assert _managed_containers() == []
@@ -223,3 +223,19 @@ def test_the_stdout_splitter_separates_the_launchers_messages() -> None:
     assert splitter.feed(b"ELOPE abc\n{}\n") == b""
     assert bytes(splitter.envelope or b"") == b"{}\n"
     assert splitter.user.kept == bytearray(b"first\nx")
+
+
+def test_another_deployments_containers_on_the_same_engine_are_left_alone(db, default_image: str) -> None:
+    from executions.services import containers_reap
+
+    client = docker.from_env(version="auto")
+    theirs = client.containers.create(
+        default_image, ["true"], labels={"tako.deployment": "another-deployment", "tako.execution_id": "x"}
+    )
+    try:
+        call_command("tako_cleanup")
+        containers_reap()
+        theirs.reload()  # still there (raises NotFound otherwise)
+        assert theirs.labels["tako.deployment"] == "another-deployment"
+    finally:
+        theirs.remove(force=True)

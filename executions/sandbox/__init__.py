@@ -6,6 +6,7 @@ sees only `RunSpec` in and `RunResult` out. `get_sandbox()` returns the process-
 
 from __future__ import annotations
 
+import hashlib
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -108,6 +109,20 @@ class Sandbox(Protocol):
     def ping(self) -> bool:
         """Does the engine answer right now? Never raises; gives up after TAKO_PING_TIMEOUT."""
         ...
+
+
+def deployment_id() -> str:
+    """Names this deployment's containers, so that two deployments sharing one Docker engine never
+    reap or clean up each other's. TAKO_DEPLOYMENT_ID, else derived from the database that every
+    process of one deployment shares."""
+    from django.conf import settings
+    from django.db import connection
+
+    if settings.TAKO_DEPLOYMENT_ID:
+        return str(settings.TAKO_DEPLOYMENT_ID)
+    database = connection.settings_dict
+    identity = f"{database['ENGINE']}|{database.get('HOST', '')}|{database.get('PORT', '')}|{database['NAME']}"
+    return hashlib.sha256(identity.encode()).hexdigest()[:16]
 
 
 @cache

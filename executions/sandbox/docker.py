@@ -31,11 +31,19 @@ from docker.types import LogConfig, Ulimit
 from docker.utils import kwargs_from_env
 from docker.utils.socket import frames_iter
 
-from executions.sandbox import Artifact, ExceptionReport, RunResult, RunSpec, SandboxError, SandboxUnavailable
+from executions.sandbox import (
+    Artifact,
+    ExceptionReport,
+    RunResult,
+    RunSpec,
+    SandboxError,
+    SandboxUnavailable,
+    deployment_id,
+)
 
 logger = logging.getLogger(__name__)
 
-MANAGED_LABEL = "tako.managed"
+MANAGED_LABEL = "tako.deployment"  # its value: deployment_id()
 SANDBOX_UID = 10001  # not 1000: nproc limits count per uid, and 1000 is often a real host user
 ENVELOPE_MARKER = b"\x1eTAKO-ENVELOPE "
 STARTED_MARKER = b"\x1eTAKO-STARTED "
@@ -44,6 +52,15 @@ FSIZE_LIMIT_WITH_PACKAGES = 1024 * 1024 * 1024  # the launcher raises it to unpa
 MAX_ENVELOPE_BYTES = 80 * 1024 * 1024  # 50 MB of /output, base64-encoded, plus JSON
 PING_TIMEOUT = 2  # seconds; /health never waits on it (see executions/health.py)
 KILL_GRACE = 10
+
+
+def managed_labels() -> dict[str, str]:
+    return {MANAGED_LABEL: deployment_id()}
+
+
+def managed_label_filter() -> str:
+    """The label filter matching this deployment's containers, and no other deployment's."""
+    return f"{MANAGED_LABEL}={deployment_id()}"
 
 
 def _truncation_marker(cap: int) -> str:
@@ -275,14 +292,14 @@ class DockerSandbox:
         return f"{image.split(':')[0]}@{found.id}"
 
     def remove_stale_containers(self) -> int:
-        return self._remove_labelled(MANAGED_LABEL)
+        return self._remove_labelled(managed_label_filter())
 
     def stop(self, execution_id: str) -> int:
-        return self._remove_labelled(f"tako.execution_id={execution_id}")
+        return self._remove_labelled(managed_label_filter(), f"tako.execution_id={execution_id}")
 
     def running_executions(self) -> set[str]:
         with _translate_docker_errors("Listing containers"):
-            found = self.client.containers.list(all=True, filters={"label": MANAGED_LABEL})
+            found = self.client.containers.list(all=True, filters={"label": managed_label_filter()})
         return {c.labels.get("tako.execution_id", "") for c in found}
 
     def ping(self) -> bool:
@@ -293,9 +310,9 @@ class DockerSandbox:
         except (docker.errors.DockerException, requests.exceptions.RequestException, OSError):
             return False
 
-    def _remove_labelled(self, label: str) -> int:
+    def _remove_labelled(self, *labels: str) -> int:
         with _translate_docker_errors("Removing containers"):
-            found = self.client.containers.list(all=True, filters={"label": label})
+            found = self.client.containers.list(all=True, filters={"label": list(labels)})
             for container in found:
                 self._remove(container)
         return len(found)
@@ -342,7 +359,7 @@ class DockerSandbox:
                 "PYTHONDONTWRITEBYTECODE": "1",
                 "TAKO_NONCE": nonce,
             },
-            labels={MANAGED_LABEL: "1", "tako.execution_id": spec.execution_id},
+            labels={**managed_labels(), "tako.execution_id": spec.execution_id},
             network_mode="bridge" if spec.network_enabled else "none",
             read_only=True,
             cap_drop=["ALL"],
