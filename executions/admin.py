@@ -1,6 +1,8 @@
-from django.contrib import admin
+from django.contrib import admin, messages
+from django.http import HttpRequest
+from django.utils import timezone
 
-from executions.models import Environment, Execution
+from executions.models import ApiKey, Environment, Execution
 
 
 @admin.register(Environment)
@@ -15,3 +17,25 @@ class ExecutionAdmin(admin.ModelAdmin):
     list_filter = ("status", "job_type", "error_type")
     search_fields = ("id", "correlation_id")
     readonly_fields = [f.name for f in Execution._meta.fields]
+
+
+@admin.register(ApiKey)
+class ApiKeyAdmin(admin.ModelAdmin):
+    """Keys are issued here; the secret is shown once, in the message after saving."""
+
+    list_display = ("name", "prefix", "owner", "scope", "created_at", "last_used_at", "revoked_at")
+    list_filter = ("scope",)
+    fields = ("name", "owner", "scope", "revoked_at")
+    actions = ["revoke"]
+
+    def save_model(self, request: HttpRequest, obj: ApiKey, form: object, change: bool) -> None:
+        if change:
+            super().save_model(request, obj, form, change)
+            return
+        key, secret = ApiKey.issue(name=obj.name, owner=obj.owner, scope=obj.scope)
+        obj.pk, obj.prefix, obj.key_hash = key.pk, key.prefix, key.key_hash
+        messages.warning(request, f"The new key (shown once, copy it now): {secret}")
+
+    @admin.action(description="Revoke the selected keys")
+    def revoke(self, request: HttpRequest, queryset: object) -> None:
+        queryset.filter(revoked_at=None).update(revoked_at=timezone.now())  # type: ignore[attr-defined]

@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import json
+import uuid
 from collections.abc import Awaitable, Callable
 from contextvars import Token
+from typing import Any
 
 from asgiref.sync import iscoroutinefunction, markcoroutinefunction
+from django.conf import settings
 from django.http import HttpRequest, HttpResponseBase
 
 from executions.logging import _correlation_id, accept_or_new
@@ -50,3 +54,42 @@ class CorrelationIdMiddleware:
     def _finish(request: HttpRequest, response: HttpResponseBase) -> HttpResponseBase:
         response[HEADER] = request.correlation_id  # type: ignore[attr-defined]
         return response
+
+
+class RequestLimits:
+    """ASGI wrapper: refuses absurd requests before their body is read.
+
+    A body declared larger than TAKO_MAX_REQUEST_BYTES gets 413 and headers over
+    TAKO_MAX_HEADER_BYTES get 431, both as the API's JSON error, without reading the body.
+    """
+
+    def __init__(self, app: Any) -> None:
+        self.app = app
+
+    async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
+        if scope["type"] == "http":
+            headers = scope.get("headers", [])
+            header_bytes = sum(len(name) + len(value) for name, value in headers)
+            declared = next((value for name, value in headers if name == b"content-length"), b"0")
+            if header_bytes > settings.TAKO_MAX_HEADER_BYTES:
+                await _refuse(send, 431, "Request headers too large")
+                return
+            if declared.isdigit() and int(declared) > settings.TAKO_MAX_REQUEST_BYTES:
+                await _refuse(send, 413, f"Request body too large (at most {settings.TAKO_MAX_REQUEST_BYTES} bytes)")
+                return
+        await self.app(scope, receive, send)
+
+
+async def _refuse(send: Any, status: int, detail: str) -> None:
+    correlation_id = str(uuid.uuid4())
+    body = json.dumps({"detail": detail, "correlation_id": correlation_id}).encode()
+    headers = [
+        (b"content-type", b"application/json"),
+        (b"content-length", str(len(body)).encode()),
+        (b"x-correlation-id", correlation_id.encode()),
+        (b"x-content-type-options", b"nosniff"),
+        (b"x-frame-options", b"DENY"),
+        (b"connection", b"close"),
+    ]
+    await send({"type": "http.response.start", "status": status, "headers": headers})
+    await send({"type": "http.response.body", "body": body})

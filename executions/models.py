@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import hashlib
 import re
+import secrets
 import uuid
 from typing import Any
 
@@ -394,3 +396,38 @@ class DeadLetter(models.Model):
             "requeued_by": self.requeued_by or None,
             "requeued_job_id": str(self.requeued_execution_id) if self.requeued_execution_id else None,
         }
+
+
+class ApiKey(models.Model):
+    """A key for scripts. Only its SHA-256 is stored; the key itself is shown once, at creation."""
+
+    class Scope(models.TextChoices):
+        EXECUTE = "execute"  # run code, read one's own jobs
+        ADMIN = "admin"  # everything: all jobs, the DLQ, builds, metrics
+
+    name = models.CharField(max_length=100)
+    owner = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="api_keys")
+    scope = models.CharField(max_length=16, choices=Scope.choices, default=Scope.EXECUTE)
+    prefix = models.CharField(max_length=16, editable=False)  # shown to tell keys apart
+    key_hash = models.CharField(max_length=64, unique=True, editable=False)
+    created_at = models.DateTimeField(auto_now_add=True)
+    last_used_at = models.DateTimeField(null=True, blank=True, editable=False)
+    revoked_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["-created_at"]
+        verbose_name = "API key"
+
+    def __str__(self) -> str:
+        return f"{self.name} ({self.prefix}…, {self.scope})"
+
+    @staticmethod
+    def hash(key: str) -> str:
+        return hashlib.sha256(key.encode()).hexdigest()
+
+    @classmethod
+    def issue(cls, *, name: str, owner: Any, scope: str = Scope.EXECUTE) -> tuple[ApiKey, str]:
+        """A new key; returns it with the secret, which is never stored."""
+        secret = f"tako_{secrets.token_urlsafe(32)}"
+        key = cls.objects.create(name=name, owner=owner, scope=scope, prefix=secret[:12], key_hash=cls.hash(secret))
+        return key, secret

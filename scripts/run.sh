@@ -7,6 +7,12 @@ PY=${PY:-.venv/bin/python}
 HOST=${HOST:-127.0.0.1}
 PORT=${PORT:-8000}
 
+case "$HOST" in
+  127.0.0.1|localhost|::1)
+    export TAKO_ALLOW_ANONYMOUS=${TAKO_ALLOW_ANONYMOUS:-1}
+    [ "$TAKO_ALLOW_ANONYMOUS" = 1 ] && echo "Anonymous API use is ON (loopback only); scripts elsewhere need an API key." ;;
+esac
+
 pids=()
 stop() { trap - INT TERM EXIT; kill "${pids[@]}" 2>/dev/null || true; wait 2>/dev/null || true; }
 trap stop INT TERM EXIT

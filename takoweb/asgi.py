@@ -13,11 +13,19 @@ from channels.auth import AuthMiddlewareStack  # noqa: E402  (needs Django set u
 from channels.routing import ProtocolTypeRouter, URLRouter  # noqa: E402
 from channels.security.websocket import AllowedHostsOriginValidator  # noqa: E402
 
+from executions.middleware import RequestLimits  # noqa: E402
+
+try:  # under daphne: let big headers through to RequestLimits, which answers 431 (Twisted would hang up)
+    from twisted.web.http import HTTPChannel
+
+    HTTPChannel.totalHeadersSize = HTTPChannel.MAX_LENGTH = 1024 * 1024
+except ImportError:  # pragma: no cover
+    pass
 from executions.routing import websocket_urlpatterns  # noqa: E402
 
 application = ProtocolTypeRouter(
     {
-        "http": django_asgi_app,
+        "http": RequestLimits(django_asgi_app),
         "websocket": AllowedHostsOriginValidator(AuthMiddlewareStack(URLRouter(websocket_urlpatterns))),
     }
 )

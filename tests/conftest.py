@@ -58,6 +58,14 @@ def shipped_images(default_image: str) -> dict[str, str]:
 
 
 @pytest.fixture(autouse=True)
+def _anonymous_api(settings: Any) -> None:
+    """Most tests call the API without a key, as `make run` on loopback allows, and more often
+    than a person would; test_auth turns both limits back on."""
+    settings.TAKO_ALLOW_ANONYMOUS = True
+    settings.TAKO_RATE_LIMIT_PER_MINUTE = 0
+
+
+@pytest.fixture(autouse=True)
 def _shipped_environments(request: pytest.FixtureRequest) -> None:
     """Transactional tests flush the tables; put the shipped `default` job type back."""
     if "django_db_setup" in request.fixturenames or request.node.get_closest_marker("django_db"):
@@ -172,7 +180,13 @@ class ServiceProcess:
     def __init__(self, args: list[str], log: Path, **env: str) -> None:
         self.args = args
         self.log = log
-        environment = {**os.environ, "TAKO_SQLITE_PATH": str(settings.DATABASES["default"]["NAME"]), **env}
+        environment = {
+            **os.environ,
+            "TAKO_SQLITE_PATH": str(settings.DATABASES["default"]["NAME"]),
+            "TAKO_ALLOW_ANONYMOUS": "1",
+            "TAKO_RATE_LIMIT_PER_MINUTE": "0",
+            **env,
+        }
         with log.open("ab") as out:
             self.process = subprocess.Popen(
                 [sys.executable, *args], cwd=ROOT, env=environment, stdout=out, stderr=subprocess.STDOUT,

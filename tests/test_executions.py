@@ -75,7 +75,7 @@ def test_a_malformed_id_is_a_404_not_a_500(api_nodocker) -> None:
 @pytest.mark.parametrize(
     ("query", "field"),
     [("limit=0", "limit"), ("limit=1001", "limit"), ("limit=x", "limit"), ("offset=-1", "offset"),
-     ("status=done", "status"), ("view=huge", "view")],
+     ("status=done", "status"), ("view=huge", "view"), ("offset=4670109154146193052547416064", "offset")],
 )  # fmt: skip
 def test_it_rejects_bad_query_parameters(api_nodocker, query: str, field: str) -> None:
     response = api_nodocker.get(f"/executions?{query}")

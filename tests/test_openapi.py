@@ -30,8 +30,9 @@ def test_every_documented_schema_is_valid_json_schema() -> None:
 def test_every_operation_documents_its_errors() -> None:
     for path, operations in openapi_document()["paths"].items():
         for method, operation in operations.items():
-            if path != "/metrics":  # plain text for Prometheus
-                assert {"405", "500"} <= set(operation["responses"]), (method, path)
+            assert {"405", "500"} <= set(operation["responses"]), (method, path)
+            if path != "/health":
+                assert {"401", "403", "429"} <= set(operation["responses"]), (method, path)
 
 
 def test_the_document_is_served(api_nodocker) -> None:

@@ -8,43 +8,16 @@ import logging
 from collections.abc import Callable
 from typing import Any
 
-from asgiref.sync import iscoroutinefunction
-from django.http import HttpRequest, HttpResponse, JsonResponse
+from asgiref.sync import iscoroutinefunction, sync_to_async
+from django.conf import settings
+from django.core.exceptions import RequestDataTooBig
+from django.http import HttpRequest, HttpResponse
 from django.views.decorators.csrf import csrf_exempt
 
-from executions.logging import current_correlation_id
+from executions.api.auth import authenticate, authorize, rate_limit
+from executions.api.errors import ApiError, RateLimited, ServiceUnavailable, error
 
 logger = logging.getLogger(__name__)
-
-
-class ApiError(Exception):
-    """Raised anywhere in a view to answer with `{"detail": ..., "correlation_id": ...}`."""
-
-    def __init__(self, status: int, detail: str, **extra: Any) -> None:
-        super().__init__(detail)
-        self.status = status
-        self.detail = detail
-        self.extra = extra
-
-
-class InvalidRequest(ApiError):
-    """422: the body or query failed validation; `errors` maps each field to its messages."""
-
-    def __init__(self, errors: dict[str, list[str]]) -> None:
-        first = next(iter(errors.values()))[0]
-        super().__init__(422, first, errors=errors)
-
-
-class ServiceUnavailable(ApiError):
-    """503 with Retry-After: Docker is down or the circuit is open; try again later."""
-
-    def __init__(self, detail: str, retry_after: int = 30) -> None:
-        super().__init__(503, detail, error_type="service_unavailable")
-        self.retry_after = retry_after
-
-
-def error(status: int, detail: str, **extra: Any) -> JsonResponse:
-    return JsonResponse({"detail": detail, "correlation_id": current_correlation_id(), **extra}, status=status)
 
 
 def parse_json_body(request: HttpRequest, *, allow_empty: bool = False) -> Any:
@@ -60,11 +33,13 @@ def parse_json_body(request: HttpRequest, *, allow_empty: bool = False) -> Any:
         raise ApiError(400, f"Malformed JSON body: {exc}") from None
 
 
-def api_view(*methods: str) -> Callable[[Callable], Callable]:
+def api_view(*methods: str, scope: str | None = "execute") -> Callable[[Callable], Callable]:
     """Mark a function view as a JSON API endpoint answering `methods` (sync or async view).
 
-    Wrong method → 405 JSON; ApiError → its JSON error; any other exception → 500 JSON with no
-    traceback (logged with the correlation id). HEAD is answered wherever GET is.
+    The caller is authenticated and must hold `scope` (`execute` or `admin`; None: public), and
+    is rate limited; the view finds it in `request.principal`. Wrong method → 405 JSON;
+    ApiError → its JSON error; any other exception → 500 JSON with no traceback (logged with
+    the correlation id). HEAD is answered wherever GET is.
     """
     allowed = set(methods) | ({"HEAD"} if "GET" in methods else set())
 
@@ -76,11 +51,23 @@ def api_view(*methods: str) -> Callable[[Callable], Callable]:
             response["Allow"] = ", ".join(sorted(allowed))
             return response
 
+        def admit(request: HttpRequest) -> None:
+            if scope is None:
+                return
+            principal = authenticate(request)
+            authorize(principal, scope)
+            rate_limit(principal)
+            request.principal = principal  # type: ignore[attr-defined]
+
         def on_error(exc: Exception, request: HttpRequest) -> HttpResponse:
+            if isinstance(exc, RequestDataTooBig):  # a chunked body with no declared length
+                exc = ApiError(413, f"Request body too large (at most {settings.TAKO_MAX_REQUEST_BYTES} bytes)")
             if isinstance(exc, ApiError):
                 response = error(exc.status, exc.detail, **exc.extra)
-                if isinstance(exc, ServiceUnavailable):
+                if isinstance(exc, ServiceUnavailable | RateLimited):
                     response["Retry-After"] = str(exc.retry_after)
+                if exc.status == 401:
+                    response["WWW-Authenticate"] = 'Bearer realm="tako"'
                 return response
             logger.exception("Unhandled error in %s %s", request.method, request.path)
             return error(500, "Internal error")
@@ -93,6 +80,7 @@ def api_view(*methods: str) -> Callable[[Callable], Callable]:
                 if rejected is not None:
                     return rejected
                 try:
+                    await sync_to_async(admit)(request)
                     return await view(request, *args, **kwargs)
                 except Exception as exc:
                     return on_error(exc, request)
@@ -105,6 +93,7 @@ def api_view(*methods: str) -> Callable[[Callable], Callable]:
             if rejected is not None:
                 return rejected
             try:
+                admit(request)
                 return view(request, *args, **kwargs)
             except Exception as exc:
                 return on_error(exc, request)

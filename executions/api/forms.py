@@ -10,7 +10,7 @@ from typing import Any
 from django.conf import settings
 from django.http import QueryDict
 
-from executions.api.decorators import ApiError, InvalidRequest
+from executions.api.errors import ApiError, InvalidRequest
 from executions.models import JOB_TYPE_NAME_RE, Environment, Execution, requirement_errors
 
 EXECUTE_FIELDS = (
@@ -139,6 +139,9 @@ def _environment(value: Any, errors: _Errors) -> Environment | None:
     return environment
 
 
+MAX_OFFSET = 10**9  # far past any real list, and inside every database's integer range
+
+
 @dataclass(frozen=True)
 class Page:
     limit: int
@@ -148,7 +151,7 @@ class Page:
 def parse_page(query: QueryDict) -> Page:
     errors = _Errors()
     limit = _query_int(query, "limit", 100, 1, 1000, errors)
-    offset = _query_int(query, "offset", 0, 0, None, errors)
+    offset = _query_int(query, "offset", 0, 0, MAX_OFFSET, errors)
     errors.raise_if_any()
     return Page(limit, offset)
 

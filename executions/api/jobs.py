@@ -12,7 +12,9 @@ from django.conf import settings
 from django.http import FileResponse, HttpRequest, HttpResponseBase, HttpResponseNotModified, JsonResponse
 
 from executions import services
-from executions.api.decorators import ApiError, ServiceUnavailable, api_view, parse_json_body
+from executions.api.auth import job_quota
+from executions.api.decorators import api_view, parse_json_body
+from executions.api.errors import ApiError, ServiceUnavailable
 from executions.api.forms import parse_derive_request, parse_execute_request, parse_view, parse_wait
 from executions.models import Artifact, Execution
 from executions.resilience import breaker_state
@@ -21,8 +23,9 @@ RESULT_POLL_SECONDS = 0.1
 CANCEL_WAIT_SECONDS = 15
 
 
-def _job_or_404(job_id: Any) -> Execution:
-    execution = Execution.objects.filter(pk=job_id).first()
+def _job_or_404(request: HttpRequest, job_id: Any) -> Execution:
+    """The job, if this caller may see it (admins: any; others: their own)."""
+    execution = request.principal.executions().filter(pk=job_id).first()  # type: ignore[attr-defined]
     if execution is None:
         raise ApiError(404, "Job not found")
     return execution
@@ -44,8 +47,9 @@ def refuse_while_breaker_open() -> None:
         raise ServiceUnavailable("Docker circuit breaker is open; jobs are refused until it closes", retry_after=30)
 
 
-def _submit(**fields: Any) -> tuple[Execution, bool]:
+def _submit(request: HttpRequest, **fields: Any) -> tuple[Execution, bool]:
     refuse_while_breaker_open()
+    job_quota(request.principal)  # type: ignore[attr-defined]
     try:
         return services.execution_submit(**fields)
     except services.QueueFull as exc:
@@ -63,6 +67,7 @@ def _submit(**fields: Any) -> tuple[Execution, bool]:
 def execute_async(request: HttpRequest) -> JsonResponse:
     parsed = parse_execute_request(parse_json_body(request))
     execution, created = _submit(
+        request,
         environment=parsed.environment,
         code=parsed.code,
         input_data=parsed.input_data,
@@ -72,18 +77,19 @@ def execute_async(request: HttpRequest) -> JsonResponse:
         idempotency_key=parsed.idempotency_key,
         correlation_id=request.correlation_id,  # type: ignore[attr-defined]
         client_ip=_client_ip(request),
+        submitted_by=request.principal.user,  # type: ignore[attr-defined]
     )
     return _submitted(execution, created)
 
 
 @api_view("GET")
 def job_status(request: HttpRequest, job_id: str) -> JsonResponse:
-    execution = _job_or_404(job_id)
+    execution = _job_or_404(request, job_id)
     return JsonResponse({**execution.to_job_status(), "queue_position": services.queue_position(execution)})
 
 
-def _result_body(job_id: Any, full: bool) -> tuple[dict[str, Any], bool]:
-    execution = _job_or_404(job_id)
+def _result_body(request: HttpRequest, job_id: Any, full: bool) -> tuple[dict[str, Any], bool]:
+    execution = _job_or_404(request, job_id)
     if not execution.is_terminal:
         return {
             "job_id": str(execution.pk),
@@ -100,7 +106,7 @@ async def job_result(request: HttpRequest, job_id: str) -> JsonResponse:
     wait, timeout = parse_wait(request.GET)
     deadline = time.monotonic() + timeout
     while True:
-        body, ended = await sync_to_async(_result_body)(job_id, full)
+        body, ended = await sync_to_async(_result_body)(request, job_id, full)
         if ended or not wait:
             return JsonResponse(body)
         if time.monotonic() >= deadline:
@@ -114,7 +120,7 @@ async def job_cancel(request: HttpRequest, job_id: str) -> JsonResponse:
 
     def cancel() -> Execution:
         try:
-            return services.execution_cancel(_job_or_404(job_id))
+            return services.execution_cancel(_job_or_404(request, job_id))
         except services.AlreadyEnded as exc:
             raise ApiError(409, f"Job already ended ({exc.execution.status}); nothing to cancel") from None
 
@@ -127,8 +133,9 @@ async def job_cancel(request: HttpRequest, job_id: str) -> JsonResponse:
 
 
 def _derive(request: HttpRequest, job_id: str, relationship: str) -> JsonResponse:
-    parent = _job_or_404(job_id)
+    parent = _job_or_404(request, job_id)
     refuse_while_breaker_open()
+    job_quota(request.principal)  # type: ignore[attr-defined]
     parsed = parse_derive_request(parse_json_body(request, allow_empty=True), require_code=relationship == "fork")
     try:
         execution = services.execution_derive(
@@ -139,6 +146,7 @@ def _derive(request: HttpRequest, job_id: str, relationship: str) -> JsonRespons
             timeout=parsed.timeout,
             correlation_id=request.correlation_id,  # type: ignore[attr-defined]
             client_ip=_client_ip(request),
+            submitted_by=request.principal.user,  # type: ignore[attr-defined]
         )
     except services.QueueFull as exc:
         raise ServiceUnavailable(str(exc), retry_after=5) from None
@@ -158,7 +166,7 @@ def job_fork(request: HttpRequest, job_id: str) -> JsonResponse:
 @api_view("GET")
 def job_artifact(request: HttpRequest, job_id: str, name: str) -> HttpResponseBase:
     """One artifact: looked up by exact name among the job's own, never by building a path."""
-    execution = _job_or_404(job_id)
+    execution = _job_or_404(request, job_id)
     artifact = Artifact.objects.filter(execution=execution, name=name).first()
     path = Path(artifact.path) if artifact else None
     root = Path(settings.DATA_DIR).resolve() / "artifacts" / str(execution.pk)

@@ -535,6 +535,7 @@ PATHS: dict[str, Any] = {
         "get": {
             "summary": "Health: the engine, the circuit breaker, the queue (answers fast even if Docker hangs)",
             "operationId": "health",
+            "security": [],
             "responses": {"200": _json(_ref("Health"), "healthy or degraded"), **_COMMON_ERRORS},
         }
     },
@@ -545,7 +546,7 @@ PATHS: dict[str, Any] = {
             "parameters": [
                 {"name": "error_type", "in": "query", "schema": {"enum": ["internal_error", "service_unavailable"]}},
                 {"name": "limit", "in": "query", "schema": {"type": "integer", "minimum": 1, "maximum": 1000}},
-                {"name": "offset", "in": "query", "schema": {"type": "integer", "minimum": 0}},
+                {"name": "offset", "in": "query", "schema": {"type": "integer", "minimum": 0, "maximum": 1000000000}},
             ],
             "responses": {
                 "200": _json(_ref("DeadLetterPage"), "One page"),
@@ -609,7 +610,10 @@ PATHS: dict[str, Any] = {
         "get": {
             "summary": "Prometheus metrics (text format)",
             "operationId": "metrics",
-            "responses": {"200": {"description": "text/plain; version=0.0.4", "content": {"text/plain": {}}}},
+            "responses": {
+                "200": {"description": "text/plain; version=0.0.4", "content": {"text/plain": {}}},
+                **_COMMON_ERRORS,
+            },
         }
     },
     "/pool/stats": {
@@ -631,7 +635,7 @@ PATHS: dict[str, Any] = {
                     "in": "query",
                     "schema": {"type": "integer", "minimum": 1, "maximum": 1000},
                 },
-                {"name": "offset", "in": "query", "schema": {"type": "integer", "minimum": 0}},
+                {"name": "offset", "in": "query", "schema": {"type": "integer", "minimum": 0, "maximum": 1000000000}},
                 _VIEW,
             ],
             "responses": {
@@ -697,6 +701,25 @@ PATHS: dict[str, Any] = {
 }
 
 
+_AUTH_ERRORS = {
+    "401": _error("No API key (X-API-Key or Authorization: Bearer), or an invalid or revoked one"),
+    "403": _error("The key lacks the admin scope this needs"),
+    "429": _error("Too many requests a minute, or too many jobs in progress (Retry-After)"),
+}
+_PUBLIC = {"/health"}
+
+
+def _with_auth_errors(paths: dict[str, Any]) -> dict[str, Any]:
+    """Every endpoint but the public ones can answer 401, 403 and 429."""
+    return {
+        path: {
+            method: {**op, "responses": {**op["responses"], **_AUTH_ERRORS}} if path not in _PUBLIC else op
+            for method, op in operations.items()
+        }
+        for path, operations in paths.items()
+    }
+
+
 def openapi_document() -> dict[str, Any]:
     return {
         "openapi": "3.1.0",
@@ -709,6 +732,13 @@ def openapi_document() -> dict[str, Any]:
                 '`{"detail": ..., "correlation_id": ...}`.'
             ),
         },
-        "paths": PATHS,
-        "components": {"schemas": SCHEMAS},
+        "paths": _with_auth_errors(PATHS),
+        "components": {
+            "schemas": SCHEMAS,
+            "securitySchemes": {
+                "apiKey": {"type": "apiKey", "in": "header", "name": "X-API-Key"},
+                "bearer": {"type": "http", "scheme": "bearer"},
+            },
+        },
+        "security": [{"apiKey": []}, {"bearer": []}],
     }

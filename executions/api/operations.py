@@ -6,7 +6,8 @@ from django.http import HttpRequest, HttpResponse, JsonResponse
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 
 from executions import services
-from executions.api.decorators import ApiError, ServiceUnavailable, api_view
+from executions.api.decorators import api_view
+from executions.api.errors import ApiError, ServiceUnavailable
 from executions.api.forms import parse_page
 from executions.health import health_report
 from executions.metrics import DatabaseCollector
@@ -14,12 +15,12 @@ from executions.models import DeadLetter
 from executions.resilience import breaker_state
 
 
-@api_view("GET")
+@api_view("GET", scope=None)
 def health(request: HttpRequest) -> JsonResponse:
     return JsonResponse(health_report())
 
 
-@api_view("GET")
+@api_view("GET", scope="admin")
 def dlq_list(request: HttpRequest) -> JsonResponse:
     page = parse_page(request.GET)
     entries = DeadLetter.objects.all()
@@ -38,7 +39,7 @@ def dlq_list(request: HttpRequest) -> JsonResponse:
     )
 
 
-@api_view("GET")
+@api_view("GET", scope="admin")
 def dlq_stats(request: HttpRequest) -> JsonResponse:
     return JsonResponse(services.dlq_stats())
 
@@ -50,19 +51,19 @@ def _entry_or_404(entry_id: int) -> DeadLetter:
     return entry
 
 
-@api_view("DELETE")
+@api_view("DELETE", scope="admin")
 def dlq_entry(request: HttpRequest, entry_id: int) -> JsonResponse:
     _entry_or_404(entry_id).delete()
     return JsonResponse({"status": "removed", "entry_id": entry_id})
 
 
-@api_view("POST")
+@api_view("POST", scope="admin")
 def dlq_requeue(request: HttpRequest, entry_id: int) -> JsonResponse:
     entry = _entry_or_404(entry_id)
     if breaker_state()["state"] == "open":
         raise ServiceUnavailable("Docker circuit breaker is open; requeue once it has closed")
-    user = getattr(request, "user", None)
-    by = user.get_username() if user is not None and user.is_authenticated else f"api {request.META.get('REMOTE_ADDR')}"
+    user = request.principal.user  # type: ignore[attr-defined]
+    by = user.get_username() if user is not None else f"api {request.META.get('REMOTE_ADDR')}"
     try:
         execution = services.dlq_requeue(entry=entry, by=by, correlation_id=request.correlation_id)  # type: ignore[attr-defined]
     except services.AlreadyRequeued as exc:
@@ -72,7 +73,7 @@ def dlq_requeue(request: HttpRequest, entry_id: int) -> JsonResponse:
     return JsonResponse({"job_id": str(execution.pk), "status": execution.status, "entry_id": entry.pk}, status=202)
 
 
-@api_view("GET")
+@api_view("GET", scope="admin")
 def metrics(request: HttpRequest) -> HttpResponse:
     """Prometheus text format, computed from the database at scrape time (so every process agrees)."""
     registry = CollectorRegistry()

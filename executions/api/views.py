@@ -11,10 +11,12 @@ from django.db import connections
 from django.http import HttpRequest, JsonResponse
 
 from executions import services
-from executions.api.decorators import ApiError, ServiceUnavailable, api_view, parse_json_body
+from executions.api.auth import job_quota
+from executions.api.decorators import api_view, parse_json_body
+from executions.api.errors import ApiError, ServiceUnavailable
 from executions.api.forms import parse_execute_request, parse_page, parse_status, parse_view
 from executions.api.openapi import openapi_document
-from executions.models import Environment, Execution
+from executions.models import Environment
 from executions.sandbox import SandboxError, SandboxUnavailable, get_sandbox
 from executions.sandbox.images import ImageBuildError
 
@@ -42,6 +44,8 @@ async def execute(request: HttpRequest) -> JsonResponse:
     """Run code now and answer when it has ended (Tako VM's sync endpoint)."""
     body = parse_json_body(request)
     parsed = await sync_to_async(parse_execute_request)(body)
+    principal = request.principal  # type: ignore[attr-defined]
+    await sync_to_async(job_quota)(principal)
     try:
         await sync_to_async(services.ensure_queue_has_room)()
     except services.QueueFull as exc:
@@ -56,6 +60,7 @@ async def execute(request: HttpRequest) -> JsonResponse:
         correlation_id=request.correlation_id,  # type: ignore[attr-defined]
         client_ip=_client_ip(request),
         idempotency_key=parsed.idempotency_key,
+        submitted_by=principal.user,
     )
     # Runs here (not on the cluster) but within the same worker budget: it waits for a free slot.
     execution = await _in_worker_thread(services.execution_run, execution_id=execution.pk, role="web")
@@ -66,7 +71,7 @@ async def execute(request: HttpRequest) -> JsonResponse:
 def execution_list(request: HttpRequest) -> JsonResponse:
     page = parse_page(request.GET)
     full = parse_view(request.GET)
-    records = Execution.objects.all()
+    records = request.principal.executions()  # type: ignore[attr-defined]
     status = parse_status(request.GET)
     if status:
         records = records.filter(status=status)
@@ -90,7 +95,7 @@ def execution_list(request: HttpRequest) -> JsonResponse:
 @api_view("GET")
 def execution_detail(request: HttpRequest, execution_id: str) -> JsonResponse:
     full = parse_view(request.GET)
-    execution = Execution.objects.filter(pk=execution_id).first()
+    execution = request.principal.executions().filter(pk=execution_id).first()  # type: ignore[attr-defined]
     if execution is None:
         raise ApiError(404, "Execution not found")
     return JsonResponse(execution.to_dict(full=full))
@@ -117,12 +122,12 @@ def job_type_detail(request: HttpRequest, name: str) -> JsonResponse:
     return JsonResponse(environment.to_dict(image_exists=_image_exists(environment)))
 
 
-@api_view("GET")
+@api_view("GET", scope=None)
 def openapi_json(request: HttpRequest) -> JsonResponse:
     return JsonResponse(openapi_document())
 
 
-@api_view("POST")
+@api_view("POST", scope="admin")
 async def job_type_build(request: HttpRequest, name: str) -> JsonResponse:
     """Build the job type's image now (a no-op when it is up to date); answers when done."""
     environment = await Environment.objects.filter(name=name).afirst()

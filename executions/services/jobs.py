@@ -126,13 +126,16 @@ def _enqueue(execution: Execution) -> None:
         async_task(RUN_TASK, str(execution.pk), task_name=f"execution-{execution.pk}")
     except Exception as exc:  # the broker is down: the job must not sit in "queued" forever
         logger.exception("Could not enqueue execution %s", execution.pk)
-        Execution.objects.filter(pk=execution.pk, status=Execution.Status.QUEUED).update(
+        ended = Execution.objects.filter(pk=execution.pk, status=Execution.Status.QUEUED).update(
             status=Execution.Status.FAILED,
             error_type="service_unavailable",
             error_message=f"The job queue is unavailable: {exc}",
             error_phase="startup",
             ended_at=timezone.now(),
         )
+        if ended:
+            execution.refresh_from_db()
+            dead_letter_add(execution)
 
 
 def execution_cancel(execution: Execution) -> Execution:

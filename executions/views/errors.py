@@ -5,7 +5,7 @@ from __future__ import annotations
 from django.http import HttpRequest, HttpResponse, JsonResponse
 from django.shortcuts import render
 
-from executions.api.decorators import error
+from executions.api.errors import error
 
 # Paths that answer JSON only; anything else gets HTML error pages.
 HTML_PREFIXES = ("/ui/", "/docs", "/admin/", "/static/")

@@ -21,7 +21,7 @@ from django_htmx.http import HttpResponseClientRedirect, trigger_client_event
 from django_htmx.middleware import HtmxDetails
 
 from executions import services
-from executions.api.decorators import InvalidRequest
+from executions.api.errors import InvalidRequest
 from executions.api.forms import parse_execute_request
 from executions.hints import HINTS
 from executions.models import Environment, Execution

@@ -1,0 +1,118 @@
+"""Who is calling the API, what they may do, and how fast.
+
+Scripts send `X-API-Key: <key>` (or `Authorization: Bearer <key>`); the browser's login session
+works too (staff act with the admin scope). Anonymous calls are accepted only where the
+deployment allows them (TAKO_ALLOW_ANONYMOUS, meant for a loopback-only `make run`).
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from datetime import timedelta
+from typing import Any
+
+from django.conf import settings
+from django.core.cache import cache
+from django.db.models import QuerySet
+from django.http import HttpRequest
+from django.utils import timezone
+
+from executions.api.errors import ApiError, RateLimited
+from executions.models import ApiKey, Execution
+
+QUERY_KEY_NAMES = ("api_key", "apikey", "key", "token", "access_token")
+LAST_USED_RESOLUTION = timedelta(minutes=1)  # last_used_at is written at most once a minute
+
+
+@dataclass(frozen=True)
+class Principal:
+    user: Any  # None when anonymous
+    scope: str  # execute | admin
+    key: ApiKey | None = None
+    client_ip: str | None = None
+
+    @property
+    def is_admin(self) -> bool:
+        return self.scope == ApiKey.Scope.ADMIN
+
+    @property
+    def rate_key(self) -> str:
+        if self.key is not None:
+            return f"key:{self.key.pk}"
+        if self.user is not None:
+            return f"user:{self.user.pk}"
+        return f"ip:{self.client_ip}"
+
+    def executions(self) -> QuerySet[Execution]:
+        """The executions this caller may see: all for admins (and anonymous use), else their own."""
+        if self.is_admin:
+            return Execution.objects.all()
+        return Execution.objects.filter(submitted_by=self.user)
+
+    def in_progress(self) -> int:
+        active = Execution.objects.filter(status__in=[Execution.Status.QUEUED, Execution.Status.RUNNING])
+        if self.user is not None:
+            return active.filter(submitted_by=self.user).count()
+        return active.filter(submitted_by=None, client_ip=self.client_ip).count()
+
+
+def _presented_key(request: HttpRequest) -> str | None:
+    key = request.headers.get("X-API-Key")
+    authorization = request.headers.get("Authorization", "")
+    if not key and authorization.lower().startswith("bearer "):
+        key = authorization[7:].strip()
+    return key or None
+
+
+def authenticate(request: HttpRequest) -> Principal:
+    """The caller, or ApiError 401 (no or bad credentials)."""
+    client_ip = request.META.get("REMOTE_ADDR")
+    if any(name in request.GET for name in QUERY_KEY_NAMES):
+        raise ApiError(401, "API keys are not accepted in the query string; send the X-API-Key header")
+    presented = _presented_key(request)
+    if presented is not None:
+        key = ApiKey.objects.select_related("owner").filter(key_hash=ApiKey.hash(presented)).first()
+        if key is None or key.revoked_at is not None or not key.owner.is_active:
+            raise ApiError(401, "Invalid or revoked API key")
+        now = timezone.now()
+        if key.last_used_at is None or now - key.last_used_at > LAST_USED_RESOLUTION:
+            ApiKey.objects.filter(pk=key.pk).update(last_used_at=now)
+        return Principal(user=key.owner, scope=key.scope, key=key, client_ip=client_ip)
+    user = getattr(request, "user", None)
+    if user is not None and user.is_authenticated:
+        scope = ApiKey.Scope.ADMIN if user.is_staff else ApiKey.Scope.EXECUTE
+        return Principal(user=user, scope=scope, client_ip=client_ip)
+    if settings.TAKO_ALLOW_ANONYMOUS:
+        return Principal(user=None, scope=ApiKey.Scope.ADMIN, client_ip=client_ip)
+    raise ApiError(401, "Authentication required: send X-API-Key (or Authorization: Bearer) with an API key")
+
+
+def authorize(principal: Principal, scope: str) -> None:
+    if scope == ApiKey.Scope.ADMIN and not principal.is_admin:
+        raise ApiError(403, "This needs an API key with the admin scope")
+
+
+def rate_limit(principal: Principal) -> None:
+    """At most TAKO_RATE_LIMIT_PER_MINUTE requests a minute per key, user or address (429)."""
+    limit = settings.TAKO_RATE_LIMIT_PER_MINUTE
+    if not limit:
+        return
+    window = int(time.time() // 60)
+    counter = f"tako:rate:{principal.rate_key}:{window}"
+    cache.add(counter, 0, timeout=120)
+    try:
+        count = cache.incr(counter)
+    except ValueError:  # evicted between add and incr
+        cache.set(counter, 1, timeout=120)
+        count = 1
+    if count > limit:
+        retry_after = 60 - int(time.time()) % 60
+        raise RateLimited(f"Rate limit exceeded: {limit} requests per minute", retry_after)
+
+
+def job_quota(principal: Principal) -> None:
+    """At most TAKO_MAX_JOBS_IN_PROGRESS queued or running jobs per caller (429)."""
+    limit = settings.TAKO_MAX_JOBS_IN_PROGRESS
+    if limit and principal.in_progress() >= limit:
+        raise RateLimited(f"Too many jobs in progress ({limit}); wait for some to finish", 5)

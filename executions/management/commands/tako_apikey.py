@@ -1,0 +1,45 @@
+"""API keys for scripts: `manage.py tako_apikey create NAME --user U [--scope admin]`, `list`, `revoke ID`."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from django.contrib.auth import get_user_model
+from django.core.management.base import BaseCommand, CommandError, CommandParser
+from django.utils import timezone
+
+from executions.models import ApiKey
+
+
+class Command(BaseCommand):
+    help = "Create, list and revoke API keys. A new key is printed once and stored only as a hash."
+
+    def add_arguments(self, parser: CommandParser) -> None:
+        sub = parser.add_subparsers(dest="action", required=True)
+        create = sub.add_parser("create", help="issue a key")
+        create.add_argument("name")
+        create.add_argument("--user", required=True, help="the owner (an existing user name)")
+        create.add_argument("--scope", choices=ApiKey.Scope.values, default=ApiKey.Scope.EXECUTE)
+        sub.add_parser("list", help="list keys (never their secrets)")
+        revoke = sub.add_parser("revoke", help="revoke a key by id")
+        revoke.add_argument("id", type=int)
+
+    def handle(self, *args: Any, **options: Any) -> None:
+        if options["action"] == "create":
+            owner = get_user_model().objects.filter(username=options["user"]).first()
+            if owner is None:
+                raise CommandError(f"No user named {options['user']!r}")
+            key, secret = ApiKey.issue(name=options["name"], owner=owner, scope=options["scope"])
+            self.stdout.write(f"API key {key.pk} ({key.scope}) for {owner.get_username()}:\n{secret}")
+            self.stdout.write("Shown once; send it as X-API-Key.")
+        elif options["action"] == "list":
+            for key in ApiKey.objects.select_related("owner"):
+                state = f"revoked {key.revoked_at:%Y-%m-%d}" if key.revoked_at else "active"
+                self.stdout.write(
+                    f"{key.pk}\t{key.prefix}…\t{key.scope}\t{key.owner.get_username()}\t{key.name}\t{state}"
+                )
+        else:
+            updated = ApiKey.objects.filter(pk=options["id"], revoked_at=None).update(revoked_at=timezone.now())
+            if not updated:
+                raise CommandError(f"No active key {options['id']}")
+            self.stdout.write(f"Revoked key {options['id']}")
