@@ -154,9 +154,7 @@ def test_absurd_bodies_and_headers_are_refused_early(live_url: str) -> None:
 def test_the_tako_client_sends_a_key(live_url: str, alice) -> None:
     from tako_vm import TakoVM
 
-    session = requests.Session()
-    session.headers["X-API-Key"] = key_for(alice)
-    client = TakoVM(live_url, session=session)
+    client = TakoVM(live_url, headers={"X-API-Key": key_for(alice)})
     job_id = client.submit_code("print('with a key')")
     assert client.get_result(job_id, timeout=60)["stdout"] == "with a key\n"
     assert Execution.objects.get(pk=job_id).submitted_by == alice  # the key was what identified us
