@@ -116,6 +116,11 @@ def breaker_state(name: str = ENGINE) -> dict[str, Any]:
     }
 
 
+def breaker_is_open(name: str = ENGINE) -> bool:
+    """True while the breaker refuses all work (not yet half_open): new jobs are refused then."""
+    return breaker_state(name)["state"] == CircuitBreaker.State.OPEN
+
+
 @dataclass(frozen=True)
 class RetryPolicy:
     """Transient engine faults are tried again: `attempts` in all, exponential backoff with jitter."""

@@ -20,6 +20,10 @@ from executions.api.errors import ApiError, RateLimited, ServiceUnavailable, err
 logger = logging.getLogger(__name__)
 
 
+def client_ip(request: HttpRequest) -> str | None:
+    return request.META.get("REMOTE_ADDR") or None
+
+
 def parse_json_body(request: HttpRequest, *, allow_empty: bool = False) -> Any:
     """The request's JSON body; with `allow_empty`, no body at all reads as {}."""
     if allow_empty and not request.body.strip():

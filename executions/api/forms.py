@@ -148,6 +148,19 @@ class Page:
     offset: int
 
 
+def paginated(rows: Any, page: Page, serialize: Any) -> dict[str, Any]:
+    """One page of a queryset as the API lists it: items, limit, offset, has_more, count."""
+    fetched = list(rows[page.offset : page.offset + page.limit + 1])  # one extra tells has_more
+    items = [serialize(row) for row in fetched[: page.limit]]
+    return {
+        "items": items,
+        "limit": page.limit,
+        "offset": page.offset,
+        "has_more": len(fetched) > page.limit,
+        "count": len(items),
+    }
+
+
 def parse_page(query: QueryDict) -> Page:
     errors = _Errors()
     limit = _query_int(query, "limit", 100, 1, 1000, errors)

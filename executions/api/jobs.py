@@ -13,11 +13,11 @@ from django.http import FileResponse, HttpRequest, HttpResponseBase, HttpRespons
 
 from executions import services
 from executions.api.auth import job_quota
-from executions.api.decorators import api_view, parse_json_body
+from executions.api.decorators import api_view, client_ip, parse_json_body
 from executions.api.errors import ApiError, ServiceUnavailable
 from executions.api.forms import parse_derive_request, parse_execute_request, parse_view, parse_wait
 from executions.models import Artifact, Execution
-from executions.resilience import breaker_state
+from executions.resilience import breaker_is_open
 
 RESULT_POLL_SECONDS = 0.1
 CANCEL_WAIT_SECONDS = 15
@@ -31,10 +31,6 @@ def _job_or_404(request: HttpRequest, job_id: Any) -> Execution:
     return execution
 
 
-def _client_ip(request: HttpRequest) -> str | None:
-    return request.META.get("REMOTE_ADDR") or None
-
-
 def _submitted(execution: Execution, created: bool) -> JsonResponse:
     body = {"job_id": str(execution.pk), "status": execution.status}
     if execution.relationship:
@@ -43,7 +39,7 @@ def _submitted(execution: Execution, created: bool) -> JsonResponse:
 
 
 def refuse_while_breaker_open() -> None:
-    if breaker_state()["state"] == "open":
+    if breaker_is_open():
         raise ServiceUnavailable("Docker circuit breaker is open; jobs are refused until it closes", retry_after=30)
 
 
@@ -76,7 +72,7 @@ def execute_async(request: HttpRequest) -> JsonResponse:
         requirements=parsed.requirements,
         idempotency_key=parsed.idempotency_key,
         correlation_id=request.correlation_id,  # type: ignore[attr-defined]
-        client_ip=_client_ip(request),
+        client_ip=client_ip(request),
         submitted_by=request.principal.user,  # type: ignore[attr-defined]
     )
     return _submitted(execution, created)
@@ -145,7 +141,7 @@ def _derive(request: HttpRequest, job_id: str, relationship: str) -> JsonRespons
             environment=parsed.environment,
             timeout=parsed.timeout,
             correlation_id=request.correlation_id,  # type: ignore[attr-defined]
-            client_ip=_client_ip(request),
+            client_ip=client_ip(request),
             submitted_by=request.principal.user,  # type: ignore[attr-defined]
         )
     except services.QueueFull as exc:

@@ -8,11 +8,11 @@ from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_l
 from executions import services
 from executions.api.decorators import api_view
 from executions.api.errors import ApiError, ServiceUnavailable
-from executions.api.forms import parse_page
+from executions.api.forms import paginated, parse_page
 from executions.health import health_report
 from executions.metrics import DatabaseCollector
 from executions.models import DeadLetter
-from executions.resilience import breaker_state
+from executions.resilience import breaker_is_open
 
 
 @api_view("GET", scope=None)
@@ -26,17 +26,7 @@ def dlq_list(request: HttpRequest) -> JsonResponse:
     entries = DeadLetter.objects.all()
     if request.GET.get("error_type"):
         entries = entries.filter(error_type=request.GET["error_type"])
-    rows = list(entries[page.offset : page.offset + page.limit + 1])
-    items = [entry.to_dict() for entry in rows[: page.limit]]
-    return JsonResponse(
-        {
-            "items": items,
-            "limit": page.limit,
-            "offset": page.offset,
-            "has_more": len(rows) > page.limit,
-            "count": len(items),
-        }
-    )
+    return JsonResponse(paginated(entries, page, DeadLetter.to_dict))
 
 
 @api_view("GET", scope="admin")
@@ -60,7 +50,7 @@ def dlq_entry(request: HttpRequest, entry_id: int) -> JsonResponse:
 @api_view("POST", scope="admin")
 def dlq_requeue(request: HttpRequest, entry_id: int) -> JsonResponse:
     entry = _entry_or_404(entry_id)
-    if breaker_state()["state"] == "open":
+    if breaker_is_open():
         raise ServiceUnavailable("Docker circuit breaker is open; requeue once it has closed")
     user = request.principal.user  # type: ignore[attr-defined]
     by = user.get_username() if user is not None else f"api {request.META.get('REMOTE_ADDR')}"

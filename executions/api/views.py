@@ -12,9 +12,9 @@ from django.http import HttpRequest, JsonResponse
 
 from executions import services
 from executions.api.auth import job_quota
-from executions.api.decorators import api_view, parse_json_body
+from executions.api.decorators import api_view, client_ip, parse_json_body
 from executions.api.errors import ApiError, ServiceUnavailable
-from executions.api.forms import parse_execute_request, parse_page, parse_status, parse_view
+from executions.api.forms import paginated, parse_execute_request, parse_page, parse_status, parse_view
 from executions.api.openapi import openapi_document
 from executions.models import Environment
 from executions.sandbox import SandboxError, SandboxUnavailable, get_sandbox
@@ -33,10 +33,6 @@ async def _in_worker_thread(fn: Callable[..., T], /, *args: Any, **kwargs: Any) 
             connections.close_all()  # this thread's own connections
 
     return await asyncio.to_thread(call)
-
-
-def _client_ip(request: HttpRequest) -> str | None:
-    return request.META.get("REMOTE_ADDR") or None
 
 
 @api_view("POST")
@@ -58,7 +54,7 @@ async def execute(request: HttpRequest) -> JsonResponse:
         startup_timeout=parsed.startup_timeout,
         requirements=parsed.requirements,
         correlation_id=request.correlation_id,  # type: ignore[attr-defined]
-        client_ip=_client_ip(request),
+        client_ip=client_ip(request),
         idempotency_key=parsed.idempotency_key,
         submitted_by=principal.user,
     )
@@ -79,17 +75,7 @@ def execution_list(request: HttpRequest) -> JsonResponse:
         records = records.filter(job_type=request.GET["job_type"])
     if full:
         records = records.prefetch_related("artifacts")
-    rows = list(records[page.offset : page.offset + page.limit + 1])
-    items = [row.to_dict(full=full) for row in rows[: page.limit]]
-    return JsonResponse(
-        {
-            "items": items,
-            "limit": page.limit,
-            "offset": page.offset,
-            "has_more": len(rows) > page.limit,
-            "count": len(items),
-        }
-    )
+    return JsonResponse(paginated(records, page, lambda row: row.to_dict(full=full)))
 
 
 @api_view("GET")
