@@ -214,3 +214,21 @@ def test_the_admin_account_is_created_once_with_its_password_shown(db, capsys, m
     call_command("tako_admin")
     assert "An admin account exists" in capsys.readouterr().out
     assert User.objects.get(username="admin").check_password("chosen-password-1")
+
+
+@pytest.mark.django_db(transaction=True)
+def test_the_build_button_builds_and_shows_progress(default_image: str) -> None:
+    import time
+
+    admin = User.objects.create_user("builder", password="pw-for-tests-only", is_staff=True)
+    client = client_for(admin)
+    response = client.post("/ui/ops/environments/default/build/", HTTP_HX_REQUEST="true")
+    html = response.content.decode()
+    assert "Building the image of default" in response["HX-Trigger"]
+    assert "building…" in html and 'hx-trigger="every 1s"' in html  # the panel polls while it builds
+    deadline = time.monotonic() + 60
+    while Environment.objects.get(name="default").build_status != "built":
+        assert time.monotonic() < deadline, "the build did not finish"
+        time.sleep(0.2)
+    panel = client.get("/ui/ops/?panel=environments", HTTP_HX_REQUEST="true").content.decode()
+    assert "ready" in panel and "every 1s" not in panel
