@@ -211,9 +211,11 @@ class Execution(models.Model):
 
     class Meta:
         ordering = ["-created_at"]
+        # Every list the API and pages show: newest first, optionally by status, job type or owner.
         indexes = [
             models.Index(fields=["status", "-created_at"]),
             models.Index(fields=["job_type", "-created_at"]),
+            models.Index(fields=["submitted_by", "-created_at"], name="executions_by_owner"),
         ]
 
     def __str__(self) -> str:
@@ -377,6 +379,10 @@ class DeadLetter(models.Model):
 
     class Meta:
         ordering = ["-created_at", "-id"]
+        indexes = [
+            models.Index(fields=["-created_at", "-id"], name="dlq_newest"),
+            models.Index(fields=["error_type", "-created_at", "-id"], name="dlq_by_type"),
+        ]
 
     def __str__(self) -> str:
         return f"DLQ {self.pk} ({self.error_type})"

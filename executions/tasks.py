@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from django.conf import settings
+
 from executions import services
 from executions.health import probe_breaker
 from executions.sandbox import get_sandbox
@@ -18,3 +20,8 @@ def recover_stale_executions() -> int:
     probe_breaker(get_sandbox().ping())
     services.containers_reap_quietly()
     return recovered
+
+
+def prune_executions() -> int:
+    """Scheduled daily: executions older than TAKO_RETENTION_DAYS go, with their artifacts."""
+    return services.executions_prune(older_than_days=settings.TAKO_RETENTION_DAYS)

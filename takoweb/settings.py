@@ -216,6 +216,9 @@ Q_CLUSTER = {
     "label": "Task queue",
 }
 
+# Executions (with their output and artifacts) are kept this many days; 0 keeps them forever.
+TAKO_RETENTION_DAYS = envint("TAKO_RETENTION_DAYS", 30, minimum=0)
+
 # --- Resilience ----------------------------------------------------------------------------------
 TAKO_BREAKER_THRESHOLD = envint("TAKO_BREAKER_THRESHOLD", 5, minimum=1)  # consecutive engine failures
 TAKO_BREAKER_RESET_SECONDS = envint("TAKO_BREAKER_RESET_SECONDS", 30, minimum=1)  # open -> half_open

@@ -4,7 +4,7 @@ runs.py: create and run one execution; jobs.py: the async lifecycle and crash re
 environments.py: building job-type images.
 """
 
-from executions.services.cleanup import containers_reap, containers_reap_quietly
+from executions.services.cleanup import containers_reap, containers_reap_quietly, executions_prune
 from executions.services.dlq import AlreadyRequeued, dead_letter_add, dlq_requeue, dlq_stats
 from executions.services.environments import BuildInProgress, environment_build, environment_builds_reset
 from executions.services.jobs import (
@@ -49,6 +49,7 @@ __all__ = [
     "execution_derive",
     "execution_run",
     "execution_submit",
+    "executions_prune",
     "executions_recover",
     "queue_position",
     "queue_stats",

@@ -1,10 +1,17 @@
-"""Removing containers that outlived their job (the engine failed while they were being removed)."""
+"""Cleaning up: containers that outlived their job, and executions past their retention."""
 
 from __future__ import annotations
 
+import shutil
 import uuid
+from datetime import timedelta
+from pathlib import Path
 
-from executions.models import Execution
+from django.conf import settings
+from django.db import transaction
+from django.utils import timezone
+
+from executions.models import DeadLetter, Execution
 from executions.sandbox import SandboxError, SandboxUnavailable, get_sandbox
 
 
@@ -28,3 +35,28 @@ def containers_reap() -> int:
         if not running:
             removed += sandbox.stop(execution_id)
     return removed
+
+
+def executions_prune(*, older_than_days: int, batch_size: int = 1000) -> int:
+    """Delete ended executions (with their artifacts and DLQ entries) older than the retention.
+
+    Works in batches so a large table is never locked for long; jobs still queued or running are
+    never touched. Returns how many executions were deleted.
+    """
+    if older_than_days <= 0:
+        return 0
+    cutoff = timezone.now() - timedelta(days=older_than_days)
+    old = Execution.objects.filter(status__in=Execution.TERMINAL, created_at__lt=cutoff)
+    deleted = 0
+    while True:
+        ids = list(old.values_list("pk", flat=True)[:batch_size])
+        if not ids:
+            break
+        with transaction.atomic():
+            DeadLetter.objects.filter(execution_id__in=ids).delete()
+            Execution.objects.filter(pk__in=ids).delete()  # artifacts' rows cascade
+        for execution_id in ids:
+            shutil.rmtree(Path(settings.DATA_DIR) / "artifacts" / str(execution_id), ignore_errors=True)
+        deleted += len(ids)
+    DeadLetter.objects.filter(created_at__lt=cutoff).delete()
+    return deleted

@@ -1,7 +1,8 @@
 """Start this host's worker cluster: `manage.py tako_worker` (django-q2's qcluster, after recovery).
 
 Jobs left running by this host's previous cluster (it crashed or was killed) are ended or queued
-again first, and the every-minute sweep for jobs whose worker stopped beating is scheduled.
+again first; the every-minute sweep for jobs whose worker stopped beating and the daily pruning of
+old executions are scheduled.
 """
 
 from __future__ import annotations
@@ -29,5 +30,9 @@ class Command(BaseCommand):
                 "minutes": 1,
                 "repeats": -1,
             },
+        )
+        Schedule.objects.update_or_create(
+            name="tako: prune old executions",
+            defaults={"func": "executions.tasks.prune_executions", "schedule_type": Schedule.DAILY, "repeats": -1},
         )
         call_command("qcluster")
