@@ -24,6 +24,16 @@ def client_ip(request: HttpRequest) -> str | None:
     return request.META.get("REMOTE_ADDR") or None
 
 
+def origin(request: HttpRequest) -> dict[str, Any]:
+    """Who submits a job from this request, as the services record it."""
+    principal = getattr(request, "principal", None)
+    return {
+        "correlation_id": request.correlation_id,  # type: ignore[attr-defined]
+        "client_ip": client_ip(request),
+        "submitted_by": principal.user if principal is not None else None,
+    }
+
+
 def parse_json_body(request: HttpRequest, *, allow_empty: bool = False) -> Any:
     """The request's JSON body; with `allow_empty`, no body at all reads as {}."""
     if allow_empty and not request.body.strip():

@@ -55,6 +55,18 @@ class ExecuteRequest:
     requirements: list[str] = field(default_factory=list)
     idempotency_key: str | None = None
 
+    def execution_fields(self) -> dict[str, Any]:
+        """The request as execution_create and execution_submit take it."""
+        return {
+            "code": self.code,
+            "environment": self.environment,
+            "input_data": self.input_data,
+            "timeout": self.timeout,
+            "startup_timeout": self.startup_timeout,
+            "requirements": self.requirements,
+            "idempotency_key": self.idempotency_key,
+        }
+
 
 def parse_execute_request(body: Any) -> ExecuteRequest:
     """Validate the body of POST /execute and /execute/async; raises InvalidRequest (422)."""

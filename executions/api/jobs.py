@@ -13,7 +13,7 @@ from django.http import FileResponse, HttpRequest, HttpResponseBase, HttpRespons
 
 from executions import services
 from executions.api.auth import job_quota
-from executions.api.decorators import api_view, client_ip, parse_json_body
+from executions.api.decorators import api_view, origin, parse_json_body
 from executions.api.errors import ApiError, ServiceUnavailable
 from executions.api.forms import parse_derive_request, parse_execute_request, parse_view, parse_wait
 from executions.models import Artifact, Execution
@@ -62,19 +62,7 @@ def _submit(request: HttpRequest, **fields: Any) -> tuple[Execution, bool]:
 @api_view("POST")
 def execute_async(request: HttpRequest) -> JsonResponse:
     parsed = parse_execute_request(parse_json_body(request))
-    execution, created = _submit(
-        request,
-        environment=parsed.environment,
-        code=parsed.code,
-        input_data=parsed.input_data,
-        timeout=parsed.timeout,
-        startup_timeout=parsed.startup_timeout,
-        requirements=parsed.requirements,
-        idempotency_key=parsed.idempotency_key,
-        correlation_id=request.correlation_id,  # type: ignore[attr-defined]
-        client_ip=client_ip(request),
-        submitted_by=request.principal.user,  # type: ignore[attr-defined]
-    )
+    execution, created = _submit(request, **parsed.execution_fields(), **origin(request))
     return _submitted(execution, created)
 
 
@@ -140,9 +128,7 @@ def _derive(request: HttpRequest, job_id: str, relationship: str) -> JsonRespons
             code=parsed.code,
             environment=parsed.environment,
             timeout=parsed.timeout,
-            correlation_id=request.correlation_id,  # type: ignore[attr-defined]
-            client_ip=client_ip(request),
-            submitted_by=request.principal.user,  # type: ignore[attr-defined]
+            **origin(request),
         )
     except services.QueueFull as exc:
         raise ServiceUnavailable(str(exc), retry_after=5) from None

@@ -12,7 +12,7 @@ from django.http import HttpRequest, JsonResponse
 
 from executions import services
 from executions.api.auth import job_quota
-from executions.api.decorators import api_view, client_ip, parse_json_body
+from executions.api.decorators import api_view, origin, parse_json_body
 from executions.api.errors import ApiError, ServiceUnavailable
 from executions.api.forms import paginated, parse_execute_request, parse_page, parse_status, parse_view
 from executions.api.openapi import openapi_document
@@ -46,18 +46,7 @@ async def execute(request: HttpRequest) -> JsonResponse:
         await sync_to_async(services.ensure_queue_has_room)()
     except services.QueueFull as exc:
         raise ServiceUnavailable(str(exc), retry_after=5) from None
-    execution = await sync_to_async(services.execution_create)(
-        code=parsed.code,
-        input_data=parsed.input_data,
-        environment=parsed.environment,
-        timeout=parsed.timeout,
-        startup_timeout=parsed.startup_timeout,
-        requirements=parsed.requirements,
-        correlation_id=request.correlation_id,  # type: ignore[attr-defined]
-        client_ip=client_ip(request),
-        idempotency_key=parsed.idempotency_key,
-        submitted_by=principal.user,
-    )
+    execution = await sync_to_async(services.execution_create)(**parsed.execution_fields(), **origin(request))
     # Runs here (not on the cluster) but within the same worker budget: it waits for a free slot.
     execution = await _in_worker_thread(services.execution_run, execution_id=execution.pk, role="web")
     return JsonResponse(execution.to_sync_response())

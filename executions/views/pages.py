@@ -116,12 +116,8 @@ def execution_new(request: PageRequest, fork_of: Any = None) -> HttpResponse:
         return render(request, "executions/new.html#form" if request.htmx else "executions/new.html", context)
     try:
         execution, _ = services.execution_submit(
-            environment=parsed.environment,
-            code=parsed.code,
-            input_data=parsed.input_data,
-            timeout=parsed.timeout,
             # A second click on Run sends the same token: the same job, never a second run.
-            idempotency_key=f"ui-{request.user.pk}-{values['submit_token']}"[:255],
+            **{**parsed.execution_fields(), "idempotency_key": f"ui-{request.user.pk}-{values['submit_token']}"[:255]},
             correlation_id=request.correlation_id,
             client_ip=request.META.get("REMOTE_ADDR"),
             parent=parent,
