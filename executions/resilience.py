@@ -18,6 +18,7 @@ from typing import Any
 
 from django.conf import settings
 from django.db import transaction
+from django.db.models import F
 from django.utils import timezone
 
 from executions.models import CircuitBreaker, iso_utc
@@ -37,6 +38,9 @@ def _locked(name: str) -> CircuitBreaker:
 
 def breaker_acquire(name: str = ENGINE) -> None:
     """Ask to call the engine; raises CircuitOpen when the breaker refuses."""
+    state = CircuitBreaker.objects.filter(name=name).values_list("state", flat=True).first()
+    if state in (None, CircuitBreaker.State.CLOSED):  # the common case: a read, no lock
+        return
     now = timezone.now()
     with transaction.atomic():
         breaker = _locked(name)
@@ -64,6 +68,9 @@ def breaker_acquire(name: str = ENGINE) -> None:
 
 def breaker_success(name: str = ENGINE) -> bool:
     """Record a call that worked; True when this closed the breaker (the engine is back)."""
+    healthy = CircuitBreaker.objects.filter(name=name, state=CircuitBreaker.State.CLOSED, failure_count=0)
+    if healthy.update(success_count=F("success_count") + 1):  # the common case: one atomic update
+        return False
     closed = False
     with transaction.atomic():
         breaker = _locked(name)
