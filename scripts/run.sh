@@ -14,7 +14,20 @@ case "$HOST" in
 esac
 
 pids=()
-stop() { trap - INT TERM EXIT; kill "${pids[@]}" 2>/dev/null || true; wait 2>/dev/null || true; }
+# Each child runs in its own process group (setsid): Ctrl-C reaches only this script, whose trap
+# asks each child to stop the way it expects (SIGTERM to its main process; a terminal's SIGINT
+# to every django-q process at once would hang its shutdown). Whatever is left after 15 s is killed.
+stop() {
+  trap - INT TERM EXIT
+  kill "${pids[@]}" 2>/dev/null || true
+  for _ in $(seq 150); do
+    alive=0
+    for pid in "${pids[@]}"; do kill -0 "$pid" 2>/dev/null && alive=1; done
+    [ "$alive" = 0 ] && return 0
+    sleep 0.1
+  done
+  for pid in "${pids[@]}"; do kill -9 -- "-$pid" 2>/dev/null || true; done
+}
 trap stop INT TERM EXIT
 
 "$PY" manage.py tako_cleanup
@@ -22,12 +35,12 @@ trap stop INT TERM EXIT
 # The heavier job-type images build in the background so the server answers at once; a job on
 # an environment still being built waits for it (within its startup_timeout).
 mkdir -p var
-"$PY" manage.py tako_images build > var/image-builds.log 2>&1 &
+setsid "$PY" manage.py tako_images build > var/image-builds.log 2>&1 &
 pids+=($!)
 echo "Building missing job-type images in the background (log: var/image-builds.log)"
-"$PY" manage.py tako_worker &
+setsid "$PY" manage.py tako_worker &
 pids+=($!)
 echo "Tako VM on http://$HOST:$PORT/ (API docs at /docs). Ctrl-C stops it."
-"$PY" -m daphne -b "$HOST" -p "$PORT" takoweb.asgi:application &
+setsid "$PY" -m daphne -b "$HOST" -p "$PORT" takoweb.asgi:application &
 pids+=($!)
 wait -n "${pids[@]:1}"  # the worker cluster or the web server; the image build may end first
