@@ -7,7 +7,8 @@ from executions.models import ApiKey, Environment, Execution
 
 @admin.register(Environment)
 class EnvironmentAdmin(admin.ModelAdmin):
-    list_display = ("name", "memory_limit", "cpu_limit", "timeout", "network_enabled", "updated_at")
+    list_display = ("name", "memory_limit", "cpu_limit", "timeout", "network_enabled", "pool_size", "updated_at")
+    list_editable = ("pool_size",)
     search_fields = ("name",)
 
 

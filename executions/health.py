@@ -12,7 +12,7 @@ from django.db import connections
 
 from executions.resilience import CircuitOpen, breaker_acquire, breaker_state, breaker_success
 from executions.sandbox import get_sandbox
-from executions.services import containers_reap_quietly, queue_stats
+from executions.services import containers_reap_quietly, pool_stats, queue_stats
 
 PROBE_MAX_AGE = 2.0  # seconds before a new background probe is started
 FIRST_PROBE_WAIT = 0.05  # the very first /health waits this long for a first answer
@@ -73,4 +73,5 @@ def health_report() -> dict[str, Any]:
         "circuit_breaker": breaker,
         "version": settings.VERSION,
         "queue_stats": queue_stats().to_dict(),
+        "warm_pool": pool_stats(),
     }

@@ -104,6 +104,11 @@ class Environment(models.Model):
     )
     network_enabled = models.BooleanField(default=False)
     env_vars = models.JSONField(default=dict, blank=True, validators=[_validate_env_vars])
+    pool_size = models.PositiveSmallIntegerField(
+        default=0,
+        validators=[MaxValueValidator(32)],
+        help_text="Containers kept started ahead of time on each worker host, so jobs skip the start",
+    )
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)
 
@@ -140,6 +145,7 @@ class Environment(models.Model):
             "timeout": self.timeout,
             "startup_timeout": self.startup_timeout,
             "network_enabled": self.network_enabled,
+            "pool_size": self.pool_size,
             "image": self.image,
             "image_exists": image_exists,
             "image_digest": self.image_digest or None,
@@ -193,6 +199,9 @@ class Execution(models.Model):
     input_hash = models.CharField(max_length=64)
     job_ref = models.CharField(max_length=200, default="")  # name@sha256:… of the image it ran on
     runtime = models.CharField(max_length=32, default="")
+    # Ran in a container of the warm pool (True), or cold because none was ready (False); None
+    # when the environment keeps no pool or the run installs its own packages.
+    warm_start = models.BooleanField(null=True, default=None)
     correlation_id = models.CharField(max_length=128, default="")
     client_ip = models.GenericIPAddressField(null=True)
     idempotency_key = models.CharField(max_length=255, null=True)
@@ -276,6 +285,7 @@ class Execution(models.Model):
                     "input_hash": self.input_hash,
                     "job_ref": self.job_ref or None,
                     "runtime": self.runtime or None,
+                    "warm_start": self.warm_start,
                     "parent_execution_id": str(self.parent_execution_id) if self.parent_execution_id else None,
                     "relationship": self.relationship,
                     "stdout_truncated": self.stdout_truncated,
@@ -437,3 +447,25 @@ class ApiKey(models.Model):
         secret = f"tako_{secrets.token_urlsafe(32)}"
         key = cls.objects.create(name=name, owner=owner, scope=scope, prefix=secret[:12], key_hash=cls.hash(secret))
         return key, secret
+
+
+class PoolState(models.Model):
+    """One environment's warm pool on one worker host, as its keeper last saw it (for /pool/stats,
+    /health and the operations page, which may run on another machine)."""
+
+    engine = models.CharField(max_length=200)  # the worker host whose Docker engine holds the pool
+    environment = models.CharField(max_length=64)
+    target = models.PositiveSmallIntegerField(default=0)
+    ready = models.PositiveSmallIntegerField(default=0)
+    in_use = models.PositiveSmallIntegerField(default=0)
+    starting = models.PositiveSmallIntegerField(default=0)
+    updated_at = models.DateTimeField()
+
+    class Meta:
+        constraints = [models.UniqueConstraint(fields=["engine", "environment"], name="one_pool_per_engine")]
+
+    def __str__(self) -> str:
+        return f"{self.environment} on {self.engine}"
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"target": self.target, "ready": self.ready, "in_use": self.in_use, "starting": self.starting}

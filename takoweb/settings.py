@@ -199,11 +199,20 @@ TAKO_STALE_AFTER = envint("TAKO_STALE_AFTER", 30, minimum=10)
 # This worker host's name, recorded on the jobs it runs (one cluster per name).
 TAKO_WORKER_NAME = envstr("TAKO_WORKER_NAME", socket.gethostname())
 
+# The warm pool: each worker host keeps containers started ahead of time (Environment.pool_size
+# per environment), each used for one job. At most TAKO_POOL_MAX_CONTAINERS ready at once per host,
+# and no more than half the engine's memory in their limits; an environment without a job for
+# TAKO_POOL_IDLE_SECONDS keeps just one.
+TAKO_POOL_ENABLED = envbool("TAKO_POOL_ENABLED", True)
+TAKO_POOL_MAX_CONTAINERS = envint("TAKO_POOL_MAX_CONTAINERS", 8, minimum=0, maximum=256)
+TAKO_POOL_IDLE_SECONDS = envint("TAKO_POOL_IDLE_SECONDS", 600, minimum=10)
+
 # The longest a task can take: the code's timeout, its startup, and waiting for a container slot.
 _TASK_SECONDS = TAKO_MAX_TIMEOUT + TAKO_MAX_STARTUP_TIMEOUT + 300
 Q_CLUSTER = {
     "name": "tako",
     "orm": "default",  # django-q2's ORM broker on the same database (a Redis broker when scaled out)
+    "broker_class": "executions.broker.SQLiteWatchingORM",  # cheap to poll often on SQLite
     "workers": TAKO_MAX_WORKERS,
     "recycle": 500,
     "timeout": _TASK_SECONDS,

@@ -16,6 +16,7 @@ import uuid
 from pathlib import Path
 from typing import Any
 
+import docker
 import pytest
 from django.conf import settings
 from django.test import Client
@@ -25,6 +26,8 @@ from referencing.jsonschema import DRAFT202012
 
 from executions.api.openapi import openapi_document
 from executions.models import Environment
+from executions.sandbox import get_sandbox
+from executions.sandbox.docker import POOL_NAME_PREFIX, DockerSandbox, managed_label_filter
 from executions.sandbox.images import ensure_image
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -71,7 +74,7 @@ def _shipped_environments(request: pytest.FixtureRequest) -> None:
     if "django_db_setup" in request.fixturenames or request.node.get_closest_marker("django_db"):
         request.getfixturevalue("_django_db_helper")
         Environment.objects.get_or_create(
-            name="default", defaults={"memory_limit": "512m", "cpu_limit": 1.0, "timeout": 30}
+            name="default", defaults={"memory_limit": "512m", "cpu_limit": 1.0, "timeout": 30, "pool_size": 2}
         )
         for name, definition in SHIPPED.items():
             Environment.objects.get_or_create(name=name, defaults=definition)
@@ -159,6 +162,48 @@ class ApiClient:
 def api(transactional_db: None, default_image: str) -> ApiClient:
     """For tests that run code: the sandbox writes from its own thread, so data must be committed."""
     return ApiClient()
+
+
+@pytest.fixture(params=["cold", "pool"])
+def container_path(request: pytest.FixtureRequest, settings: Any, monkeypatch: pytest.MonkeyPatch) -> Any:
+    """Runs the test twice: every job in a container created for it, then every job in a container
+    of the warm pool (one is started just before each job takes it, as the pool keeper would have).
+    Both paths must behave the same; on the pool path, every job must really have used the pool.
+    Its own deployment id keeps the live service's pool keeper away from these containers."""
+    settings.TAKO_DEPLOYMENT_ID = f"path-test-{uuid.uuid4().hex[:8]}"
+    settings.TAKO_POOL_ENABLED = request.param == "pool"
+    took: list[bool] = []
+    take = DockerSandbox._take_pooled
+
+    def started_then_taken(self: DockerSandbox, spec: Any) -> Any:
+        self.pool_start(spec.shape, "test")
+        taken = take(self, spec)
+        took.append(taken is not None)
+        return taken
+
+    if request.param == "pool":
+        monkeypatch.setattr(DockerSandbox, "_take_pooled", started_then_taken)
+    yield request.param
+    job_containers()  # let background removals finish, then remove whatever is left
+    get_sandbox().remove_stale_containers()
+    if request.param == "pool":
+        assert took and all(took), f"jobs that missed the pool: {took.count(False)} of {len(took)}"
+
+
+def job_containers(*, settle: float = 20.0) -> list[Any]:
+    """This deployment's containers except ready pooled ones, once the background removal of
+    finished runs has had up to `settle` seconds."""
+    client = docker.from_env(version="auto")
+    deadline = time.monotonic() + settle
+    while True:
+        found = [
+            c
+            for c in client.containers.list(all=True, filters={"label": managed_label_filter()})
+            if not (c.name.startswith(POOL_NAME_PREFIX) and c.status == "running")
+        ]
+        if not found or time.monotonic() > deadline:
+            return found
+        time.sleep(0.1)
 
 
 @pytest.fixture

@@ -43,6 +43,12 @@ CASES = [
 ]
 
 
+@pytest.fixture
+def api(api, container_path):
+    """Every job of this module runs twice: in a container created for it, and in a pooled one."""
+    return api
+
+
 @pytest.mark.parametrize(("code", "exit_code", "error_type", "status", "message"), CASES)
 def test_it_classifies(api, code: str, exit_code: int, error_type: str, status: str, message: str) -> None:
     body = api.post("/execute", {"code": code}).json()

@@ -16,6 +16,12 @@ result = 100 / data['value']  # Division by zero if value=0
 """
 
 
+@pytest.fixture
+def api(api, container_path):
+    """Every job of this module runs twice: in a container created for it, and in a pooled one."""
+    return api
+
+
 # -- the examples of the user's guide, as written ----------------------------------------------
 def test_guide_syntax_error(api) -> None:
     body = api.post("/execute", {"code": "def broken(", "input_data": {}}).json()

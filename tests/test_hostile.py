@@ -8,10 +8,15 @@ import socket
 import threading
 import time
 
-import docker
 import pytest
 
-from executions.sandbox.docker import managed_label_filter
+from tests.conftest import job_containers
+
+
+@pytest.fixture
+def api(api, container_path):
+    """Every job of this module runs twice: in a container created for it, and in a pooled one."""
+    return api
 
 
 @pytest.fixture
@@ -20,7 +25,7 @@ def after_each_attack(api):
     yield api
     body = api.post("/execute", {"code": "print('still fine')"}).json()
     assert body["success"] is True and body["stdout"] == "still fine\n"
-    assert docker.from_env(version="auto").containers.list(all=True, filters={"label": managed_label_filter()}) == []
+    assert [(c.name, c.status) for c in job_containers()] == []
     assert api.get("/health").json()["circuit_breaker"]["state"] == "closed"
 
 

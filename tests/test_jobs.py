@@ -10,7 +10,8 @@ import pytest
 import requests
 
 from executions.models import Execution
-from executions.sandbox.docker import managed_label_filter
+from executions.sandbox.docker import container_execution, managed_label_filter
+from tests.conftest import job_containers
 
 
 def submit(url: str, code: str, **fields) -> str:
@@ -31,7 +32,9 @@ def wait_for(predicate, timeout: float = 30, what: str = "condition"):
 
 
 def containers_of(job_id: str) -> list:
-    return docker.from_env(version="auto").containers.list(all=True, filters={"label": f"tako.execution_id={job_id}"})
+    """The containers running a job: created for it (labelled), or taken from the warm pool."""
+    found = docker.from_env(version="auto").api.containers(all=True, filters={"label": managed_label_filter()})
+    return [summary for summary in found if container_execution(summary) == job_id]
 
 
 def test_submit_poll_result(live_url: str) -> None:
@@ -141,7 +144,7 @@ def test_a_job_is_never_run_twice_and_leaves_no_container(live_url: str) -> None
         requests.get(f"{live_url}/jobs/{job_id}/result?wait=true", timeout=60)
     records = Execution.objects.filter(pk__in=job_ids)
     assert {r.status for r in records} == {"succeeded"}
-    assert docker.from_env(version="auto").containers.list(all=True, filters={"label": managed_label_filter()}) == []
+    assert [(c.name, c.status) for c in job_containers()] == []
 
 
 @pytest.mark.parametrize("path", ["/jobs/{id}", "/jobs/{id}/result", "/jobs/{id}/artifacts/x"])

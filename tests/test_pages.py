@@ -8,9 +8,10 @@ import pytest
 from django.contrib.auth.models import User
 from django.core.management import call_command
 from django.test import Client
+from django.utils import timezone
 
 from executions import services
-from executions.models import DeadLetter, Environment, Execution
+from executions.models import DeadLetter, Environment, Execution, PoolState
 from executions.resilience import breaker_failure
 
 
@@ -180,6 +181,22 @@ def test_the_operations_page_shows_breaker_dlq_and_environments(admin_user) -> N
     assert 'id="breaker-state"' in html and "engine broke" in html and "ml-inference" in html
     panel = client_for(admin_user).get("/ui/ops/?panel=status", HTTP_HX_REQUEST="true").content.decode()
     assert 'id="status-panel"' in panel and 'id="dlq-panel"' not in panel
+
+
+def test_the_operations_page_shows_each_warm_pool_live(admin_user) -> None:
+    PoolState.objects.create(
+        engine="host-a", environment="default", target=2, ready=1, in_use=1, starting=1, updated_at=timezone.now()
+    )
+    PoolState.objects.create(
+        engine="host-b", environment="default", target=2, ready=2, in_use=0, starting=0, updated_at=timezone.now()
+    )
+    _execution(admin_user, status="succeeded", warm_start=True)
+    _execution(admin_user, status="succeeded", warm_start=False)
+    panel = client_for(admin_user).get("/ui/ops/?panel=status", HTTP_HX_REQUEST="true").content.decode()
+    row = re.search(r'<tr id="pool-default">(.*?)</tr>', panel, re.S)
+    assert row, panel
+    cells = re.findall(r"<td[^>]*>(\d+)</td>", row.group(1))
+    assert cells == ["3", "4", "1", "1", "1", "1"]  # ready, target, starting, in use, hits, misses over both hosts
 
 
 def test_requeue_and_delete_dlq_entries_with_a_toast(admin_user) -> None:

@@ -161,6 +161,11 @@ SCHEMAS: dict[str, Any] = {
             "input_hash": {"type": "string"},
             "job_ref": NULLABLE_STRING,
             "runtime": NULLABLE_STRING,
+            "warm_start": {
+                "type": ["boolean", "null"],
+                "description": "true: ran in a container of the warm pool; false: none was ready, started cold; "
+                "null: its environment keeps no pool, or it installed its own packages",
+            },
             "parent_execution_id": NULLABLE_STRING,
             "relationship": {"enum": ["rerun", "fork", None]},
             "stdout_truncated": {"type": "boolean"},
@@ -307,6 +312,25 @@ SCHEMAS: dict[str, Any] = {
             "max_queue_size": {"type": "integer"},
         },
     },
+    "WarmPool": {
+        "type": "object",
+        "description": "Per environment: its warm pool summed over the worker hosts whose keeper is alive, "
+        "and the jobs of the last hour that got a pooled container (hits) or wanted one and ran cold (misses).",
+        "additionalProperties": {
+            "type": "object",
+            "required": ["target", "ready", "in_use", "starting", "hits", "misses"],
+            "properties": {
+                name: {"type": "integer", "minimum": 0}
+                for name in ("target", "ready", "in_use", "starting", "hits", "misses")
+            },
+        },
+    },
+    "PoolStats": {
+        "allOf": [
+            _ref("QueueStats"),
+            {"type": "object", "required": ["warm_pool"], "properties": {"warm_pool": _ref("WarmPool")}},
+        ]
+    },
     "DeriveRequest": {
         "type": "object",
         "additionalProperties": False,
@@ -318,7 +342,7 @@ SCHEMAS: dict[str, Any] = {
     },
     "Health": {
         "type": "object",
-        "required": ["status", "docker_available", "circuit_breaker", "version", "queue_stats"],
+        "required": ["status", "docker_available", "circuit_breaker", "version", "queue_stats", "warm_pool"],
         "properties": {
             "status": {"enum": ["healthy", "degraded"]},
             "docker_available": {"type": "boolean"},
@@ -336,6 +360,7 @@ SCHEMAS: dict[str, Any] = {
             },
             "version": {"type": "string"},
             "queue_stats": _ref("QueueStats"),
+            "warm_pool": _ref("WarmPool"),
         },
     },
     "DeadLetter": {
@@ -618,9 +643,9 @@ PATHS: dict[str, Any] = {
     },
     "/pool/stats": {
         "get": {
-            "summary": "Queue and worker budget",
+            "summary": "Queue, worker budget and the warm pool of each environment",
             "operationId": "poolStats",
-            "responses": {"200": _json(_ref("QueueStats"), "Counts and limits"), **_COMMON_ERRORS},
+            "responses": {"200": _json(_ref("PoolStats"), "Counts and limits"), **_COMMON_ERRORS},
         }
     },
     "/executions": {

@@ -7,8 +7,9 @@ sees only `RunSpec` in and `RunResult` out. `get_sandbox()` returns the process-
 from __future__ import annotations
 
 import hashlib
+import json
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from functools import cache
 from typing import Any, Protocol
@@ -23,18 +24,50 @@ class SandboxError(Exception):
 
 
 @dataclass(frozen=True)
+class ContainerShape:
+    """Everything a container is created with before any job reaches it.
+
+    A pooled container, started ahead of time, may run a job only if the job's shape is the
+    same; `pool_key` names that shape on the engine (a label).
+    """
+
+    image: str
+    image_id: str  # sha256:… of the image when the shape was made (a rebuild makes a new shape)
+    memory_limit: str = "512m"
+    cpu_limit: float = 1.0
+    network_enabled: bool = False
+    environment: tuple[tuple[str, str], ...] = ()
+    wheels_dir: str | None = None  # host folder of wheels to install for this run only
+
+    @property
+    def pool_key(self) -> str:
+        fields = [self.image_id, self.memory_limit, self.cpu_limit, self.network_enabled, self.environment]
+        return hashlib.sha256(json.dumps(fields).encode()).hexdigest()[:20]
+
+
+@dataclass(frozen=True)
+class PooledContainer:
+    """A container of the warm pool, as the engine lists it."""
+
+    name: str
+    pool: str  # the environment it was started for
+    pool_key: str
+    # "ready" (waiting for a job), "in_use" (running one), "dead" (ended unused) or "claimed"
+    # (being taken or removed: a moment, unless an engine fault interrupted it)
+    state: str
+    created: float  # unix time
+    workdir: str  # its host folder (mounted at /code and /input)
+
+
+@dataclass(frozen=True)
 class RunSpec:
     execution_id: str
-    image: str
+    shape: ContainerShape  # the image and limits of its container
     code: str
     input_json: str  # input_data, already serialised
     timeout: int  # seconds of code run time, counted from when the code starts
     startup_timeout: float = 60  # seconds for container start and package install
-    memory_limit: str = "512m"
-    cpu_limit: float = 1.0
-    network_enabled: bool = False
-    environment: dict[str, str] = field(default_factory=dict)
-    wheels_dir: str | None = None  # host folder of wheels to install for this run only
+    warm_pool: bool = False  # take a pooled container of the same shape if one is ready
     # Called from a reader thread with ("stdout" | "stderr", text) as the program writes.
     on_output: Callable[[str, str], None] | None = None
     # Called once the container has started (before that, the run can safely be tried again).
@@ -78,6 +111,7 @@ class RunResult:
     execution_ms: int = 0
     image_ref: str = ""  # name@sha256:… of the image the run used
     runtime: str = ""
+    warm: bool | None = None  # ran in a pooled container (True), found none ready (False), not pooled
 
 
 class Sandbox(Protocol):
@@ -108,6 +142,22 @@ class Sandbox(Protocol):
 
     def ping(self) -> bool:
         """Does the engine answer right now? Never raises; gives up after TAKO_PING_TIMEOUT."""
+        ...
+
+    def pool_start(self, shape: ContainerShape, pool: str) -> None:
+        """Create and start one pooled container of `shape`, waiting for a job of pool `pool`."""
+        ...
+
+    def pool_containers(self) -> list[PooledContainer]:
+        """This deployment's pooled containers on the engine (ready, in use or dead)."""
+        ...
+
+    def pool_changes(self) -> Iterator[None]:
+        """Yields whenever a pooled container is taken, ends or goes; blocks in between."""
+        ...
+
+    def pool_remove(self, containers: list[PooledContainer]) -> None:
+        """Remove pooled containers (a job that took one meanwhile keeps it: only ready ones go)."""
         ...
 
 

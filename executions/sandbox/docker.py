@@ -1,9 +1,17 @@
 """The Docker implementation of the sandbox. The only module that imports the docker SDK.
 
-One run = one container: created with every limit, attached before start (so no output is lost
-and no log file is written), started, read until its streams close or the timeout passes (then
-killed), inspected for OOM, and always removed. /code and /input are host directories mounted
-read-only; /output and /tmp are size-capped tmpfs mounts that live in the container's memory cgroup.
+One run = one container, used once: either taken from the warm pool (created and started ahead
+of time, waiting for a job) or created for the run. /code and /input are host directories mounted
+read-only, written just before the job is sent; /output and /tmp are size-capped tmpfs mounts that
+live in the container's memory cgroup. Output is read from the attach stream (no log file) until
+the launcher's final report, or the timeout (then the container is killed); the container is
+always removed, in the background, so the caller does not wait for the engine's teardown.
+
+A pooled container is claimed by renaming it from tako-pool-<token> to tako-claimed-<token>: every
+claimant asks for that same new name, and the engine renames under the container's lock, refusing
+a rename to the name it already has, so exactly one claimant wins (a job, or the keeper draining
+it). The name never changes again (a late claimant must keep failing). A job that won writes its
+execution id into the container's host folder (OWNER_FILE), which tells the reaper whose it is.
 """
 
 from __future__ import annotations
@@ -13,6 +21,7 @@ import binascii
 import codecs
 import json
 import logging
+import random
 import secrets
 import shutil
 import threading
@@ -26,14 +35,15 @@ import docker
 import docker.errors
 import requests.exceptions
 from django.conf import settings
-from docker.models.containers import Container
 from docker.types import LogConfig, Ulimit
 from docker.utils import kwargs_from_env
 from docker.utils.socket import frames_iter
 
 from executions.sandbox import (
     Artifact,
+    ContainerShape,
     ExceptionReport,
+    PooledContainer,
     RunResult,
     RunSpec,
     SandboxError,
@@ -44,9 +54,17 @@ from executions.sandbox import (
 logger = logging.getLogger(__name__)
 
 MANAGED_LABEL = "tako.deployment"  # its value: deployment_id()
+EXECUTION_LABEL = "tako.execution_id"  # containers created for one run
+POOL_LABEL = "tako.pool"  # pooled containers: the environment they were started for
+POOL_KEY_LABEL = "tako.pool_key"  # … and their ContainerShape.pool_key
+WORKDIR_LABEL = "tako.workdir"  # … and the host folder mounted at /code and /input
+POOL_NAME_PREFIX = "tako-pool-"  # a ready pooled container
+CLAIMED_NAME_PREFIX = "tako-claimed-"  # claimed by a job or for removal; the token stays
+OWNER_FILE = "execution"  # in a claimed container's host folder: the execution it runs
 SANDBOX_UID = 10001  # not 1000: nproc limits count per uid, and 1000 is often a real host user
 ENVELOPE_MARKER = b"\x1eTAKO-ENVELOPE "
 STARTED_MARKER = b"\x1eTAKO-STARTED "
+END_MARKER = b"\x1eTAKO-END "  # on stderr: the program's stderr is complete
 FSIZE_LIMIT = 10 * 1024 * 1024  # per file the program writes
 FSIZE_LIMIT_WITH_PACKAGES = 1024 * 1024 * 1024  # the launcher raises it to unpack shared libraries
 MAX_ENVELOPE_BYTES = 80 * 1024 * 1024  # 50 MB of /output, base64-encoded, plus JSON
@@ -154,12 +172,44 @@ class StdoutSplitter:
         if callback is not None:
             callback()
 
+    @property
+    def complete(self) -> bool:
+        """The whole envelope has arrived (it is one JSON line)."""
+        return self.envelope is not None and not self.envelope_overflow and self.envelope.endswith(b"\n")
+
     def _feed_envelope(self, data: bytes) -> None:
         assert self.envelope is not None
         if len(self.envelope) + len(data) > MAX_ENVELOPE_BYTES:
             self.envelope_overflow = True
             return
         self.envelope += data
+
+
+class StderrSplitter:
+    """Passes the program's stderr on until the launcher's END marker (then the stream is complete)."""
+
+    def __init__(self, nonce: str, user: CappedStream) -> None:
+        self.marker = END_MARKER + nonce.encode() + b"\n"
+        self.user = user
+        self.pending = b""
+        self.ended = False
+
+    def feed(self, data: bytes) -> bytes:
+        if self.ended:
+            return b""
+        buf = self.pending + data
+        index = buf.find(self.marker)
+        if index >= 0:
+            self.ended, self.pending = True, b""
+            return self.user.feed(buf[:index])
+        held = _marker_prefix_length(buf, self.marker)
+        self.pending = buf[len(buf) - held :] if held else b""
+        return self.user.feed(buf[: len(buf) - held])
+
+    def finish(self) -> bytes:
+        kept = self.user.feed(self.pending)
+        self.pending = b""
+        return kept
 
 
 def _marker_prefix_length(buf: bytes, marker: bytes) -> int:
@@ -253,6 +303,7 @@ class DockerSandbox:
     def __init__(self, client: docker.DockerClient | None = None) -> None:
         self._client = client
         self._ping_client: docker.APIClient | None = None
+        self._runtime: str | None = None
         self._lock = threading.Lock()
 
     @property
@@ -264,24 +315,42 @@ class DockerSandbox:
                     self._client = docker.from_env(version="auto", timeout=settings.TAKO_DOCKER_TIMEOUT)
             return self._client
 
+    @property
+    def api(self) -> docker.APIClient:
+        return self.client.api
+
     # -- the Sandbox interface ---------------------------------------------------------------
     def run(self, spec: RunSpec) -> RunResult:
-        run_dir = self._prepare_run_dir(spec)
-        container: Container | None = None
+        began = time.monotonic()
+        container_id: str | None = None
+        run_dir: Path | None = None
         try:
-            began = time.monotonic()
-            nonce = secrets.token_hex(16)  # tells the launcher's messages from the program's output
             with _translate_docker_errors("Starting the container"):
-                container = self._create(spec, run_dir, nonce)
-                sock = self.client.api.attach_socket(str(container.id), params={"stdout": 1, "stderr": 1, "stream": 1})
-                container.start()
+                pooled = spec.warm_pool and spec.shape.wheels_dir is None
+                taken = self._take_pooled(spec) if pooled else None
+                if taken is not None:
+                    container_id, run_dir = taken
+                    _write_job_files(run_dir, spec)
+                else:
+                    run_dir = _make_run_dir(Path(settings.TAKO_WORK_DIR) / spec.execution_id)
+                    _write_job_files(run_dir, spec)
+                    container_id = self._create(
+                        spec.shape, run_dir, labels={EXECUTION_LABEL: spec.execution_id, WORKDIR_LABEL: str(run_dir)}
+                    )
+                params = {"stdin": 1, "stdout": 1, "stderr": 1, "stream": 1}
+                sock = self.api.attach_socket(container_id, params=params)  # before start: no output lost
+                if taken is None:
+                    self.api.start(container_id)
+                nonce = secrets.token_hex(16)  # tells the launcher's messages from the program's output
+                sock._sock.sendall(json.dumps({"nonce": nonce}).encode() + b"\n")  # the job may start
             if spec.on_container_start is not None:
                 spec.on_container_start()
-            return self._collect(spec, container, sock, began, nonce)
+            result = self._collect(spec, container_id, sock, began, nonce)
+            result.warm = (taken is not None) if pooled else None
+            return result
         finally:
-            if container is not None:
-                self._remove(container)
-            shutil.rmtree(run_dir, ignore_errors=True)
+            if container_id is not None or run_dir is not None:
+                self._dispose(container_id, run_dir)
 
     def image_ref(self, image: str) -> str | None:
         with _translate_docker_errors("Inspecting the image"):
@@ -292,15 +361,13 @@ class DockerSandbox:
         return f"{image.split(':')[0]}@{found.id}"
 
     def remove_stale_containers(self) -> int:
-        return self._remove_labelled(managed_label_filter())
+        return self._remove_where(lambda summary: True)
 
     def stop(self, execution_id: str) -> int:
-        return self._remove_labelled(managed_label_filter(), f"tako.execution_id={execution_id}")
+        return self._remove_where(lambda summary: container_execution(summary) == execution_id)
 
     def running_executions(self) -> set[str]:
-        with _translate_docker_errors("Listing containers"):
-            found = self.client.containers.list(all=True, filters={"label": managed_label_filter()})
-        return {c.labels.get("tako.execution_id", "") for c in found}
+        return {execution for summary in self._managed() if (execution := container_execution(summary))}
 
     def ping(self) -> bool:
         try:
@@ -310,28 +377,97 @@ class DockerSandbox:
         except (docker.errors.DockerException, requests.exceptions.RequestException, OSError):
             return False
 
-    def _remove_labelled(self, *labels: str) -> int:
-        with _translate_docker_errors("Removing containers"):
-            found = self.client.containers.list(all=True, filters={"label": list(labels)})
-            for container in found:
-                self._remove(container)
-        return len(found)
+    # -- the warm pool -----------------------------------------------------------------------
+    def pool_start(self, shape: ContainerShape, pool: str) -> None:
+        run_dir = _make_run_dir(Path(settings.TAKO_WORK_DIR) / "pool" / secrets.token_hex(8))
+        labels = {POOL_LABEL: pool, POOL_KEY_LABEL: shape.pool_key, WORKDIR_LABEL: str(run_dir)}
+        container_id = None
+        try:
+            with _translate_docker_errors("Starting a pooled container"):
+                container_id = self._create(shape, run_dir, labels=labels, name=POOL_NAME_PREFIX + run_dir.name)
+                self.api.start(container_id)
+        except BaseException:
+            self._dispose(container_id, run_dir)
+            raise
+
+    def pool_containers(self) -> list[PooledContainer]:
+        pooled = []
+        for summary in self._managed():
+            labels, name = summary.get("Labels") or {}, _name_of(summary)
+            if POOL_LABEL not in labels:
+                continue
+            if name.startswith(POOL_NAME_PREFIX):
+                state = "ready" if summary.get("State") == "running" else "dead"
+            elif name.startswith(CLAIMED_NAME_PREFIX):
+                # Taken by a job, or claimed for a moment (by a job, for removal), or left so by a fault.
+                state = "in_use" if container_execution(summary) else "claimed"
+            else:
+                continue
+            pooled.append(
+                PooledContainer(
+                    name=name,
+                    pool=labels[POOL_LABEL],
+                    pool_key=labels.get(POOL_KEY_LABEL, ""),
+                    state=state,
+                    created=float(summary.get("Created", 0)),
+                    workdir=labels.get(WORKDIR_LABEL, ""),
+                )
+            )
+        return pooled
+
+    def pool_changes(self) -> Iterator[None]:
+        filters = {
+            "type": "container",
+            "label": [managed_label_filter(), POOL_LABEL],
+            "event": ["rename", "die", "destroy"],
+        }
+        with _translate_docker_errors("Watching the pool"):
+            # Its own client: the stream holds a connection open (with no timeout: events waits).
+            events = docker.APIClient(**kwargs_from_env(), version="auto")
+            try:
+                for _event in events.events(filters=filters, decode=True):
+                    yield None
+            finally:
+                events.close()
+
+    def pool_remove(self, containers: list[PooledContainer]) -> None:
+        for container in containers:
+            workdir = Path(container.workdir) if container.workdir else None
+            if container.state == "claimed":  # left claimed by a fault: nobody else will use it
+                self._remove_now(container.name, workdir)
+            elif self._claim(container.name):  # else a job took it: it is theirs
+                self._remove_now(CLAIMED_NAME_PREFIX + _token_of(container.name), workdir)
+
+    def _take_pooled(self, spec: RunSpec) -> tuple[str, Path] | None:
+        """Claim a ready pooled container of the job's shape and name it after the job, or None."""
+        filters = {
+            "label": [managed_label_filter(), f"{POOL_KEY_LABEL}={spec.shape.pool_key}"],
+            "name": POOL_NAME_PREFIX,
+            "status": "running",
+        }
+        candidates = self.api.containers(filters=filters)
+        random.shuffle(candidates)  # concurrent takers rarely race for the same one
+        for summary in candidates:
+            name = _name_of(summary)
+            if self._claim(name):
+                workdir = Path(summary["Labels"][WORKDIR_LABEL])
+                (workdir / OWNER_FILE).write_text(spec.execution_id)
+                return str(summary["Id"]), workdir
+        return None
+
+    def _claim(self, pool_name: str) -> bool:
+        """Rename a ready pooled container to its one claimed name; True for the one caller that did."""
+        try:
+            self.api.rename(pool_name, CLAIMED_NAME_PREFIX + _token_of(pool_name))
+        except docker.errors.APIError as exc:
+            if exc.is_server_error():
+                raise
+            return False  # gone (404), the name taken (409) or already its name (400): another won
+        return True
 
     # -- one run -----------------------------------------------------------------------------
-    def _prepare_run_dir(self, spec: RunSpec) -> Path:
-        run_dir = Path(settings.TAKO_WORK_DIR) / spec.execution_id
-        for sub in ("code", "input"):
-            (run_dir / sub).mkdir(parents=True, exist_ok=True)
-            (run_dir / sub).chmod(0o755)
-        run_dir.chmod(0o755)
-        (run_dir / "code" / "main.py").write_text(spec.code, encoding="utf-8")
-        (run_dir / "input" / "data.json").write_text(spec.input_json, encoding="utf-8")
-        for path in (run_dir / "code" / "main.py", run_dir / "input" / "data.json"):
-            path.chmod(0o644)
-        return run_dir
-
-    def _create(self, spec: RunSpec, run_dir: Path, nonce: str) -> Container:
-        volumes = {
+    def _create(self, shape: ContainerShape, run_dir: Path, *, labels: dict[str, str], name: str | None = None) -> str:
+        binds: dict[str, Any] = {
             str(run_dir / "code"): {"bind": "/code", "mode": "ro"},
             str(run_dir / "input"): {"bind": "/input", "mode": "ro"},
         }
@@ -340,33 +476,20 @@ class DockerSandbox:
             "/output": f"rw,nosuid,nodev,noexec,size=50m,uid={SANDBOX_UID},gid={SANDBOX_UID},mode=0755",
         }
         fsize_hard = FSIZE_LIMIT
-        if spec.wheels_dir:  # packages for this run only: wheels read-only in, installed into /deps
-            volumes[spec.wheels_dir] = {"bind": "/wheels", "mode": "ro"}
-            tmpfs["/deps"] = f"rw,nosuid,nodev,size={spec.memory_limit},uid={SANDBOX_UID},gid={SANDBOX_UID},mode=0755"
+        if shape.wheels_dir:  # packages for this run only: wheels read-only in, installed into /deps
+            binds[shape.wheels_dir] = {"bind": "/wheels", "mode": "ro"}
+            tmpfs["/deps"] = f"rw,nosuid,nodev,size={shape.memory_limit},uid={SANDBOX_UID},gid={SANDBOX_UID},mode=0755"
             fsize_hard = FSIZE_LIMIT_WITH_PACKAGES
-        return self.client.containers.create(
-            spec.image,
-            ["python3", "-I", "-S", "/opt/tako/launcher.py"],  # isolated, no site: starts faster
-            detach=True,
+        host_config = self.api.create_host_config(
+            binds=binds,
             init=True,  # docker-init as PID 1: a program that signals itself exits 128+N
-            user=f"{SANDBOX_UID}:{SANDBOX_UID}",
-            working_dir="/tmp",
-            environment={
-                **spec.environment,
-                "HOME": "/tmp",
-                "LANG": "C.UTF-8",
-                "PYTHONUNBUFFERED": "1",
-                "PYTHONDONTWRITEBYTECODE": "1",
-                "TAKO_NONCE": nonce,
-            },
-            labels={**managed_labels(), "tako.execution_id": spec.execution_id},
-            network_mode="bridge" if spec.network_enabled else "none",
+            network_mode="bridge" if shape.network_enabled else "none",
             read_only=True,
             cap_drop=["ALL"],
             security_opt=["no-new-privileges"],
-            mem_limit=spec.memory_limit,
-            memswap_limit=spec.memory_limit,  # no swap beyond the limit
-            nano_cpus=int(spec.cpu_limit * 1e9),
+            mem_limit=shape.memory_limit,
+            memswap_limit=shape.memory_limit,  # no swap beyond the limit
+            nano_cpus=int(shape.cpu_limit * 1e9),
             pids_limit=128,
             ulimits=[
                 Ulimit(name="nofile", soft=256, hard=256),
@@ -375,11 +498,29 @@ class DockerSandbox:
                 Ulimit(name="core", soft=0, hard=0),
             ],
             tmpfs=tmpfs,
-            volumes=volumes,
             log_config=LogConfig(type="none"),  # output is read from the attach stream, never logged
         )
+        created = self.api.create_container(
+            shape.image_id or shape.image,
+            ["python3", "-I", "-S", "/opt/tako/launcher.py"],  # isolated, no site: starts faster
+            user=f"{SANDBOX_UID}:{SANDBOX_UID}",
+            working_dir="/tmp",
+            environment={
+                **dict(shape.environment),
+                "HOME": "/tmp",
+                "LANG": "C.UTF-8",
+                "PYTHONUNBUFFERED": "1",
+                "PYTHONDONTWRITEBYTECODE": "1",
+            },
+            labels={**managed_labels(), **labels},
+            stdin_open=True,  # the job line arrives on stdin
+            detach=True,
+            host_config=host_config,
+            name=name,
+        )
+        return str(created["Id"])
 
-    def _collect(self, spec: RunSpec, container: Container, sock: Any, began: float, nonce: str) -> RunResult:
+    def _collect(self, spec: RunSpec, container_id: str, sock: Any, began: float, nonce: str) -> RunResult:
         cap = settings.TAKO_OUTPUT_CAP_BYTES
         stdout, stderr = CappedStream(cap), CappedStream(cap)
         code_started_at: list[float] = []
@@ -390,6 +531,7 @@ class DockerSandbox:
             startup_over.set()
 
         splitter = StdoutSplitter(nonce, stdout, on_started)
+        stderr_splitter = StderrSplitter(nonce, stderr)
         emit = _emitter(spec.on_output)
 
         def read() -> None:
@@ -398,11 +540,14 @@ class DockerSandbox:
                     if stream_id == 1:
                         emit("stdout", splitter.feed(data))
                     elif stream_id == 2:
-                        emit("stderr", stderr.feed(data))
+                        emit("stderr", stderr_splitter.feed(data))
+                    if splitter.complete and stderr_splitter.ended:
+                        break  # the launcher's last word: no need to wait for the engine's teardown
             except OSError:  # the socket closes under us when the container is killed
                 pass
             finally:
                 emit("stdout", splitter.finish())
+                emit("stderr", stderr_splitter.finish())
                 startup_over.set()
 
         reader = threading.Thread(target=read, name=f"sandbox-reader-{spec.execution_id}", daemon=True)
@@ -424,19 +569,22 @@ class DockerSandbox:
             cancelled = cancel.is_set()
         startup_timed_out = startup_timed_out and not cancelled
         timed_out = timed_out and not cancelled
-        if startup_timed_out or timed_out or cancelled:
+        killed_by_us = startup_timed_out or timed_out or cancelled
+        if killed_by_us:
             with _translate_docker_errors("Stopping the container after its timeout"):
-                container.kill()
+                self.api.kill(container_id)
             reader.join(timeout=KILL_GRACE)
         execution_ms = int((time.monotonic() - code_began) * 1000) if code_started_at else 0
         sock.close()
-        with _translate_docker_errors("Waiting for the container"):
-            exit_code = container.wait(timeout=KILL_GRACE).get("StatusCode")
-            # Only a SIGKILL exit can be an OOM kill; ask Docker then (one inspect less otherwise).
-            killed_by_us = timed_out or startup_timed_out or cancelled
-            oom_killed = exit_code == 137 and not killed_by_us and self._was_oom_killed(container)
-        envelope = None if splitter.envelope_overflow else splitter.envelope
+        envelope = splitter.envelope if splitter.complete and stderr_splitter.ended else None
         parsed = _parse_envelope(bytes(envelope) if envelope is not None else None)
+        exit_code = None if killed_by_us else _exit_code_from(parsed)
+        oom_killed = False
+        if exit_code is None:  # no final report (killed, crashed, or it ended by SIGKILL): ask Docker
+            with _translate_docker_errors("Waiting for the container"):
+                exit_code = self.api.wait(container_id, timeout=KILL_GRACE).get("StatusCode")
+                # Only a SIGKILL exit can be an OOM kill; ask Docker then (one inspect less otherwise).
+                oom_killed = exit_code == 137 and not killed_by_us and self._was_oom_killed(container_id)
         return RunResult(
             exit_code=exit_code,
             stdout=stdout.text(),
@@ -455,23 +603,100 @@ class DockerSandbox:
             startup_ms=int(((code_started_at[0] if code_started_at else time.monotonic()) - began) * 1000),
             dep_install_ms=_optional(parsed, "dep_install_ms", int),
             execution_ms=execution_ms,
-            image_ref=f"{spec.image.split(':')[0]}@{container.attrs.get('Image', '')}",
-            runtime=container.attrs.get("HostConfig", {}).get("Runtime", ""),
+            image_ref=self._image_ref_of(spec, container_id),
+            runtime=self._default_runtime(),
         )
 
-    @staticmethod
-    def _was_oom_killed(container: Container) -> bool:
-        container.reload()
-        return bool(container.attrs.get("State", {}).get("OOMKilled"))
+    def _image_ref_of(self, spec: RunSpec, container_id: str) -> str:
+        image_id = spec.shape.image_id or self.api.inspect_container(container_id).get("Image", "")
+        return f"{spec.shape.image.split(':')[0]}@{image_id}"
 
-    def _remove(self, container: Container) -> None:
+    def _default_runtime(self) -> str:
+        # Runs never choose a runtime, so theirs is the engine's default; asked once per process.
+        if self._runtime is None:
+            with _translate_docker_errors("Asking the engine for its runtime"):
+                self._runtime = str(self.api.info().get("DefaultRuntime", ""))
+        return self._runtime
+
+    def _was_oom_killed(self, container_id: str) -> bool:
+        return bool(self.api.inspect_container(container_id).get("State", {}).get("OOMKilled"))
+
+    # -- removal -----------------------------------------------------------------------------
+    def _dispose(self, container_id: str | None, run_dir: Path | None) -> None:
+        """Remove a used container and its folder in the background: the engine's teardown of a
+        container takes tens of milliseconds that nobody needs to wait for."""
+        threading.Thread(
+            target=self._remove_now, args=(container_id, run_dir), name="sandbox-remove", daemon=True
+        ).start()
+
+    def _remove_now(self, container_id: str | None, run_dir: Path | None) -> None:
         try:
-            container.remove(force=True)
+            if container_id is not None:
+                self.api.remove_container(container_id, force=True)
         except docker.errors.NotFound:
             pass
-        except (docker.errors.DockerException, requests.exceptions.RequestException):
-            # Left for remove_stale_containers() at the next start; the label finds it.
-            logger.warning("Could not remove container %s", container.id, exc_info=True)
+        except (docker.errors.DockerException, requests.exceptions.RequestException, SandboxUnavailable):
+            # Left for the reaper (remove_stale_containers / containers_reap); its label finds it.
+            logger.warning("Could not remove container %s", container_id, exc_info=True)
+        finally:
+            if run_dir is not None:
+                shutil.rmtree(run_dir, ignore_errors=True)
+
+    def _managed(self) -> list[dict[str, Any]]:
+        with _translate_docker_errors("Listing containers"):
+            return list(self.api.containers(all=True, filters={"label": managed_label_filter()}))
+
+    def _remove_where(self, wanted: Callable[[dict[str, Any]], bool]) -> int:
+        found = [summary for summary in self._managed() if wanted(summary)]
+        for summary in found:
+            workdir = (summary.get("Labels") or {}).get(WORKDIR_LABEL)
+            self._remove_now(str(summary["Id"]), Path(workdir) if workdir else None)
+        return len(found)
+
+
+def _name_of(summary: dict[str, Any]) -> str:
+    names = summary.get("Names") or [""]
+    return str(names[0]).lstrip("/")
+
+
+def _token_of(name: str) -> str:
+    return name.rsplit("-", 1)[1]
+
+
+def container_execution(summary: dict[str, Any]) -> str:
+    """The execution a container runs: its label, or the owner a pooled one got when it was taken."""
+    labels = summary.get("Labels") or {}
+    if labels.get(EXECUTION_LABEL):
+        return str(labels[EXECUTION_LABEL])
+    if _name_of(summary).startswith(CLAIMED_NAME_PREFIX) and labels.get(WORKDIR_LABEL):
+        try:
+            return (Path(labels[WORKDIR_LABEL]) / OWNER_FILE).read_text()
+        except OSError:
+            return ""
+    return ""
+
+
+def _exit_code_from(envelope: dict[str, Any]) -> int | None:
+    """The exit code the launcher reported, unless only Docker can tell (a SIGKILL may be an OOM kill)."""
+    returncode = envelope.get("returncode")
+    if not isinstance(returncode, int) or isinstance(returncode, bool):
+        return None
+    exit_code = returncode if returncode >= 0 else 128 - returncode
+    return None if exit_code == 137 else exit_code
+
+
+def _make_run_dir(run_dir: Path) -> Path:
+    for sub in ("code", "input"):
+        (run_dir / sub).mkdir(parents=True, exist_ok=True)
+        (run_dir / sub).chmod(0o755)
+    run_dir.chmod(0o755)
+    return run_dir
+
+
+def _write_job_files(run_dir: Path, spec: RunSpec) -> None:
+    for path, text in ((run_dir / "code" / "main.py", spec.code), (run_dir / "input" / "data.json", spec.input_json)):
+        path.write_text(text, encoding="utf-8")
+        path.chmod(0o644)
 
 
 def _emitter(on_output: Callable[[str, str], None] | None) -> Callable[[str, bytes], None]:

@@ -19,6 +19,7 @@ from executions.services.jobs import (
     queue_position,
     queue_stats,
 )
+from executions.services.pool import PoolKeeper, pool_stats
 from executions.services.runs import (
     StartupTimeout,
     canonical_json,
@@ -33,6 +34,7 @@ __all__ = [
     "AlreadyRequeued",
     "BuildInProgress",
     "IdempotencyConflict",
+    "PoolKeeper",
     "QueueFull",
     "StartupTimeout",
     "canonical_json",
@@ -51,6 +53,7 @@ __all__ = [
     "execution_submit",
     "executions_prune",
     "executions_recover",
+    "pool_stats",
     "queue_position",
     "queue_stats",
     "sha256_hex",

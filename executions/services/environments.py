@@ -5,8 +5,21 @@ from __future__ import annotations
 from django.utils import timezone
 
 from executions.models import Environment
-from executions.sandbox import SandboxError, SandboxUnavailable
+from executions.sandbox import ContainerShape, SandboxError, SandboxUnavailable
 from executions.sandbox.images import BuildResult, ImageBuildError, ensure_image
+
+
+def environment_shape(environment: Environment, image_ref: str, *, wheels_dir: str | None = None) -> ContainerShape:
+    """The container a job of this environment runs in (`image_ref` is name@sha256:…)."""
+    return ContainerShape(
+        image=environment.image,
+        image_id=image_ref.partition("@")[2],
+        memory_limit=environment.memory_limit,
+        cpu_limit=environment.cpu_limit,
+        network_enabled=environment.network_enabled,
+        environment=tuple(sorted((str(k), str(v)) for k, v in environment.env_vars.items())),
+        wheels_dir=wheels_dir,
+    )
 
 
 class BuildInProgress(Exception):

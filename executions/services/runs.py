@@ -25,6 +25,7 @@ from executions.sandbox.classify import Outcome, classify_exit, failure
 from executions.sandbox.packages import PackageError, wheel_set
 from executions.services.cleanup import containers_reap_quietly
 from executions.services.dlq import dead_letter_add
+from executions.services.environments import environment_shape
 
 logger = logging.getLogger(__name__)
 
@@ -272,31 +273,28 @@ def _run_spec(execution: Execution, sandbox: Sandbox, monitor: _RunMonitor) -> R
         environment = Environment.objects.get(name=execution.job_type)
     except Environment.DoesNotExist:
         raise Environment.DoesNotExist(f"Job type '{execution.job_type}' no longer exists") from None
-    _wait_for_image(environment, sandbox, deadline=began + execution.startup_timeout)
+    image_ref = _wait_for_image(environment, sandbox, deadline=began + execution.startup_timeout)
     wheels_dir = None
     if execution.requirements:
         wheels_dir = str(wheel_set(execution.requirements, timeout=max(execution.startup_timeout - 1, 1)))
     return RunSpec(
         execution_id=str(execution.pk),
-        image=environment.image,
+        shape=environment_shape(environment, image_ref, wheels_dir=wheels_dir),
         code=execution.code,
         input_json=json.dumps(execution.input_data),
         timeout=execution.timeout,
         startup_timeout=max(execution.startup_timeout - (time.monotonic() - began), 0),
-        memory_limit=environment.memory_limit,
-        cpu_limit=environment.cpu_limit,
-        network_enabled=environment.network_enabled,
-        environment={str(k): str(v) for k, v in environment.env_vars.items()},
-        wheels_dir=wheels_dir,
+        warm_pool=settings.TAKO_POOL_ENABLED and environment.pool_size > 0,
         on_output=monitor.on_output,
         on_container_start=monitor.on_container_start,
         cancel=monitor.cancel,
     )
 
 
-def _wait_for_image(environment: Environment, sandbox: Sandbox, *, deadline: float) -> None:
-    """A job on an environment whose image is being built waits for the build (within startup)."""
-    while sandbox.image_ref(environment.image) is None:
+def _wait_for_image(environment: Environment, sandbox: Sandbox, *, deadline: float) -> str:
+    """The image's `name@sha256:…`; a job on an environment whose image is being built waits for
+    the build (within startup)."""
+    while (image_ref := sandbox.image_ref(environment.image)) is None:
         environment.refresh_from_db(fields=["build_status", "build_error"])
         if environment.build_status != Environment.BuildStatus.BUILDING:
             reason = f" (the last build failed: {environment.build_error})" if environment.build_error else ""
@@ -309,6 +307,7 @@ def _wait_for_image(environment: Environment, sandbox: Sandbox, *, deadline: flo
                 f"The image of job type '{environment.name}' was still being built when startup_timeout passed"
             )
         time.sleep(1)
+    return image_ref
 
 
 def _outcome_of(result: RunResult, execution: Execution) -> Outcome:
@@ -335,7 +334,7 @@ def _outcome_of(result: RunResult, execution: Execution) -> Outcome:
 _END_FIELDS = ["status", "error_type", "error_message", "error_phase", "ended_at", "total_ms", "output"]
 _RESULT_FIELDS = [
     "exit_code", "stdout", "stderr", "stdout_truncated", "stderr_truncated", "startup_ms", "dep_install_ms",
-    "execution_ms", "resource_usage", "job_ref", "runtime",
+    "execution_ms", "resource_usage", "job_ref", "runtime", "warm_start",
 ]  # fmt: skip
 
 
@@ -354,6 +353,7 @@ def _record_end(execution: Execution, outcome: Outcome, result: RunResult | None
         execution.dep_install_ms = result.dep_install_ms
         execution.resource_usage = result.resource_usage or None
         execution.job_ref, execution.runtime = result.image_ref, result.runtime
+        execution.warm_start = result.warm
     with transaction.atomic():
         execution.save(update_fields=_END_FIELDS + (_RESULT_FIELDS if result is not None else []))
         if result is not None:

@@ -2,13 +2,18 @@
 
 Jobs left running by this host's previous cluster (it crashed or was killed) are ended or queued
 again first; the every-minute sweep for jobs whose worker stopped beating and the daily pruning of
-old executions are scheduled.
+old executions are scheduled. The host's warm pool keeper (`tako_pool`) runs beside the cluster,
+in its own process (the cluster forks its workers, which must not inherit its threads).
 """
 
 from __future__ import annotations
 
+import multiprocessing
+import subprocess
+import sys
 from typing import Any
 
+from django.conf import settings
 from django.core.management import call_command
 from django.core.management.base import BaseCommand
 from django_q.models import Schedule
@@ -35,4 +40,17 @@ class Command(BaseCommand):
             name="tako: prune old executions",
             defaults={"func": "executions.tasks.prune_executions", "schedule_type": Schedule.DAILY, "repeats": -1},
         )
-        call_command("qcluster")
+        keeper = None
+        if settings.TAKO_POOL_ENABLED:
+            keeper = subprocess.Popen([sys.executable, str(settings.BASE_DIR / "manage.py"), "tako_pool"])
+        try:
+            call_command("qcluster")  # returns once the cluster runs (in child processes) …
+            for child in multiprocessing.active_children():
+                child.join()  # … which end on SIGTERM/SIGINT (its own handler stops them)
+        finally:
+            if keeper is not None:
+                keeper.terminate()  # it drains the pool
+                try:
+                    keeper.wait(timeout=30)
+                except subprocess.TimeoutExpired:
+                    keeper.kill()

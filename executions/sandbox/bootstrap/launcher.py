@@ -1,13 +1,16 @@
 """The in-container launcher: runs /code/main.py as `python -u`, then reports how it ended.
 
-It runs as the container's unprivileged user under docker-init, and talks to the host on stdout,
-each message behind a marker with the run's nonce:
-  1. startup: installs the run's own packages (wheels mounted at /wheels) into /deps, then says
-     STARTED, from which moment the host counts the code's timeout;
-  2. after the program (and every process it left behind) is gone: one JSON envelope with the
-     exception that ended it, /output/result.json, the artifacts and resource usage.
-The host trusts none of it beyond the user's own result. Finally the launcher exits the way the
-program did, re-raising a fatal signal so the container's exit code is 128+N.
+It runs as the container's unprivileged user under docker-init. Startup happens before the job
+arrives: it installs the run's own packages (wheels mounted at /wheels) into /deps and starts the
+program's interpreter, which waits in sitecustomize (on the "go" pipe) before opening
+/code/main.py. That is what lets a warm pool start containers ahead of time: the host writes
+/code and /input, then sends one line on stdin, {"nonce": ...}, and the code starts at once.
+
+The nonce comes only through stdin, so the program cannot learn it, and marks the launcher's
+messages on stdout: STARTED (the host counts the code's timeout from here), then, after the program
+and every process it left behind are gone, END on stderr and one JSON envelope on stdout with the
+exit status, the exception that ended it, /output/result.json, the artifacts and resource usage.
+Finally the launcher exits the way the program did, re-raising a fatal signal (exit code 128+N).
 """
 
 import contextlib
@@ -130,28 +133,33 @@ def _parse_exception(raw):
 
 
 def _report(nonce, envelope):
+    os.write(2, ("\x1eTAKO-END " + nonce + "\n").encode())  # the program's stderr is complete
     _write(("\x1eTAKO-ENVELOPE " + nonce + "\n" + json.dumps(envelope) + "\n").encode())
 
 
-def main():
-    nonce = os.environ.pop("TAKO_NONCE", "")
-    search_path = ["/opt/tako/hook"]
-    dep_install_ms = None
-    if os.path.isdir(WHEELS_DIR):
-        began = time.monotonic()
-        problem = _install_wheels()
-        dep_install_ms = int((time.monotonic() - began) * 1000)
-        if problem:
-            _report(nonce, {"dependency_error": problem, "dep_install_ms": dep_install_ms})
-            sys.exit(1)
-        search_path.append(DEPS_DIR)
+def _read_job_line():
+    """The host's one line on stdin, {"nonce": ...}; None if stdin closes first."""
+    data = b""
+    while not data.endswith(b"\n"):
+        chunk = os.read(0, 4096)
+        if not chunk:
+            return None
+        data += chunk
+    try:
+        job = json.loads(data)
+    except ValueError:
+        return None
+    return job if isinstance(job, dict) and isinstance(job.get("nonce"), str) else None
+
+
+def _spawn_program(search_path):
+    """Start the program's interpreter now; it waits for the go pipe before reading main.py."""
     report_r, report_w = os.pipe()
-    os.set_inheritable(report_w, True)
-    env = dict(os.environ, TAKO_REPORT_FD=str(report_w))
+    go_r, go_w = os.pipe()
+    for fd in (report_w, go_r):
+        os.set_inheritable(fd, True)
+    env = dict(os.environ, TAKO_REPORT_FD=str(report_w), TAKO_GO_FD=str(go_r))
     env["PYTHONPATH"] = os.pathsep.join(p for p in (*search_path, env.get("PYTHONPATH")) if p)
-    os.chdir("/tmp")
-    _write(("\x1eTAKO-STARTED " + nonce + "\n").encode())
-    started = time.monotonic()
     # posix_spawn, not subprocess: importing subprocess costs more than the program's own start.
     pid = os.posix_spawn(
         sys.executable,
@@ -160,6 +168,33 @@ def main():
         file_actions=[(os.POSIX_SPAWN_OPEN, 0, "/dev/null", os.O_RDONLY, 0)],
     )
     os.close(report_w)
+    os.close(go_r)
+    return pid, report_r, go_w
+
+
+def main():
+    os.chdir("/tmp")
+    search_path = ["/opt/tako/hook"]
+    dep_install_ms = problem = None
+    if os.path.isdir(WHEELS_DIR):
+        began = time.monotonic()
+        problem = _install_wheels()
+        dep_install_ms = int((time.monotonic() - began) * 1000)
+        search_path.append(DEPS_DIR)
+    pid = report_r = go_w = None
+    if not problem:
+        pid, report_r, go_w = _spawn_program(search_path)
+    job = _read_job_line()
+    if job is None:  # the host went away (or the pool was drained) before sending a job
+        sys.exit(0)
+    nonce = job["nonce"]
+    if problem:
+        _report(nonce, {"returncode": 1, "dependency_error": problem, "dep_install_ms": dep_install_ms})
+        sys.exit(1)
+    _write(("\x1eTAKO-STARTED " + nonce + "\n").encode())
+    started = time.monotonic()
+    os.write(go_w, b"g")
+    os.close(go_w)
     returncode = os.waitstatus_to_exitcode(os.waitpid(pid, 0)[1])
     wall_ms = int((time.monotonic() - started) * 1000)
     # Processes the program left behind (daemons, detached children) end with it: signal every

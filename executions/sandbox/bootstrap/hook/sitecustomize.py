@@ -1,11 +1,20 @@
-"""Loaded by the user's Python before /code/main.py: records the exception that ends the program.
+"""Loaded by the user's Python before /code/main.py: waits for the job, then records the exception
+that ends the program.
 
-The launcher classifies the failure from this record (the exception's class hierarchy), never by
-searching stderr text. The traceback itself is still printed by Python's own hook.
+The interpreter is started before the job arrives (see launcher.py); Python opens /code/main.py
+only after this module returns, so it blocks here until the launcher says go. The launcher
+classifies the failure from the exception record (its class hierarchy), never by searching stderr
+text. The traceback itself is still printed by Python's own hook.
 """
 
 import os
 import sys
+
+_go = os.environ.pop("TAKO_GO_FD", None)
+if _go is not None:
+    if os.read(int(_go), 1) != b"g":  # the launcher ended without a job
+        os._exit(0)
+    os.close(int(_go))
 
 _fd = os.environ.pop("TAKO_REPORT_FD", None)
 if _fd is not None:

@@ -1,0 +1,227 @@
+"""The warm pool's keeper: one per worker host, next to its Docker engine.
+
+It keeps each environment's pooled containers started (Environment.pool_size of them, within the
+host's capacity), starts a replacement as soon as a job takes one (it watches the engine's events,
+so an idle pool costs no polling), replaces containers whose image or limits changed, shrinks an
+idle environment's pool to one, and drains the pool when it stops. Every few seconds it also
+removes containers whose job has ended but whose removal an engine fault interrupted. Which job gets which container
+is decided on the engine (see sandbox/docker.py), not here; jobs never wait for the keeper.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+import time
+from dataclasses import dataclass
+from datetime import timedelta
+from typing import Any
+
+from django.conf import settings
+from django.db import DatabaseError, connections
+from django.db.models import Count
+from django.utils import timezone
+
+from executions.models import Environment, Execution, PoolState, memory_bytes
+from executions.sandbox import ContainerShape, PooledContainer, Sandbox, SandboxError, SandboxUnavailable, get_sandbox
+from executions.services.cleanup import containers_reap
+from executions.services.environments import environment_shape
+
+logger = logging.getLogger(__name__)
+
+TICK_SECONDS = 2.0  # also re-checks environments (new sizes, rebuilt images) this often
+RETRY_SECONDS = 5.0  # after the engine or the database failed
+PUBLISH_EVERY_SECONDS = 15.0  # the keeper's state is shown as live while it is younger than…
+STATE_MAX_AGE_SECONDS = 60.0  # … this; older rows belong to a keeper that is gone
+REAP_EVERY_SECONDS = 10.0  # containers whose job ended but whose removal failed (an engine fault) go
+CLAIM_STUCK_SECONDS = 30.0  # a claim takes milliseconds; one this old was cut off by an engine fault
+HOST_MEMORY_SHARE = 0.5  # the pool's memory limits together stay under this share of the host's
+
+
+@dataclass(frozen=True)
+class PoolPlan:
+    environment: str
+    shape: ContainerShape
+    target: int
+    memory: int  # bytes of one container's limit
+
+
+class PoolKeeper:
+    def __init__(self, sandbox: Sandbox | None = None, engine: str | None = None) -> None:
+        self.sandbox = sandbox or get_sandbox()
+        self.engine = engine or settings.TAKO_WORKER_NAME
+        self.wake = threading.Event()
+        self.started_at = timezone.now()
+        self._published: dict[str, tuple[int, int, int, int]] = {}
+        self._claimed_since: dict[str, float] = {}
+        self._reaped_at = 0.0
+        self._published_at = 0.0
+
+    def run(self, stop: threading.Event) -> None:
+        """Keep the pool until `stop` is set, then drain it."""
+        threading.Thread(target=self._watch_engine, args=(stop,), name="pool-events", daemon=True).start()
+        self._drain_quietly()  # containers a previous keeper on this host left behind
+        while not stop.is_set():
+            pause = TICK_SECONDS
+            try:
+                self.tick(stop)
+            except (SandboxUnavailable, SandboxError, DatabaseError) as exc:
+                logger.warning("Warm pool: %s; trying again in %.0f s", exc, RETRY_SECONDS)
+                pause = RETRY_SECONDS
+            self.wake.wait(pause)
+            self.wake.clear()
+        self._drain_quietly()
+        connections.close_all()
+
+    def tick(self, stop: threading.Event | None = None) -> None:
+        """One round: remove what is no longer wanted, then start what is missing."""
+        if time.monotonic() - self._reaped_at > REAP_EVERY_SECONDS:
+            containers_reap()
+            self._reaped_at = time.monotonic()
+        plans = {plan.shape.pool_key: plan for plan in self._plans()}
+        pooled = self.sandbox.pool_containers()
+        ready = sorted((c for c in pooled if c.state == "ready"), key=lambda c: c.created, reverse=True)
+        now = time.monotonic()
+        self._claimed_since = {c.name: self._claimed_since.get(c.name, now) for c in pooled if c.state == "claimed"}
+        stuck = {name for name, since in self._claimed_since.items() if now - since > CLAIM_STUCK_SECONDS}
+        unwanted = [
+            c
+            for c in pooled
+            if c.state == "dead" or c.name in stuck or (c.state == "ready" and c.pool_key not in plans)
+        ]
+        keep: dict[str, list[PooledContainer]] = {key: [] for key in plans}
+        for container in ready:  # newest first: the oldest beyond the target go
+            group = keep.get(container.pool_key)
+            if group is not None and len(group) < plans[container.pool_key].target:
+                group.append(container)
+            elif group is not None:
+                unwanted.append(container)
+        if unwanted:
+            self.sandbox.pool_remove(unwanted)
+        missing = self._missing(plans, keep)
+        in_use = {key: sum(1 for c in pooled if c.pool_key == key and c.state == "in_use") for key in plans}
+        self._publish(plans, keep, in_use, missing)
+        started: dict[str, int] = {}
+        for key in missing:
+            if stop is not None and stop.is_set():
+                break
+            self.sandbox.pool_start(plans[key].shape, plans[key].environment)
+            started[key] = started.get(key, 0) + 1
+        if started:
+            self._publish(plans, keep, in_use, [], started=started)
+            self.wake.set()  # look again at once: jobs may have taken some meanwhile
+
+    def _plans(self) -> list[PoolPlan]:
+        if not settings.TAKO_POOL_ENABLED:
+            return []
+        idle_since = timezone.now() - timedelta(seconds=settings.TAKO_POOL_IDLE_SECONDS)
+        plans = []
+        for environment in Environment.objects.filter(pool_size__gt=0):
+            image_ref = self.sandbox.image_ref(environment.image)
+            if image_ref is None:
+                continue  # not built yet: jobs wait for the build, and so does the pool
+            busy = self.started_at > idle_since or (
+                Execution.objects.filter(job_type=environment.name, created_at__gte=idle_since).exists()
+            )
+            shape = environment_shape(environment, image_ref)
+            target = environment.pool_size if busy else min(environment.pool_size, 1)
+            plans.append(PoolPlan(environment.name, shape, target, memory_bytes(environment.memory_limit)))
+        return plans
+
+    @staticmethod
+    def _missing(plans: dict[str, PoolPlan], keep: dict[str, list[PooledContainer]]) -> list[str]:
+        """The containers to start, one per entry, taking turns between environments, within the
+        host's capacity (a count, and a share of its memory)."""
+        count = sum(len(group) for group in keep.values())
+        memory = sum(plans[key].memory * len(group) for key, group in keep.items())
+        memory_cap = HOST_MEMORY_SHARE * os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+        deficits = {key: plan.target - len(keep[key]) for key, plan in plans.items()}
+        missing = []
+        while any(d > 0 for d in deficits.values()):
+            for key in deficits:
+                if deficits[key] <= 0:
+                    continue
+                deficits[key] -= 1
+                if count < settings.TAKO_POOL_MAX_CONTAINERS and memory + plans[key].memory <= memory_cap:
+                    missing.append(key)
+                    count += 1
+                    memory += plans[key].memory
+        return missing
+
+    def _publish(
+        self,
+        plans: dict[str, PoolPlan],
+        keep: dict[str, list[PooledContainer]],
+        in_use: dict[str, int],
+        missing: list[str],
+        started: dict[str, int] | None = None,
+    ) -> None:
+        """Record this host's pools for pages served elsewhere; writes only what changed (and a
+        sign of life every PUBLISH_EVERY_SECONDS)."""
+        now = time.monotonic()
+        states = {}
+        for key, plan in plans.items():
+            ready = len(keep[key]) + (started or {}).get(key, 0)
+            states[plan.environment] = (plan.target, ready, in_use[key], missing.count(key))
+        if states == self._published and now - self._published_at < PUBLISH_EVERY_SECONDS:
+            return
+        for environment, (target, ready, using, starting) in states.items():
+            PoolState.objects.update_or_create(
+                engine=self.engine,
+                environment=environment,
+                defaults={
+                    "target": target,
+                    "ready": ready,
+                    "in_use": using,
+                    "starting": starting,
+                    "updated_at": timezone.now(),
+                },
+            )
+        PoolState.objects.filter(engine=self.engine).exclude(environment__in=states).delete()
+        self._published, self._published_at = states, now
+
+    def _watch_engine(self, stop: threading.Event) -> None:
+        """Wake the keeper whenever a pooled container is taken or ends."""
+        while not stop.is_set():
+            try:
+                for _ in self.sandbox.pool_changes():
+                    self.wake.set()
+                    if stop.is_set():
+                        return
+            except (SandboxUnavailable, SandboxError) as exc:
+                logger.info("Warm pool: engine events unavailable (%s)", exc)
+            stop.wait(RETRY_SECONDS)
+
+    def _drain_quietly(self) -> None:
+        try:
+            self.sandbox.pool_remove([c for c in self.sandbox.pool_containers() if c.state != "in_use"])
+            PoolState.objects.filter(engine=self.engine).delete()
+            self._published = {}
+        except (SandboxUnavailable, SandboxError, DatabaseError) as exc:
+            logger.warning("Warm pool: could not drain (%s); the reaper will remove its containers", exc)
+
+
+def pool_stats() -> dict[str, dict[str, Any]]:
+    """Each environment's warm pool across the worker hosts whose keeper is alive, with the hits
+    (jobs that got a pooled container) and misses (jobs that wanted one and ran cold) of the last hour."""
+    live_since = timezone.now() - timedelta(seconds=STATE_MAX_AGE_SECONDS)
+    pools: dict[str, dict[str, Any]] = {}
+    for state in PoolState.objects.filter(updated_at__gte=live_since):
+        totals = pools.setdefault(state.environment, _empty_stats())
+        for name, value in state.to_dict().items():
+            totals[name] += value
+    last_hour = timezone.now() - timedelta(hours=1)
+    counted = (
+        Execution.objects.filter(created_at__gte=last_hour, warm_start__isnull=False)
+        .values("job_type", "warm_start")
+        .annotate(n=Count("pk"))
+    )
+    for row in counted:
+        totals = pools.setdefault(row["job_type"], _empty_stats())
+        totals["hits" if row["warm_start"] else "misses"] += row["n"]
+    return dict(sorted(pools.items()))
+
+
+def _empty_stats() -> dict[str, Any]:
+    return {"target": 0, "ready": 0, "in_use": 0, "starting": 0, "hits": 0, "misses": 0}

@@ -1,0 +1,204 @@
+"""The warm pool: containers started ahead of time, each used for exactly one job.
+
+Keeper tests run in their own deployment (their own container label), so the live service's
+keeper on the same engine neither sees nor touches their containers. The classification,
+hostile-code and sandbox suites run on both paths through the `container_path` fixture.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+import uuid
+from concurrent.futures import ThreadPoolExecutor
+from datetime import timedelta
+from typing import Any
+
+import pytest
+import requests
+
+from executions.models import Environment, Execution, PoolState
+from executions.sandbox import ContainerShape, RunSpec, get_sandbox
+from executions.services import PoolKeeper, containers_reap, execution_create, pool_stats
+from executions.services.environments import environment_shape
+from tests.test_jobs import containers_of, wait_for
+
+
+@pytest.fixture
+def own_deployment(transactional_db: None, settings: Any, default_image: str) -> Any:
+    """A deployment of its own on the shared engine; its leftovers are removed afterwards."""
+    settings.TAKO_DEPLOYMENT_ID = f"pool-test-{uuid.uuid4().hex[:8]}"
+    settings.TAKO_POOL_ENABLED = True
+    yield get_sandbox()
+    get_sandbox().remove_stale_containers()
+
+
+def default_shape() -> ContainerShape:
+    environment = Environment.objects.get(name="default")
+    image_ref = get_sandbox().image_ref(environment.image)
+    assert image_ref is not None
+    return environment_shape(environment, image_ref)
+
+
+def ready(sandbox: Any, pool: str = "default") -> list[Any]:
+    return [c for c in sandbox.pool_containers() if c.pool == pool and c.state == "ready"]
+
+
+def spec(shape: ContainerShape, code: str, **fields: Any) -> RunSpec:
+    fields = {"execution_id": str(uuid.uuid4()), "input_json": '{"n": 7}', "timeout": 10, **fields}
+    return RunSpec(shape=shape, code=code, **fields)
+
+
+def test_the_keeper_fills_each_pool_to_its_size_and_publishes_it(own_deployment) -> None:
+    Environment.objects.filter(name="data-processing").update(pool_size=0)
+    keeper = PoolKeeper(own_deployment, engine="host-a")
+    keeper.tick()
+    assert len(ready(own_deployment)) == 2
+    state = PoolState.objects.get(engine="host-a", environment="default")
+    assert (state.target, state.ready, state.in_use) == (2, 2, 0)
+    assert pool_stats()["default"]["ready"] == 2
+    keeper.tick()  # full: nothing more is started
+    assert len(ready(own_deployment)) == 2
+
+
+def test_a_pooled_run_is_used_once_and_the_keeper_replaces_it(own_deployment) -> None:
+    keeper = PoolKeeper(own_deployment, engine="host-a")
+    keeper.tick()
+    before = {c.name for c in ready(own_deployment)}
+    code = "import json\nprint(json.load(open('/input/data.json'))['n'] * 6)\nopen('/output/a.txt', 'w').write('x')"
+    result = own_deployment.run(spec(default_shape(), code, warm_pool=True))
+    assert (result.warm, result.exit_code, result.stdout) == (True, 0, "42\n")
+    assert [a.name for a in result.artifacts] == ["a.txt"]
+    assert len({c.name for c in ready(own_deployment)} & before) == 1  # one was taken, and is gone
+    keeper.tick()
+    assert len(ready(own_deployment)) == 2
+
+
+def test_with_the_pool_empty_a_job_runs_cold_and_counts_as_a_miss(own_deployment) -> None:
+    result = own_deployment.run(spec(default_shape(), "print('cold')", warm_pool=True))
+    assert (result.warm, result.stdout) == (False, "cold\n")
+
+
+def test_a_job_with_other_limits_never_takes_a_pooled_container(own_deployment) -> None:
+    PoolKeeper(own_deployment, engine="host-a").tick()
+    shape = default_shape()
+    bigger = ContainerShape(**{**shape.__dict__, "memory_limit": "256m"})
+    code = (
+        "import os\n"
+        "v1 = '/sys/fs/cgroup/memory/memory.limit_in_bytes'\n"
+        "print(open(v1).read().strip() if os.path.exists(v1) else open('/sys/fs/cgroup/memory.max').read().strip())\n"
+    )
+    result = own_deployment.run(spec(bigger, code, warm_pool=True))
+    assert (result.warm, result.stdout) == (False, f"{256 * 1024 * 1024}\n")
+    assert len(ready(own_deployment)) == 2  # untouched
+
+
+def test_the_timeout_counts_from_when_the_code_starts_not_from_the_containers_start(own_deployment) -> None:
+    own_deployment.pool_start(default_shape(), "default")
+    time.sleep(2.5)  # the pooled container has been up longer than the job's timeout
+    code = "import time; time.sleep(1); print('done')"
+    result = own_deployment.run(spec(default_shape(), code, timeout=2, warm_pool=True))
+    assert (result.warm, result.timed_out, result.stdout) == (True, False, "done\n")
+    own_deployment.pool_start(default_shape(), "default")
+    result = own_deployment.run(spec(default_shape(), "import time; time.sleep(5)", timeout=2, warm_pool=True))
+    assert (result.warm, result.timed_out) == (True, True)
+    assert 2000 <= result.execution_ms < 4000
+
+
+def test_concurrent_jobs_never_share_a_pooled_container(own_deployment) -> None:
+    own_deployment.pool_start(default_shape(), "default")
+    specs = [spec(default_shape(), f"print({n})", warm_pool=True) for n in range(4)]
+    with ThreadPoolExecutor(4) as pool:
+        results = list(pool.map(own_deployment.run, specs))
+    assert [r.stdout for r in results] == [f"{n}\n" for n in range(4)]
+    assert sum(1 for r in results if r.warm) == 1
+
+
+def test_changed_limits_or_size_replace_or_drain_the_pool(own_deployment) -> None:
+    keeper = PoolKeeper(own_deployment, engine="host-a")
+    keeper.tick()
+    old = {c.pool_key for c in ready(own_deployment)}
+    Environment.objects.filter(name="default").update(memory_limit="256m")
+    keeper.tick()
+    now = ready(own_deployment)
+    assert len(now) == 2 and not ({c.pool_key for c in now} & old)  # none of the old shape is left
+    Environment.objects.filter(name="default").update(pool_size=0)
+    keeper.tick()
+    assert ready(own_deployment) == []
+    assert not PoolState.objects.filter(engine="host-a").exists()
+
+
+def test_an_idle_pool_shrinks_to_one_and_the_host_cap_holds(own_deployment, settings) -> None:
+    Environment.objects.filter(name="default").update(pool_size=3)
+    keeper = PoolKeeper(own_deployment, engine="host-a")
+    settings.TAKO_POOL_MAX_CONTAINERS = 2
+    keeper.tick()
+    assert len(ready(own_deployment)) == 2  # the host's cap, not the size of 3
+    settings.TAKO_POOL_IDLE_SECONDS = 10
+    keeper.started_at -= timedelta(seconds=60)  # no job for a minute
+    keeper.tick()
+    assert len(ready(own_deployment)) == 1
+
+
+def test_the_keeper_drains_its_pool_when_stopped(own_deployment) -> None:
+    stop = threading.Event()
+    keeper = PoolKeeper(own_deployment, engine="host-a")
+    thread = threading.Thread(target=keeper.run, args=(stop,))
+    thread.start()
+    wait_for(lambda: len(ready(own_deployment)) == 2, timeout=30, what="the pool to fill")
+    taken = own_deployment.run(spec(default_shape(), "print(1)", warm_pool=True))
+    assert taken.warm
+    wait_for(lambda: len(ready(own_deployment)) == 2, timeout=10, what="the keeper to replace the taken one")
+    stop.set()
+    thread.join(timeout=30)
+    assert own_deployment.pool_containers() == []
+
+
+def test_reaping_leaves_ready_containers_but_stops_a_dead_workers_pooled_run(own_deployment) -> None:
+    own_deployment.pool_start(default_shape(), "default")
+    own_deployment.pool_start(default_shape(), "default")
+    execution = execution_create(code="x", input_data={}, environment=Environment.objects.get(name="default"))
+    Execution.objects.filter(pk=execution.pk).update(status="failed")
+    taken = own_deployment._take_pooled(spec(default_shape(), "x", execution_id=str(execution.pk)))
+    assert taken is not None
+    assert str(execution.pk) in own_deployment.running_executions()
+    assert containers_of(str(execution.pk))
+    assert containers_reap() == 1  # its execution is not running: its container goes
+    assert containers_of(str(execution.pk)) == []
+    assert len(ready(own_deployment)) == 1  # waiting for a job: not a leftover
+
+
+def test_the_live_service_serves_from_its_pool_and_reports_it(live_url: str) -> None:
+    def default_pool() -> dict[str, Any]:
+        return requests.get(f"{live_url}/pool/stats", timeout=5).json()["warm_pool"].get("default", {})
+
+    wait_for(lambda: default_pool().get("ready") == 2, timeout=60, what="the live keeper to fill the pool")
+    body = requests.post(f"{live_url}/execute", json={"code": "print('hi')"}, timeout=30).json()
+    assert body["success"] is True
+    record = requests.get(f"{live_url}/executions/{body['execution_id']}?view=full", timeout=5).json()
+    assert record["warm_start"] is True
+    wait_for(lambda: default_pool().get("hits", 0) >= 1 and default_pool().get("ready") == 2, timeout=30,
+             what="the hit to be counted and the pool refilled")  # fmt: skip
+    health = requests.get(f"{live_url}/health", timeout=5).json()
+    assert health["warm_pool"]["default"]["target"] == 2
+    jobs = requests.get(f"{live_url}/pool/stats", timeout=5).json()
+    assert {"pending", "running", "max_workers", "max_queue_size"} <= set(jobs)
+
+
+def test_a_burst_larger_than_the_pool_all_succeeds(live_url: str) -> None:
+    wait_for(
+        lambda: (
+            requests.get(f"{live_url}/pool/stats", timeout=5).json()["warm_pool"].get("default", {}).get("ready") == 2
+        ),
+        timeout=60,
+        what="a full pool",
+    )
+
+    def run(n: int) -> dict[str, Any]:
+        return requests.post(f"{live_url}/execute", json={"code": f"print({n})"}, timeout=60).json()
+
+    with ThreadPoolExecutor(6) as pool:
+        bodies = list(pool.map(run, range(6)))
+    assert [b["stdout"] for b in bodies] == [f"{n}\n" for n in range(6)]
+    warm = [Execution.objects.get(pk=b["execution_id"]).warm_start for b in bodies]
+    assert warm.count(True) >= 2 and warm.count(False) >= 1  # the pool served some; the rest ran cold
