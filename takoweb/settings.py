@@ -221,7 +221,7 @@ Q_CLUSTER = {
     "save_limit": -1,  # our Execution is the record; do not store successful task results twice
     "ack_failures": True,
     "catch_up": False,
-    "poll": float(envstr("TAKO_QUEUE_POLL", "0.05")),
+    "poll": float(envstr("TAKO_QUEUE_POLL", "0.01")),
     "label": "Task queue",
 }
 
