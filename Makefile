@@ -5,7 +5,7 @@ HOST ?= 127.0.0.1
 PORT ?= 8000
 export HOST PORT PY
 
-.PHONY: setup run test lint bench images docker clean
+.PHONY: setup run test lint bench images docker clean compose-check
 
 $(VENV)/.installed: pyproject.toml
 	python3 -m venv $(VENV)
@@ -29,9 +29,19 @@ lint: $(VENV)/.installed
 	$(VENV)/bin/ruff format --check .
 	$(VENV)/bin/mypy
 
-test: setup lint
+# The tests that touch storage, queueing and live updates, again on PostgreSQL + Redis.
+SCALEOUT_TESTS := tests/test_jobs.py tests/test_jobs_api.py tests/test_executions.py tests/test_indexes.py \
+	tests/test_recovery.py tests/test_resilience.py tests/test_consumers.py tests/test_prune.py \
+	tests/test_pool.py tests/test_scaleout.py tests/test_load.py tests/test_pages.py
+
+test: setup lint compose-check
 	scripts/ensure-chromium.sh
 	$(VENV)/bin/pytest
+	eval "$$(scripts/ensure-pg-redis.sh)" && $(VENV)/bin/pytest $(SCALEOUT_TESTS)
+
+# deploy/compose.yaml must stay valid (Debian ships Compose v1 as docker-compose; v2 where present).
+compose-check:
+	scripts/check-compose.sh
 
 bench: setup
 	$(PY) bench/execute_latency.py

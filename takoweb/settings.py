@@ -10,10 +10,11 @@ import os
 import secrets
 import socket
 from pathlib import Path
+from typing import Any
 
 from django.core.exceptions import ImproperlyConfigured
 
-from takoweb.env import envbool, envchoice, envint, envstr
+from takoweb.env import env_database, env_redis_url, envbool, envchoice, envint, envstr
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 DATA_DIR = Path(envstr("TAKO_DATA_DIR", str(BASE_DIR / "var"))).resolve()
@@ -85,9 +86,10 @@ TEMPLATES = [
     },
 ]
 
-# SQLite tuned for many writers (web + workers): WAL, and IMMEDIATE transactions so a writer
-# takes the lock up front instead of failing with "database is locked" halfway through.
-DATABASES = {
+# DATABASE_URL (postgres://user:password@host:5432/name) for PostgreSQL when scaled out; else the
+# embedded SQLite, tuned for many writers (web + workers): WAL, and IMMEDIATE transactions so a
+# writer takes the lock up front instead of failing with "database is locked" halfway through.
+_SQLITE = {
     "default": {
         "ENGINE": "django.db.backends.sqlite3",
         "NAME": envstr("TAKO_SQLITE_PATH", str(DATA_DIR / "tako.sqlite3")),
@@ -99,11 +101,14 @@ DATABASES = {
         "TEST": {"NAME": str(DATA_DIR / "test.sqlite3")},
     }
 }
+_DATABASE_FROM_URL = env_database("DATABASE_URL")
+DATABASES = {"default": _DATABASE_FROM_URL} if _DATABASE_FROM_URL else _SQLITE
+USES_SQLITE = DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3"
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
 # Live output reaches the browser from the database (the worker is another process); with
 # REDIS_URL the worker also pushes through Redis, so pages hear of new output at once.
-REDIS_URL = envstr("REDIS_URL", "")
+REDIS_URL = env_redis_url("REDIS_URL")
 CHANNEL_LAYERS = {
     "default": (
         {"BACKEND": "channels_redis.core.RedisChannelLayer", "CONFIG": {"hosts": [REDIS_URL]}}
@@ -209,10 +214,17 @@ TAKO_POOL_IDLE_SECONDS = envint("TAKO_POOL_IDLE_SECONDS", 600, minimum=10)
 
 # The longest a task can take: the code's timeout, its startup, and waiting for a container slot.
 _TASK_SECONDS = TAKO_MAX_TIMEOUT + TAKO_MAX_STARTUP_TIMEOUT + 300
+# The queue: Redis when REDIS_URL is set (workers wait on it, no polling); else django-q2's ORM
+# broker on the database, which on SQLite asks whether anything changed before each poll.
+if REDIS_URL:
+    _BROKER: dict[str, Any] = {"redis": REDIS_URL}
+elif USES_SQLITE:
+    _BROKER = {"orm": "default", "broker_class": "executions.broker.SQLiteWatchingORM"}
+else:
+    _BROKER = {"orm": "default"}
 Q_CLUSTER = {
     "name": "tako",
-    "orm": "default",  # django-q2's ORM broker on the same database (a Redis broker when scaled out)
-    "broker_class": "executions.broker.SQLiteWatchingORM",  # cheap to poll often on SQLite
+    **_BROKER,
     "workers": TAKO_MAX_WORKERS,
     "recycle": 500,
     "timeout": _TASK_SECONDS,

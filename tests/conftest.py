@@ -227,7 +227,7 @@ class ServiceProcess:
         self.log = log
         environment = {
             **os.environ,
-            "TAKO_SQLITE_PATH": str(settings.DATABASES["default"]["NAME"]),
+            **test_database_env(),
             "TAKO_ALLOW_ANONYMOUS": "1",
             "TAKO_RATE_LIMIT_PER_MINUTE": "0",
             **env,
@@ -254,6 +254,16 @@ class ServiceProcess:
         with contextlib.suppress(ProcessLookupError):
             os.killpg(self.process.pid, signal.SIGKILL)
         self.process.wait(timeout=30)
+
+
+def test_database_env() -> dict[str, str]:
+    """Points a service process at the test database (whichever engine this pass uses)."""
+    database = settings.DATABASES["default"]
+    if database["ENGINE"] == "django.db.backends.sqlite3":
+        return {"TAKO_SQLITE_PATH": str(database["NAME"])}
+    user, password = database.get("USER", ""), database.get("PASSWORD", "")
+    url = f"postgres://{user}:{password}@{database['HOST']}:{database['PORT']}/{database['NAME']}"
+    return {"DATABASE_URL": url}
 
 
 def start_daphne(log: Path, **env: str) -> tuple[ServiceProcess, str]:

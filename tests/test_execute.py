@@ -166,6 +166,8 @@ def test_every_response_has_the_security_headers(api_nodocker) -> None:
         ({"code": "1", "requirements": ["pkg @ file:///etc"]}, "requirements", "Invalid requirement"),
         ({"code": "1", "requirements": ["x"] * 51}, "requirements", "At most 50 requirements"),
         ({"code": "1", "colour": "red"}, "colour", "Unknown field 'colour'"),
+        ({"code": "print(1)\x00"}, "code", "Text must not contain NUL characters"),
+        ({"code": "1", "input_data": {"a": ["ok", "b\x00"]}}, "input_data.a.1", "Text must not contain NUL"),
     ],
 )
 def test_it_rejects_invalid_bodies(api_nodocker, body: dict, field: str, detail: str) -> None:
@@ -188,6 +190,20 @@ def test_it_accepts_whole_number_floats_and_nulls(api_nodocker, monkeypatch) -> 
 
     parsed = parse_execute_request({"code": "1", "timeout": 5.0, "input_data": None, "job_type": None})
     assert (parsed.timeout, parsed.input_data, parsed.environment.name) == (5, {}, "default")
+
+
+def test_a_nul_in_the_url_is_a_clear_error_on_every_database(api_nodocker) -> None:
+    job = "7bdd3ab1-1641-48bb-9625-4f9a65b278c3"
+    assert api_nodocker.get(f"/jobs/{job}/artifacts/report.csv%00").status_code == 404
+    response = api_nodocker.get("/executions?job_type=default%00")
+    assert response.status_code == 400 and "NUL" in response.json()["detail"]
+
+
+def test_nul_characters_in_the_programs_output_and_error_are_stored_as_replacements(api) -> None:
+    code = "import json\njson.dump({'k\\u0000': 'v\\u0000'}, open('/output/result.json', 'w'))\nraise ValueError('a\\x00b')"
+    body = api.post("/execute", {"code": code}).json()
+    assert body["output"] == {"k\ufffd": "v\ufffd"} and body["error_type"] == "value_error"
+    assert "\x00" not in body["error"]
 
 
 def test_it_rejects_a_body_that_is_not_an_object(api_nodocker) -> None:

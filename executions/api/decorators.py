@@ -15,7 +15,7 @@ from django.http import HttpRequest, HttpResponse
 from django.views.decorators.csrf import csrf_exempt
 
 from executions.api.auth import authenticate, authorize, rate_limit
-from executions.api.errors import ApiError, RateLimited, ServiceUnavailable, error
+from executions.api.errors import ApiError, InvalidRequest, RateLimited, ServiceUnavailable, error
 
 logger = logging.getLogger(__name__)
 
@@ -42,9 +42,29 @@ def parse_json_body(request: HttpRequest, *, allow_empty: bool = False) -> Any:
     if content_type and content_type != "application/json" and not content_type.endswith("+json"):
         raise ApiError(415, f"Content-Type must be application/json, not {content_type}")
     try:
-        return json.loads(request.body or b"")
+        body = json.loads(request.body or b"")
     except (ValueError, UnicodeDecodeError) as exc:
         raise ApiError(400, f"Malformed JSON body: {exc}") from None
+    field = _field_with_nul(body)
+    if field is not None:
+        # No database stores them in text (PostgreSQL refuses), and no Python source holds one.
+        raise InvalidRequest({field or "body": ["Text must not contain NUL characters (\\u0000)"]})
+    return body
+
+
+def _field_with_nul(value: Any, path: str = "") -> str | None:
+    """The dotted path of the first string (or key) in `value` holding a NUL character, else None."""
+    if isinstance(value, str):
+        return path if "\x00" in value else None
+    items = value.items() if isinstance(value, dict) else enumerate(value) if isinstance(value, list) else ()
+    for key, item in items:
+        here = f"{path}.{key}" if path else str(key)
+        if isinstance(key, str) and "\x00" in key:
+            return here
+        found = _field_with_nul(item, here)
+        if found is not None:
+            return found
+    return None
 
 
 def api_view(*methods: str, scope: str | None = "execute") -> Callable[[Callable], Callable]:
@@ -66,6 +86,10 @@ def api_view(*methods: str, scope: str | None = "execute") -> Callable[[Callable
             return response
 
         def admit(request: HttpRequest) -> None:
+            if "\x00" in request.path:  # no job, artifact or key has such a name
+                raise ApiError(404, "Not found")
+            if "%00" in request.META.get("QUERY_STRING", ""):
+                raise ApiError(400, "NUL characters (%00) are not allowed in the query string")
             if scope is None:
                 return
             principal = authenticate(request)

@@ -436,7 +436,11 @@ _VIEW = {
     "schema": {"enum": ["full", "slim"]},
     "description": "full adds artifacts, resource usage, hashes and lineage",
 }
-_COMMON_ERRORS = {"405": _error("Wrong method"), "500": _error("A fault of the service (no traceback)")}
+_COMMON_ERRORS = {
+    "400": _error("Malformed request (for example a NUL character in the query string)"),
+    "405": _error("Wrong method"),
+    "500": _error("A fault of the service (no traceback)"),
+}
 _UNAVAILABLE = {"503": _json(_ref("ServiceUnavailable"), "The queue is full or Docker is unavailable (Retry-After)")}
 _JOB_ID = {"name": "job_id", "in": "path", "required": True, "schema": {"type": "string", "format": "uuid"}}
 _NO_JOB = {"404": _error("Job not found")}

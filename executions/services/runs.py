@@ -324,11 +324,22 @@ def _outcome_of(result: RunResult, execution: Execution) -> Outcome:
     )
     if result.result_json is not None:
         try:
-            execution.output = json.loads(result.result_json)
+            execution.output = _without_nul(json.loads(result.result_json))
         except ValueError as exc:
             if outcome.success:
                 outcome = failure("json_error", f"Invalid JSON in /output/result.json: {exc}", phase="output")
     return outcome
+
+
+def _without_nul(value: Any) -> Any:
+    """The program's JSON with each NUL character shown as U+FFFD (PostgreSQL's JSON cannot hold it)."""
+    if isinstance(value, str):
+        return value.replace("\x00", "\ufffd")
+    if isinstance(value, list):
+        return [_without_nul(item) for item in value]
+    if isinstance(value, dict):
+        return {_without_nul(key): _without_nul(item) for key, item in value.items()}
+    return value
 
 
 _END_FIELDS = ["status", "error_type", "error_message", "error_phase", "ended_at", "total_ms", "output"]
@@ -341,7 +352,7 @@ _RESULT_FIELDS = [
 def _record_end(execution: Execution, outcome: Outcome, result: RunResult | None) -> None:
     execution.status = outcome.status
     execution.error_type = outcome.error_type
-    execution.error_message = outcome.message
+    execution.error_message = outcome.message and outcome.message.replace("\x00", "\ufffd")
     execution.error_phase = outcome.phase
     execution.ended_at = timezone.now()
     execution.total_ms = int((execution.ended_at - execution.created_at).total_seconds() * 1000)

@@ -1,0 +1,54 @@
+#!/usr/bin/env bash
+# The scale-out configuration for the second test pass: PostgreSQL and Redis on loopback, from
+# Debian's packages, installed and started when missing. Prints the two URLs as shell exports:
+#   eval "$(scripts/ensure-pg-redis.sh)"
+set -euo pipefail
+PG_PORT="${TAKO_TEST_PG_PORT:-55432}"
+REDIS_PORT="${TAKO_TEST_REDIS_PORT:-56379}"
+STATE="${TAKO_TEST_STATE_DIR:-$PWD/var/test-services}"
+mkdir -p "$STATE"
+
+need=()
+command -v redis-server >/dev/null || need+=(redis-server)
+ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || need+=(postgresql)
+if [ ${#need[@]} -gt 0 ]; then
+  if [ "$(id -u)" != 0 ] || ! command -v apt-get >/dev/null; then
+    echo "Install ${need[*]} (Debian packages) for the PostgreSQL + Redis test pass." >&2
+    exit 1
+  fi
+  echo "Installing ${need[*]}..." >&2
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get update -qq >&2
+  apt-get install -y -qq "${need[@]}" >&2
+fi
+
+# PostgreSQL: a cluster of our own (not the distribution's), owned by the postgres user.
+PG_BIN="$(dirname "$(ls /usr/lib/postgresql/*/bin/initdb | sort -V | tail -1)")"
+PG_DATA="$STATE/pg"
+as_postgres() { if [ "$(id -u)" = 0 ]; then runuser -u postgres -- "$@"; else "$@"; fi; }
+if [ ! -f "$PG_DATA/PG_VERSION" ]; then
+  mkdir -p "$PG_DATA"
+  [ "$(id -u)" = 0 ] && chown postgres "$PG_DATA" "$STATE"
+  as_postgres "$PG_BIN/initdb" -D "$PG_DATA" -U postgres --auth=trust -E UTF8 >/dev/null
+fi
+if ! as_postgres "$PG_BIN/pg_ctl" -D "$PG_DATA" status >/dev/null 2>&1; then
+  as_postgres "$PG_BIN/pg_ctl" -D "$PG_DATA" -l "$PG_DATA/log" -w \
+    -o "-h 127.0.0.1 -p $PG_PORT -k /tmp -c fsync=off -c synchronous_commit=off -c max_connections=200" start >&2
+fi
+as_postgres "$PG_BIN/psql" -h 127.0.0.1 -p "$PG_PORT" -U postgres -tAc \
+  "SELECT 1 FROM pg_roles WHERE rolname='tako'" | grep -q 1 ||
+  as_postgres "$PG_BIN/psql" -h 127.0.0.1 -p "$PG_PORT" -U postgres -qc \
+    "CREATE ROLE tako LOGIN SUPERUSER PASSWORD 'tako'" >&2
+as_postgres "$PG_BIN/psql" -h 127.0.0.1 -p "$PG_PORT" -U postgres -tAc \
+  "SELECT 1 FROM pg_database WHERE datname='tako'" | grep -q 1 ||
+  as_postgres "$PG_BIN/psql" -h 127.0.0.1 -p "$PG_PORT" -U postgres -qc "CREATE DATABASE tako OWNER tako" >&2
+
+# Redis, persisting its queue (appendonly): a restart keeps the jobs queued in it.
+if ! redis-cli -h 127.0.0.1 -p "$REDIS_PORT" ping >/dev/null 2>&1; then
+  redis-server --bind 127.0.0.1 --port "$REDIS_PORT" --dir "$STATE" --appendonly yes --save "" \
+    --daemonize yes --logfile "$STATE/redis.log" >&2
+  for _ in $(seq 50); do redis-cli -h 127.0.0.1 -p "$REDIS_PORT" ping >/dev/null 2>&1 && break; sleep 0.1; done
+fi
+
+echo "export DATABASE_URL=postgres://tako:tako@127.0.0.1:$PG_PORT/tako"
+echo "export REDIS_URL=redis://127.0.0.1:$REDIS_PORT/0"
