@@ -365,6 +365,7 @@ class CircuitBreaker(models.Model):
     opened_at = models.DateTimeField(null=True, blank=True)
     closed_at = models.DateTimeField(null=True, blank=True)
     probe_started_at = models.DateTimeField(null=True, blank=True)
+    seen_at = models.DateTimeField(null=True, blank=True)  # its worker host's keeper, lately
 
     def __str__(self) -> str:
         return f"{self.name}: {self.state}"

@@ -1,8 +1,10 @@
 """Circuit breaker and retry policy around the Docker engine.
 
-The breaker's state lives in the database, one row per engine, updated under a row lock, so the
-web process and every worker see (and move) the same breaker. Only faults of the engine count:
-failures of the user's code are results, not Docker failures.
+The breaker's state lives in the database, one row per Docker engine (TAKO_ENGINE_NAME), updated
+under a row lock, so every process using an engine sees (and moves) the same breaker, and one
+broken engine does not stop the others. Only faults of the engine count: failures of the user's
+code are results, not Docker failures. Each worker host's pool keeper marks its engine as seen,
+so the others know which engines are alive.
 
 closed --(TAKO_BREAKER_THRESHOLD consecutive failures)--> open
 open --(TAKO_BREAKER_RESET_SECONDS later, one probe let through)--> half_open
@@ -23,8 +25,12 @@ from django.utils import timezone
 
 from executions.models import CircuitBreaker, iso_utc
 
-ENGINE = "docker"  # one breaker per engine; a single local engine for now
 PROBE_STALE_SECONDS = 120  # a probe that never reported back (its worker died) frees the slot
+ENGINE_ALIVE_SECONDS = 60  # an engine whose keeper has not been seen for this long is taken for gone
+
+
+def this_engine() -> str:
+    return str(settings.TAKO_ENGINE_NAME)
 
 
 class CircuitOpen(Exception):
@@ -36,8 +42,9 @@ def _locked(name: str) -> CircuitBreaker:
     return breaker
 
 
-def breaker_acquire(name: str = ENGINE) -> None:
+def breaker_acquire(name: str | None = None) -> None:
     """Ask to call the engine; raises CircuitOpen when the breaker refuses."""
+    name = name or this_engine()
     state = CircuitBreaker.objects.filter(name=name).values_list("state", flat=True).first()
     if state in (None, CircuitBreaker.State.CLOSED):  # the common case: a read, no lock
         return
@@ -66,8 +73,9 @@ def breaker_acquire(name: str = ENGINE) -> None:
         )
 
 
-def breaker_success(name: str = ENGINE) -> bool:
+def breaker_success(name: str | None = None) -> bool:
     """Record a call that worked; True when this closed the breaker (the engine is back)."""
+    name = name or this_engine()
     healthy = CircuitBreaker.objects.filter(name=name, state=CircuitBreaker.State.CLOSED, failure_count=0)
     if healthy.update(success_count=F("success_count") + 1):  # the common case: one atomic update
         return False
@@ -88,7 +96,8 @@ def breaker_success(name: str = ENGINE) -> bool:
     return closed
 
 
-def breaker_failure(message: str, name: str = ENGINE) -> None:
+def breaker_failure(message: str, name: str | None = None) -> None:
+    name = name or this_engine()
     now = timezone.now()
     with transaction.atomic():
         breaker = _locked(name)
@@ -106,9 +115,13 @@ def breaker_failure(message: str, name: str = ENGINE) -> None:
         breaker.save()
 
 
-def breaker_state(name: str = ENGINE) -> dict[str, Any]:
+def breaker_state(name: str | None = None) -> dict[str, Any]:
     """The breaker as /health shows it (an open breaker past its reset time reads half_open)."""
-    breaker = CircuitBreaker.objects.filter(name=name).first() or CircuitBreaker(name=name)
+    name = name or this_engine()
+    return _state_of(CircuitBreaker.objects.filter(name=name).first() or CircuitBreaker(name=name))
+
+
+def _state_of(breaker: CircuitBreaker) -> dict[str, Any]:
     state = breaker.state
     reset = timedelta(seconds=settings.TAKO_BREAKER_RESET_SECONDS)
     if state == CircuitBreaker.State.OPEN and breaker.opened_at and timezone.now() >= breaker.opened_at + reset:
@@ -123,9 +136,37 @@ def breaker_state(name: str = ENGINE) -> dict[str, Any]:
     }
 
 
-def breaker_is_open(name: str = ENGINE) -> bool:
-    """True while the breaker refuses all work (not yet half_open): new jobs are refused then."""
+def breaker_is_open(name: str | None = None) -> bool:
+    """True while the breaker refuses all work (not yet half_open)."""
     return breaker_state(name)["state"] == CircuitBreaker.State.OPEN
+
+
+def engine_seen(name: str | None = None) -> None:
+    """A worker host's keeper says its engine is alive (at most every few seconds)."""
+    CircuitBreaker.objects.update_or_create(name=name or this_engine(), defaults={"seen_at": timezone.now()})
+
+
+def engines() -> list[dict[str, Any]]:
+    """Every engine alive (its keeper seen lately) or used by this process, with its breaker."""
+    alive_since = timezone.now() - timedelta(seconds=ENGINE_ALIVE_SECONDS)
+    rows = CircuitBreaker.objects.filter(seen_at__gte=alive_since)
+    found = {breaker.name: breaker for breaker in rows}
+    if settings.TAKO_WEB_USES_DOCKER and this_engine() not in found:
+        found[this_engine()] = CircuitBreaker.objects.filter(name=this_engine()).first() or CircuitBreaker(
+            name=this_engine()
+        )
+    return [{"name": name, **_state_of(breaker)} for name, breaker in sorted(found.items())]
+
+
+def no_engine_available() -> bool:
+    """True while every known engine's breaker is open: new jobs are refused then (503)."""
+    known = engines()
+    return bool(known) and all(engine["state"] == CircuitBreaker.State.OPEN for engine in known)
+
+
+def another_engine_available() -> bool:
+    """Is some other live engine's breaker closed? Then a job this engine cannot start goes there."""
+    return any(e["name"] != this_engine() and e["state"] == CircuitBreaker.State.CLOSED for e in engines())
 
 
 @dataclass(frozen=True)

@@ -6,11 +6,19 @@ from django.conf import settings
 
 from executions import services
 from executions.health import probe_breaker
+from executions.models import Execution
 from executions.sandbox import get_sandbox
 
+MAX_HOPS = 5  # a job passed on this often runs where it lands
 
-def run_execution(execution_id: str) -> None:
-    services.execution_run(execution_id=execution_id, role="worker")
+
+def run_execution(execution_id: str, hops: int = 0) -> None:
+    """Run a queued job here, unless this host's engine is failing while another's works: then
+    the job goes back to the queue for another worker (a few hops at most, then it runs here and
+    ends in the dead letter queue if the engine still fails)."""
+    execution = services.execution_run(execution_id=execution_id, role="worker", may_hand_over=hops < MAX_HOPS)
+    if execution.status == Execution.Status.QUEUED:  # handed over: this engine fails, another works
+        services.execution_dispatch(execution, hops=hops + 1)
 
 
 def recover_stale_executions() -> int:

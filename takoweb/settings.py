@@ -203,6 +203,14 @@ TAKO_HEARTBEAT_SECONDS = 5
 TAKO_STALE_AFTER = envint("TAKO_STALE_AFTER", 30, minimum=10)
 # This worker host's name, recorded on the jobs it runs (one cluster per name).
 TAKO_WORKER_NAME = envstr("TAKO_WORKER_NAME", socket.gethostname())
+# The Docker engine this process uses, by name: one circuit breaker (and one warm pool) per engine.
+# Processes on one host share the host's engine; a remote engine (tcp://) is named by its address.
+_DOCKER_HOST = envstr("DOCKER_HOST", "")
+_REMOTE_ENGINE = _DOCKER_HOST.startswith("tcp://")
+TAKO_ENGINE_NAME = envstr("TAKO_ENGINE_NAME", _DOCKER_HOST if _REMOTE_ENGINE else socket.gethostname())
+# Off on web-only machines: they run no container, so POST /execute goes through the queue to a
+# worker and waits for it, and /health reports the workers' engines.
+TAKO_WEB_USES_DOCKER = envbool("TAKO_WEB_USES_DOCKER", True)
 
 # The warm pool: each worker host keeps containers started ahead of time (Environment.pool_size
 # per environment), each used for one job. At most TAKO_POOL_MAX_CONTAINERS ready at once per host,

@@ -200,7 +200,10 @@ def test_a_nul_in_the_url_is_a_clear_error_on_every_database(api_nodocker) -> No
 
 
 def test_nul_characters_in_the_programs_output_and_error_are_stored_as_replacements(api) -> None:
-    code = "import json\njson.dump({'k\\u0000': 'v\\u0000'}, open('/output/result.json', 'w'))\nraise ValueError('a\\x00b')"
+    code = (
+        "import json\njson.dump({'k\\u0000': 'v\\u0000'}, open('/output/result.json', 'w'))\n"
+        "raise ValueError('a\\x00b')"
+    )
     body = api.post("/execute", {"code": code}).json()
     assert body["output"] == {"k\ufffd": "v\ufffd"} and body["error_type"] == "value_error"
     assert "\x00" not in body["error"]

@@ -33,7 +33,8 @@ class RedisServer:
     def start(self) -> None:
         args = ["--bind", "127.0.0.1", "--port", str(self.port), "--dir", str(self.folder)]
         args += ["--appendonly", "yes", "--appendfsync", "always", "--save", ""]  # queued jobs survive a restart
-        self.process = subprocess.Popen([shutil.which("redis-server") or "redis-server", *args], stdout=subprocess.DEVNULL)
+        binary = shutil.which("redis-server") or "redis-server"
+        self.process = subprocess.Popen([binary, *args], stdout=subprocess.DEVNULL)
         wait_for(self.ping, timeout=10, what="redis-server to answer")
 
     def ping(self) -> bool:
@@ -65,7 +66,7 @@ def redis_server(tmp_path: Path) -> Iterator[RedisServer]:
 
 @pytest.fixture
 def cluster(transactional_db: None, default_image: str, redis_server: RedisServer, tmp_path: Path) -> Iterator[Any]:
-    """daphne and two worker clusters ("host-a", "host-b", one worker each) sharing one Redis queue."""
+    """A web-only daphne (it runs no container) and worker clusters sharing one Redis queue."""
     env = {"REDIS_URL": redis_server.url, "TAKO_MAX_JOBS_IN_PROGRESS": "0", "TAKO_MAX_QUEUE_SIZE": "500"}
     processes: list[ServiceProcess] = []
 
@@ -73,12 +74,12 @@ def cluster(transactional_db: None, default_image: str, redis_server: RedisServe
         redis = redis_server
         url = ""
 
-        def start_worker(self, name: str) -> ServiceProcess:
-            worker = start_worker(tmp_path / f"{name}.log", name=name, workers=1, **env)
+        def start_worker(self, name: str, **extra: str) -> ServiceProcess:
+            worker = start_worker(tmp_path / f"{name}.log", name=name, workers=1, **env, **extra)
             processes.append(worker)
             return worker
 
-    server, Cluster.url = start_daphne(tmp_path / "daphne.log", **env)
+    server, Cluster.url = start_daphne(tmp_path / "daphne.log", TAKO_WEB_USES_DOCKER="0", **env)
     processes.append(server)
     yield Cluster()
     for process in processes:
@@ -98,6 +99,10 @@ def test_two_clusters_share_one_queue_and_run_each_job_once(cluster) -> None:
     assert all(records[j].status == "succeeded" and records[j].stdout == f"{n}\n" for n, j in enumerate(job_ids))
     hosts = {r.worker.split(":")[0] for r in records.values()}
     assert hosts == {"host-a", "host-b"}, "both clusters took jobs"
+    # The web machine runs no container: a sync run goes through the queue to a worker.
+    body = requests.post(f"{cluster.url}/execute", json={"code": "print('via a worker')"}, timeout=60).json()
+    assert body["success"] is True and body["stdout"] == "via a worker\n"
+    assert Execution.objects.get(pk=body["execution_id"]).worker.split(":")[0] in {"host-a", "host-b"}
     # Each ran once: one run per job recorded (a second run would find it claimed and do nothing).
     assert all(len(r.attempts) == 0 and r.started_at is not None for r in records.values())
 
@@ -153,3 +158,34 @@ def test_requests_during_a_redis_outage_fail_clearly_and_lose_nothing(cluster) -
         wait_for(lambda: Execution.objects.get(pk=job_id).is_terminal, timeout=120, what="the job to end")
     else:
         assert response.status_code == 503 and "Retry-After" in response.headers
+
+
+def test_a_broken_engine_sends_its_jobs_to_the_worker_whose_engine_works(cluster, tmp_path: Path) -> None:
+    from tests.dockerproxy import DockerProxy
+
+    proxy = DockerProxy(tmp_path / "docker.sock")
+    proxy.up()
+    cluster.start_worker("host-a")  # this machine's engine
+    broken_engine = {"DOCKER_HOST": proxy.url, "TAKO_ENGINE_NAME": "engine-b", "TAKO_DOCKER_TIMEOUT": "3"}
+    cluster.start_worker("host-b", TAKO_RETRY_BASE_DELAY="0.1", **broken_engine)
+
+    def engines() -> dict[str, dict]:
+        return {e["name"]: e for e in requests.get(f"{cluster.url}/health", timeout=5).json()["engines"]}
+
+    wait_for(lambda: len(engines()) == 2, timeout=60, what="both workers' engines on /health")
+    proxy.down()
+    job_ids = [submit(cluster.url, f"print({n})") for n in range(20)]
+    wait_for(
+        lambda: not Execution.objects.filter(pk__in=job_ids, status__in=["queued", "running"]).exists(),
+        timeout=180,
+        what="the jobs to end",
+    )
+    records = list(Execution.objects.filter(pk__in=job_ids))
+    assert [r.status for r in records] == ["succeeded"] * 20, [(r.error_type, r.error_message) for r in records]
+    assert {r.worker.split(":")[0] for r in records} == {"host-a"}  # every one ran where the engine works
+    handed = [r for r in records if r.attempts]
+    assert handed, "host-b took some jobs, failed to start them, and handed them over"
+    assert all("handed to another engine" in r.attempts[-1]["error"] for r in handed)
+    broken = engines()["engine-b"]
+    assert broken["failure_count"] > 0 and broken["last_failure"]
+    assert requests.get(f"{cluster.url}/health", timeout=5).json()["status"] == "healthy"  # host-a serves

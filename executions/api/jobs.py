@@ -18,7 +18,7 @@ from executions.api.decorators import api_view, origin, parse_json_body
 from executions.api.errors import ApiError, ServiceUnavailable
 from executions.api.forms import parse_derive_request, parse_execute_request, parse_view, parse_wait
 from executions.models import Artifact, Execution
-from executions.resilience import breaker_is_open
+from executions.resilience import no_engine_available
 
 RESULT_POLL_SECONDS = 0.1
 # A waiting client looks often while most jobs end (a warm pool's run takes tens of milliseconds),
@@ -43,7 +43,7 @@ def _submitted(execution: Execution, created: bool) -> JsonResponse:
 
 
 def refuse_while_breaker_open() -> None:
-    if breaker_is_open():
+    if no_engine_available():
         raise ServiceUnavailable("Docker circuit breaker is open; jobs are refused until it closes", retry_after=30)
 
 

@@ -361,6 +361,11 @@ SCHEMAS: dict[str, Any] = {
             "version": {"type": "string"},
             "queue_stats": _ref("QueueStats"),
             "warm_pool": _ref("WarmPool"),
+            "engines": {
+                "type": "array",
+                "description": "Every Docker engine in use (one per worker host), each with its own breaker",
+                "items": {"type": "object", "required": ["name", "state"], "properties": {"name": {"type": "string"}}},
+            },
         },
     },
     "DeadLetter": {

@@ -12,7 +12,7 @@ from executions.api.forms import paginated, parse_page
 from executions.health import health_report
 from executions.metrics import DatabaseCollector
 from executions.models import DeadLetter
-from executions.resilience import breaker_is_open
+from executions.resilience import no_engine_available
 
 
 @api_view("GET", scope=None)
@@ -50,7 +50,7 @@ def dlq_entry(request: HttpRequest, entry_id: int) -> JsonResponse:
 @api_view("POST", scope="admin")
 def dlq_requeue(request: HttpRequest, entry_id: int) -> JsonResponse:
     entry = _entry_or_404(entry_id)
-    if breaker_is_open():
+    if no_engine_available():
         raise ServiceUnavailable("Docker circuit breaker is open; requeue once it has closed")
     user = request.principal.user  # type: ignore[attr-defined]
     by = user.get_username() if user is not None else f"api {request.META.get('REMOTE_ADDR')}"

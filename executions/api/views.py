@@ -7,6 +7,7 @@ from collections.abc import Callable
 from typing import Any, TypeVar
 
 from asgiref.sync import sync_to_async
+from django.conf import settings
 from django.db import connections
 from django.http import HttpRequest, JsonResponse
 
@@ -35,6 +36,9 @@ async def _in_worker_thread(fn: Callable[..., T], /, *args: Any, **kwargs: Any) 
     return await asyncio.to_thread(call)
 
 
+SYNC_POLL_SECONDS = 0.02
+
+
 @api_view("POST")
 async def execute(request: HttpRequest) -> JsonResponse:
     """Run code now and answer when it has ended (Tako VM's sync endpoint)."""
@@ -47,8 +51,14 @@ async def execute(request: HttpRequest) -> JsonResponse:
     except services.QueueFull as exc:
         raise ServiceUnavailable(str(exc), retry_after=5) from None
     execution = await sync_to_async(services.execution_create)(**parsed.execution_fields(), **origin(request))
-    # Runs here (not on the cluster) but within the same worker budget: it waits for a free slot.
-    execution = await _in_worker_thread(services.execution_run, execution_id=execution.pk, role="web")
+    if settings.TAKO_WEB_USES_DOCKER:
+        # Runs here (not on the cluster) but within the same worker budget: it waits for a free slot.
+        execution = await _in_worker_thread(services.execution_run, execution_id=execution.pk, role="web")
+    else:  # a web-only machine: a worker runs it; answer when it has ended
+        await sync_to_async(services.execution_dispatch)(execution)
+        while not execution.is_terminal:
+            await asyncio.sleep(SYNC_POLL_SECONDS)
+            await execution.arefresh_from_db()
     return JsonResponse(execution.to_sync_response())
 
 

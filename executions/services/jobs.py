@@ -97,7 +97,7 @@ def execution_submit(*, environment: Environment, **fields: Any) -> tuple[Execut
     try:
         with transaction.atomic():
             execution = execution_create(environment=environment, is_async=True, **fields)
-            transaction.on_commit(lambda: _enqueue(execution))
+            transaction.on_commit(lambda: execution_dispatch(execution))
     except IntegrityError:  # the same key, submitted concurrently
         existing = Execution.objects.get(idempotency_key=key, is_async=True)
         return _same_request_or_conflict(existing, environment=environment, **fields), False
@@ -121,9 +121,11 @@ def _request_hash(*, environment: Environment, **fields: Any) -> str:
     )
 
 
-def _enqueue(execution: Execution) -> None:
+def execution_dispatch(execution: Execution, *, hops: int = 0) -> None:
+    """Hand a queued execution to the worker clusters (`hops`: how often workers passed it on)."""
     try:
-        async_task(RUN_TASK, str(execution.pk), task_name=f"execution-{execution.pk}")
+        args = (str(execution.pk), hops) if hops else (str(execution.pk),)
+        async_task(RUN_TASK, *args, task_name=f"execution-{execution.pk}")
     except Exception as exc:  # the broker is down: the job must not sit in "queued" forever
         logger.exception("Could not enqueue execution %s", execution.pk)
         ended = Execution.objects.filter(pk=execution.pk, status=Execution.Status.QUEUED).update(
@@ -210,7 +212,7 @@ def executions_recover(*, worker_prefix: str | None = None, stale_after: int | N
             )
             if requeued:
                 logger.warning("Execution %s never started on its lost worker; queued again", execution.pk)
-                _enqueue(execution)
+                execution_dispatch(execution)
                 handled += 1
             continue
         try:

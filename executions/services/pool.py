@@ -24,6 +24,7 @@ from django.db.models import Count
 from django.utils import timezone
 
 from executions.models import Environment, Execution, PoolState, memory_bytes
+from executions.resilience import engine_seen, this_engine
 from executions.sandbox import ContainerShape, PooledContainer, Sandbox, SandboxError, SandboxUnavailable, get_sandbox
 from executions.services.cleanup import containers_reap
 from executions.services.environments import environment_shape
@@ -50,12 +51,13 @@ class PoolPlan:
 class PoolKeeper:
     def __init__(self, sandbox: Sandbox | None = None, engine: str | None = None) -> None:
         self.sandbox = sandbox or get_sandbox()
-        self.engine = engine or settings.TAKO_WORKER_NAME
+        self.engine = engine or this_engine()
         self.wake = threading.Event()
         self.started_at = timezone.now()
         self._published: dict[str, tuple[int, int, int, int]] = {}
         self._claimed_since: dict[str, float] = {}
         self._reaped_at = 0.0
+        self._seen_at = 0.0
         self._published_at = 0.0
 
     def run(self, stop: threading.Event) -> None:
@@ -69,6 +71,7 @@ class PoolKeeper:
             except (SandboxUnavailable, SandboxError, DatabaseError) as exc:
                 logger.warning("Warm pool: %s; trying again in %.0f s", exc, RETRY_SECONDS)
                 pause = RETRY_SECONDS
+            self._say_alive()
             self.wake.wait(pause)
             self.wake.clear()
         self._drain_quietly()
@@ -111,6 +114,17 @@ class PoolKeeper:
         if started:
             self._publish(plans, keep, in_use, [], started=started)
             self.wake.set()  # look again at once: jobs may have taken some meanwhile
+
+    def _say_alive(self) -> None:
+        """This worker host is alive (whether or not its engine works): other processes choose
+        engines among the live ones."""
+        if time.monotonic() - self._seen_at < PUBLISH_EVERY_SECONDS:
+            return
+        try:
+            engine_seen(self.engine)
+            self._seen_at = time.monotonic()
+        except DatabaseError as exc:
+            logger.warning("Warm pool: could not record this engine as alive (%s)", exc)
 
     def _plans(self) -> list[PoolPlan]:
         if not settings.TAKO_POOL_ENABLED:

@@ -19,7 +19,14 @@ from django.utils import timezone
 from executions.live import notify_execution_changed
 from executions.logging import correlation_context
 from executions.models import Artifact, Environment, Execution, Lock
-from executions.resilience import CircuitOpen, breaker_acquire, breaker_failure, breaker_success, retry_policy
+from executions.resilience import (
+    CircuitOpen,
+    another_engine_available,
+    breaker_acquire,
+    breaker_failure,
+    breaker_success,
+    retry_policy,
+)
 from executions.sandbox import RunResult, RunSpec, Sandbox, SandboxError, SandboxUnavailable, get_sandbox
 from executions.sandbox.classify import Outcome, classify_exit, failure
 from executions.sandbox.packages import PackageError, wheel_set
@@ -114,12 +121,16 @@ def execution_create(
     )
 
 
-def execution_run(*, execution_id: Any, sandbox: Sandbox | None = None, role: str = "worker") -> Execution:
+def execution_run(
+    *, execution_id: Any, sandbox: Sandbox | None = None, role: str = "worker", may_hand_over: bool = False
+) -> Execution:
     """Claim a queued execution (waiting for a free slot of the worker budget), run it, record it.
 
     Never raises for a fault of the sandbox: the record then ends failed with
-    `service_unavailable` (the engine is unreachable) or `internal_error`. If the execution was
-    claimed elsewhere or cancelled while it waited, it is returned as it is.
+    `service_unavailable` (the engine is unreachable) or `internal_error`, unless `may_hand_over`
+    and another engine works: then, its container never having started, it is returned queued
+    again for another worker. If the execution was claimed elsewhere or cancelled while it
+    waited, it is returned as it is.
     """
     execution = Execution.objects.get(pk=execution_id)
     with correlation_context(execution.correlation_id):
@@ -131,6 +142,7 @@ def execution_run(*, execution_id: Any, sandbox: Sandbox | None = None, role: st
         outcome: Outcome = failure("internal_error", "Internal error while running the job", phase="startup")
         result: RunResult | None = None
         monitor = _RunMonitor(execution)
+        handed_over = False
         try:
             result = _run_with_retries(execution, sandbox or get_sandbox(), monitor, role=role)
             outcome = _outcome_of(result, execution)
@@ -139,6 +151,10 @@ def execution_run(*, execution_id: Any, sandbox: Sandbox | None = None, role: st
         except StartupTimeout as exc:
             outcome = failure("timeout", str(exc), phase="startup")
         except (SandboxUnavailable, CircuitOpen) as exc:
+            if may_hand_over and not monitor.container_started and another_engine_available():
+                handed_over = True
+                monitor.stop()
+                return _hand_over(execution, str(exc))
             phase = "execution" if monitor.container_started else "startup"
             outcome = failure("service_unavailable", f"Docker is unavailable: {exc}", phase=phase)
         except (SandboxError, Environment.DoesNotExist) as exc:
@@ -147,11 +163,23 @@ def execution_run(*, execution_id: Any, sandbox: Sandbox | None = None, role: st
             logger.exception("Execution %s failed inside the service", execution.pk)
         finally:
             monitor.stop()
-            if monitor.cancel.is_set() and (result is None or not outcome.success):
-                outcome = failure("cancelled", "Cancelled by request", phase=outcome.phase or "execution")
-            _record_end(execution, outcome, result)
+            if not handed_over:  # (else it is queued again, for another worker)
+                if monitor.cancel.is_set() and (result is None or not outcome.success):
+                    outcome = failure("cancelled", "Cancelled by request", phase=outcome.phase or "execution")
+                _record_end(execution, outcome, result)
         logger.info("Execution %s ended %s (%s)", execution.pk, execution.status, execution.error_type or "ok")
         return execution
+
+
+def _hand_over(execution: Execution, error: str) -> Execution:
+    """Back to the queue, for a worker whose engine works (this one's does not)."""
+    logger.warning("Execution %s: this engine fails (%s); handing it to another worker", execution.pk, error)
+    _note_attempt(execution, len(execution.attempts) + 1, f"{error} (handed to another engine)")
+    Execution.objects.filter(pk=execution.pk, status=Execution.Status.RUNNING).update(
+        status=Execution.Status.QUEUED, worker="", started_at=None, heartbeat_at=None
+    )
+    execution.refresh_from_db()
+    return execution
 
 
 def _run_with_retries(execution: Execution, sandbox: Sandbox, monitor: _RunMonitor, *, role: str) -> RunResult:

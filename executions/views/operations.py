@@ -17,7 +17,7 @@ from django_htmx.http import trigger_client_event
 from executions import services
 from executions.health import health_report
 from executions.models import DeadLetter, Environment
-from executions.resilience import breaker_is_open
+from executions.resilience import no_engine_available
 from executions.sandbox import SandboxError, SandboxUnavailable, get_sandbox
 from executions.sandbox.images import ImageBuildError
 from executions.views.pages import PageRequest, page_login_required
@@ -89,7 +89,7 @@ def dlq_action(request: PageRequest, action: str) -> HttpResponse:
         raise Http404("No such action")
     ids = [int(i) for i in request.POST.getlist("ids") if i.isdigit()]
     entries = list(DeadLetter.objects.filter(pk__in=ids))
-    if action == "requeue" and breaker_is_open():
+    if action == "requeue" and no_engine_available():
         response = render(request, "executions/operations.html#dlq", _dlq_context(request))
         return _toast(response, "Docker's circuit breaker is open: requeue once it has closed.", "error")
     done, problems = 0, []

@@ -25,7 +25,7 @@ from executions.api.errors import InvalidRequest
 from executions.api.forms import parse_execute_request
 from executions.hints import HINTS
 from executions.models import Environment, Execution
-from executions.resilience import breaker_is_open
+from executions.resilience import no_engine_available
 
 PAGE_SIZE = 50
 
@@ -185,7 +185,7 @@ def execution_cancel(request: PageRequest, execution_id: Any) -> HttpResponse:
 @require_POST
 def execution_rerun(request: PageRequest, execution_id: Any) -> HttpResponse:
     execution = _execution_or_404(request, execution_id)
-    if breaker_is_open():
+    if no_engine_available():
         response = HttpResponse(status=204)
         return trigger_client_event(
             response, "showToast", {"message": "Docker is unavailable (circuit open); try later.", "level": "error"}
