@@ -45,6 +45,7 @@ compose-check:
 
 bench: setup
 	$(PY) bench/execute_latency.py
+	$(PY) bench/scaleout_throughput.py
 	$(PY) bench/pages.py
 
 clean:

@@ -199,6 +199,16 @@ def test_the_operations_page_shows_each_warm_pool_live(admin_user) -> None:
     assert cells == ["3", "4", "1", "1", "1", "1"]  # ready, target, starting, in use, hits, misses over both hosts
 
 
+def test_the_operations_page_shows_each_engines_breaker(admin_user) -> None:
+    from executions.resilience import breaker_failure, engine_seen
+
+    engine_seen("worker-b-engine")
+    breaker_failure("socket gone", name="worker-b-engine")
+    panel = client_for(admin_user).get("/ui/ops/?panel=status", HTTP_HX_REQUEST="true").content.decode()
+    table = re.search(r'<table id="engines".*?</table>', panel, re.S)
+    assert table and "worker-b-engine" in table.group(0) and "socket gone" in table.group(0)
+
+
 def test_requeue_and_delete_dlq_entries_with_a_toast(admin_user) -> None:
     first, second, third = _dead(admin_user), _dead(admin_user), _dead(admin_user)
     client = client_for(admin_user)
