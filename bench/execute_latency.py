@@ -8,8 +8,9 @@ same machine:
   1. sequential latency (p50/p90) of: bare `docker run --rm` through the SDK, POST /execute cold,
      POST /execute with the pool, and async submit + wait (pool on), each as a ratio to bare;
   2. throughput at 4 concurrent clients, in jobs/s and as a ratio to bare `docker run`;
-  3. queue pick-up: submit -> the job's container starts (async, one job at a time);
-  4. the CPU the idle service uses (all its processes, over 10 s, after the pool has filled).
+  3. a burst of 8 requests at once (4 times the pool), cold and with the pool;
+  4. queue pick-up: submit -> the job's container starts (async, one job at a time);
+  5. the CPU the idle service uses (all its processes, over 10 s, after the pool has filled).
 The pool rows say how many jobs got a pooled container (the rest found it empty and ran cold).
 Usage: python bench/execute_latency.py [-n 40] [--jobs 40]
 """
@@ -204,6 +205,13 @@ def main() -> None:
                 if "pool" in name:
                     rate_notes[name] = _hit_rate(pooled, since)
 
+            bursts: dict[str, list[float]] = {"cold": [], "warm pool": []}
+            for _ in range(3):  # 8 requests at once, 4 times the pool: the rest must not be slower than cold
+                for name, service in (("cold", cold), ("warm pool", pooled)):
+                    _wait_for_full_pool(pooled)
+                    with ThreadPoolExecutor(8) as pool:
+                        bursts[name] += list(pool.map(lambda _, s=service: _timed(lambda: _sync_run(s)), range(8)))
+
             pickup = []
             for _ in range(20):  # one job at a time, the pool full: nothing queues behind another job
                 _wait_for_full_pool(pooled)
@@ -237,6 +245,10 @@ def main() -> None:
     bare_rate = rates["bare docker run (SDK)"]
     for name, rate in rates.items():
         print(f"{name:<30} {rate:8.2f}  {rate / bare_rate:6.2f}x  {rate_notes[name]}")
+    print()
+    print("burst of 8 POST /execute at once (pool of 2), 3 bursts:", end="")
+    for name, samples in bursts.items():
+        print(f"  {name}: p50 {statistics.median(samples) * 1000:.0f} ms, max {max(samples) * 1000:.0f} ms", end="")
     print()
     warm_pickup = [ms for ms, warm in pickup if warm]
     pickup_p50 = statistics.median(ms for ms, _ in pickup)

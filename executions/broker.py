@@ -1,10 +1,11 @@
-"""django-q2's ORM broker, made cheap to poll often on SQLite (the embedded default).
+"""django-q2's brokers, with two additions:
 
-The stock ORM broker runs a query through the ORM on every poll; polling every 10 ms that way
-costs several percent of a core while idle. SQLite can say in microseconds whether any other
-connection has committed since we last asked (PRAGMA data_version), so the broker runs its query
-only then (and at least once a second, for tasks whose lock expired). Enqueued work is seen within
-one poll, at a fraction of the cost.
+- A worker host whose Docker engine is failing (its breaker open) takes no job while another
+  engine works, so the others run them (rather than this host handing them back one by one).
+- On SQLite (the embedded default), the ORM broker asks whether any other connection has
+  committed since the last poll (PRAGMA data_version, microseconds) before running its query, so
+  it can poll every 10 ms for a fraction of a percent of a core; it queries at least once a second
+  anyway, for tasks whose lock expired.
 """
 
 from __future__ import annotations
@@ -14,12 +15,45 @@ from typing import Any
 
 from django.db import connections
 from django_q.brokers.orm import ORM
+from django_q.brokers.redis_broker import Redis
 from django_q.conf import Conf
 
 FULL_CHECK_SECONDS = 1.0
+GATE_CHECK_SECONDS = 1.0
 
 
-class SQLiteWatchingORM(ORM):
+class EngineGate:
+    """Mixed into a broker: dequeue() takes nothing while this host's engine refuses work."""
+
+    _gate_checked_at = 0.0
+    _gate_shut = False
+
+    def engine_refuses(self) -> bool:
+        if time.monotonic() - self._gate_checked_at > GATE_CHECK_SECONDS:
+            from executions.resilience import another_engine_available, breaker_is_open
+
+            self._gate_shut = breaker_is_open() and another_engine_available()
+            self._gate_checked_at = time.monotonic()
+        return self._gate_shut
+
+
+class GatedRedis(EngineGate, Redis):
+    def dequeue(self) -> Any:
+        if self.engine_refuses():
+            time.sleep(GATE_CHECK_SECONDS)
+            return None
+        return super().dequeue()
+
+
+class GatedORM(EngineGate, ORM):
+    def dequeue(self) -> Any:
+        if self.engine_refuses():
+            time.sleep(GATE_CHECK_SECONDS)
+            return None
+        return super().dequeue()
+
+
+class SQLiteWatchingORM(GatedORM):
     def __init__(self, list_key: str | None = None) -> None:
         super().__init__(list_key)
         self._seen_version: int | None = None

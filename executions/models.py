@@ -202,6 +202,8 @@ class Execution(models.Model):
     # Ran in a container of the warm pool (True), or cold because none was ready (False); None
     # when the environment keeps no pool or the run installs its own packages.
     warm_start = models.BooleanField(null=True, default=None)
+    # When it was last handed to the worker clusters' queue (None: run by the web process itself).
+    dispatched_at = models.DateTimeField(null=True, blank=True)
     correlation_id = models.CharField(max_length=128, default="")
     client_ip = models.GenericIPAddressField(null=True)
     idempotency_key = models.CharField(max_length=255, null=True)

@@ -22,9 +22,11 @@ def run_execution(execution_id: str, hops: int = 0) -> None:
 
 
 def recover_stale_executions() -> int:
-    """Scheduled every minute: jobs whose worker stopped beating are ended or run again, and
-    containers left behind when the engine failed during their removal are removed."""
+    """Scheduled every minute: jobs whose worker stopped beating are ended or run again, jobs
+    whose task the queue lost are queued again, and containers left behind when the engine
+    failed during their removal are removed."""
     recovered = services.executions_recover()
+    recovered += services.executions_redispatch(older_than=settings.TAKO_REDISPATCH_AFTER)
     probe_breaker(get_sandbox().ping())
     services.containers_reap_quietly()
     return recovered

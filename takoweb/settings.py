@@ -201,6 +201,9 @@ TAKO_MAX_STARTUP_TIMEOUT = 600
 # belonged to a worker that died and is ended (or run again if its container never started).
 TAKO_HEARTBEAT_SECONDS = 5
 TAKO_STALE_AFTER = envint("TAKO_STALE_AFTER", 30, minimum=10)
+# A job still queued this long after it was handed to the queue is handed to it again (in case
+# its task was lost); only one run can ever claim it.
+TAKO_REDISPATCH_AFTER = envint("TAKO_REDISPATCH_AFTER", 600, minimum=30)
 # This worker host's name, recorded on the jobs it runs (one cluster per name).
 TAKO_WORKER_NAME = envstr("TAKO_WORKER_NAME", socket.gethostname())
 # The Docker engine this process uses, by name: one circuit breaker (and one warm pool) per engine.
@@ -224,12 +227,13 @@ TAKO_POOL_IDLE_SECONDS = envint("TAKO_POOL_IDLE_SECONDS", 600, minimum=10)
 _TASK_SECONDS = TAKO_MAX_TIMEOUT + TAKO_MAX_STARTUP_TIMEOUT + 300
 # The queue: Redis when REDIS_URL is set (workers wait on it, no polling); else django-q2's ORM
 # broker on the database, which on SQLite asks whether anything changed before each poll.
+# (executions/broker.py: a host whose engine fails takes no job while another engine works.)
 if REDIS_URL:
-    _BROKER: dict[str, Any] = {"redis": REDIS_URL}
+    _BROKER: dict[str, Any] = {"redis": REDIS_URL, "broker_class": "executions.broker.GatedRedis"}
 elif USES_SQLITE:
     _BROKER = {"orm": "default", "broker_class": "executions.broker.SQLiteWatchingORM"}
 else:
-    _BROKER = {"orm": "default"}
+    _BROKER = {"orm": "default", "broker_class": "executions.broker.GatedORM"}
 Q_CLUSTER = {
     "name": "tako",
     **_BROKER,

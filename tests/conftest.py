@@ -190,16 +190,16 @@ def container_path(request: pytest.FixtureRequest, settings: Any, monkeypatch: p
         assert took and all(took), f"jobs that missed the pool: {took.count(False)} of {len(took)}"
 
 
-def job_containers(*, settle: float = 20.0) -> list[Any]:
-    """This deployment's containers except ready pooled ones, once the background removal of
-    finished runs has had up to `settle` seconds."""
-    client = docker.from_env(version="auto")
+def job_containers(*, settle: float = 20.0) -> list[tuple[str, str]]:
+    """(name, state) of this deployment's containers except ready pooled ones, once the background
+    removal of finished runs has had up to `settle` seconds."""
+    client = docker.from_env(version="auto").api
     deadline = time.monotonic() + settle
     while True:
+        summaries = client.containers(all=True, filters={"label": managed_label_filter()})
+        found = [(s["Names"][0].lstrip("/"), s["State"]) for s in summaries]
         found = [
-            c
-            for c in client.containers.list(all=True, filters={"label": managed_label_filter()})
-            if not (c.name.startswith(POOL_NAME_PREFIX) and c.status == "running")
+            (name, state) for name, state in found if not (name.startswith(POOL_NAME_PREFIX) and state == "running")
         ]
         if not found or time.monotonic() > deadline:
             return found

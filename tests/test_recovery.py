@@ -87,3 +87,17 @@ def test_every_job_ends_even_when_the_queue_is_unavailable(transactional_db, mon
     assert created and execution.status == "failed" and execution.error_type == "service_unavailable"
     assert execution.ended_at is not None  # terminal: nothing is left "queued" forever
     assert execution.dead_letters.count() == 1  # and an admin can requeue it
+
+
+def test_a_job_whose_queued_task_was_lost_is_queued_again_and_runs(live_service) -> None:
+    from executions.tasks import recover_stale_executions
+
+    execution = services.execution_create(
+        code="print('found again')", input_data={}, environment=Environment.objects.get(name="default"), is_async=True
+    )
+    # Handed to the queue two hours ago, and its task lost (never enqueued here).
+    Execution.objects.filter(pk=execution.pk).update(dispatched_at=timezone.now() - timedelta(hours=2))
+    recover_stale_executions()
+    wait_for(lambda: Execution.objects.get(pk=execution.pk).is_terminal, timeout=60, what="the job to run")
+    execution.refresh_from_db()
+    assert (execution.status, execution.stdout) == ("succeeded", "found again\n")

@@ -17,6 +17,7 @@ from executions.services.jobs import (
     execution_dispatch,
     execution_submit,
     executions_recover,
+    executions_redispatch,
     queue_position,
     queue_stats,
 )
@@ -55,6 +56,7 @@ __all__ = [
     "execution_submit",
     "executions_prune",
     "executions_recover",
+    "executions_redispatch",
     "pool_stats",
     "queue_position",
     "queue_stats",

@@ -123,6 +123,7 @@ def _request_hash(*, environment: Environment, **fields: Any) -> str:
 
 def execution_dispatch(execution: Execution, *, hops: int = 0) -> None:
     """Hand a queued execution to the worker clusters (`hops`: how often workers passed it on)."""
+    Execution.objects.filter(pk=execution.pk).update(dispatched_at=timezone.now())
     try:
         args = (str(execution.pk), hops) if hops else (str(execution.pk),)
         async_task(RUN_TASK, *args, task_name=f"execution-{execution.pk}")
@@ -190,6 +191,23 @@ def execution_derive(
 
 
 # -- crash recovery ------------------------------------------------------------------------------
+def executions_redispatch(*, older_than: int) -> int:
+    """Queue again the jobs still waiting `older_than` seconds after they were queued: a task the
+    queue lost (a worker that died between taking it and claiming the job; Redis without its
+    append-only file) must not leave its job waiting forever. A second task for a job is harmless:
+    only one run can claim it."""
+    cutoff = timezone.now() - timedelta(seconds=older_than)
+    waiting = Execution.objects.filter(status=Execution.Status.QUEUED, dispatched_at__lt=cutoff)
+    count = 0
+    for execution in waiting:
+        logger.warning(
+            "Execution %s has waited in the queue since %s; queued again", execution.pk, execution.dispatched_at
+        )
+        execution_dispatch(execution)
+        count += 1
+    return count
+
+
 def executions_recover(*, worker_prefix: str | None = None, stale_after: int | None = None) -> int:
     """End or re-run jobs whose worker is gone; returns how many were handled.
 
