@@ -462,6 +462,10 @@ class PoolState(models.Model):
     ready = models.PositiveSmallIntegerField(default=0)
     in_use = models.PositiveSmallIntegerField(default=0)
     starting = models.PositiveSmallIntegerField(default=0)
+    # Jobs since this keeper started that got a pooled container, or wanted one and started cold
+    # (counted by the runs as they end: no scan of the executions).
+    hits = models.PositiveBigIntegerField(default=0)
+    misses = models.PositiveBigIntegerField(default=0)
     updated_at = models.DateTimeField()
 
     class Meta:
@@ -471,4 +475,11 @@ class PoolState(models.Model):
         return f"{self.environment} on {self.engine}"
 
     def to_dict(self) -> dict[str, Any]:
-        return {"target": self.target, "ready": self.ready, "in_use": self.in_use, "starting": self.starting}
+        return {
+            "target": self.target,
+            "ready": self.ready,
+            "in_use": self.in_use,
+            "starting": self.starting,
+            "hits": self.hits,
+            "misses": self.misses,
+        }

@@ -184,14 +184,11 @@ def test_the_operations_page_shows_breaker_dlq_and_environments(admin_user) -> N
 
 
 def test_the_operations_page_shows_each_warm_pool_live(admin_user) -> None:
-    PoolState.objects.create(
-        engine="host-a", environment="default", target=2, ready=1, in_use=1, starting=1, updated_at=timezone.now()
-    )
-    PoolState.objects.create(
-        engine="host-b", environment="default", target=2, ready=2, in_use=0, starting=0, updated_at=timezone.now()
-    )
-    _execution(admin_user, status="succeeded", warm_start=True)
-    _execution(admin_user, status="succeeded", warm_start=False)
+    now = timezone.now()
+    PoolState.objects.create(engine="host-a", environment="default", target=2, ready=1, in_use=1, starting=1,
+                             hits=1, misses=0, updated_at=now)  # fmt: skip
+    PoolState.objects.create(engine="host-b", environment="default", target=2, ready=2, in_use=0, starting=0,
+                             hits=0, misses=1, updated_at=now)  # fmt: skip
     panel = client_for(admin_user).get("/ui/ops/?panel=status", HTTP_HX_REQUEST="true").content.decode()
     row = re.search(r'<tr id="pool-default">(.*?)</tr>', panel, re.S)
     assert row, panel

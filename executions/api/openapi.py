@@ -315,7 +315,7 @@ SCHEMAS: dict[str, Any] = {
     "WarmPool": {
         "type": "object",
         "description": "Per environment: its warm pool summed over the worker hosts whose keeper is alive, "
-        "and the jobs of the last hour that got a pooled container (hits) or wanted one and ran cold (misses).",
+        "and the jobs since each keeper started that got a pooled container (hits) or wanted one (misses).",
         "additionalProperties": {
             "type": "object",
             "required": ["target", "ready", "in_use", "starting", "hits", "misses"],

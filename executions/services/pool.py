@@ -20,7 +20,7 @@ from typing import Any
 
 from django.conf import settings
 from django.db import DatabaseError, connections
-from django.db.models import Count
+from django.db.models import F
 from django.utils import timezone
 
 from executions.models import Environment, Execution, PoolState, memory_bytes
@@ -217,24 +217,22 @@ class PoolKeeper:
 
 
 def pool_stats() -> dict[str, dict[str, Any]]:
-    """Each environment's warm pool across the worker hosts whose keeper is alive, with the hits
-    (jobs that got a pooled container) and misses (jobs that wanted one and ran cold) of the last hour."""
+    """Each environment's warm pool summed over the worker hosts whose keeper is alive, with the
+    hits (jobs that got a pooled container) and misses (jobs that wanted one and ran cold) since
+    each keeper started."""
     live_since = timezone.now() - timedelta(seconds=STATE_MAX_AGE_SECONDS)
     pools: dict[str, dict[str, Any]] = {}
     for state in PoolState.objects.filter(updated_at__gte=live_since):
         totals = pools.setdefault(state.environment, _empty_stats())
         for name, value in state.to_dict().items():
             totals[name] += value
-    last_hour = timezone.now() - timedelta(hours=1)
-    counted = (
-        Execution.objects.filter(created_at__gte=last_hour, warm_start__isnull=False)
-        .values("job_type", "warm_start")
-        .annotate(n=Count("pk"))
-    )
-    for row in counted:
-        totals = pools.setdefault(row["job_type"], _empty_stats())
-        totals["hits" if row["warm_start"] else "misses"] += row["n"]
     return dict(sorted(pools.items()))
+
+
+def pool_count(*, environment: str, warm: bool) -> None:
+    """Count a run that got a pooled container (warm) or wanted one and started cold."""
+    field = "hits" if warm else "misses"
+    PoolState.objects.filter(engine=this_engine(), environment=environment).update(**{field: F(field) + 1})
 
 
 def _empty_stats() -> dict[str, Any]:

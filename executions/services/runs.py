@@ -33,6 +33,7 @@ from executions.sandbox.packages import PackageError, wheel_set
 from executions.services.cleanup import containers_reap_quietly
 from executions.services.dlq import dead_letter_add
 from executions.services.environments import environment_shape
+from executions.services.pool import pool_count
 
 logger = logging.getLogger(__name__)
 
@@ -395,6 +396,8 @@ def _record_end(execution: Execution, outcome: Outcome, result: RunResult | None
         execution.warm_start = result.warm
     with transaction.atomic():
         execution.save(update_fields=_END_FIELDS + (_RESULT_FIELDS if result is not None else []))
+        if result is not None and result.warm is not None:
+            pool_count(environment=execution.job_type, warm=result.warm)
         if result is not None:
             _store_artifacts(execution, result)
         dead_letter_add(execution)
