@@ -116,7 +116,9 @@ class RunResult:
 
 class Sandbox(Protocol):
     def run(self, spec: RunSpec) -> RunResult:
-        """Run `spec.code` once in a new container and always remove the container afterwards.
+        """Run `spec.code` once in a container used for nothing else (a ready pooled one of the same
+        shape when `spec.warm_pool`, else one created now), and always remove it afterwards (in the
+        background: the result does not wait for the engine's teardown).
 
         Returns a RunResult whatever the code did (crash, timeout, OOM, garbage output).
         Raises SandboxUnavailable when the engine cannot be reached or fails transiently, and
