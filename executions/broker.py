@@ -19,7 +19,7 @@ from django_q.brokers.redis_broker import Redis
 from django_q.conf import Conf
 
 FULL_CHECK_SECONDS = 1.0
-GATE_CHECK_SECONDS = 1.0
+GATE_CHECK_SECONDS = 0.5
 
 
 class EngineGate:

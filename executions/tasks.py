@@ -2,23 +2,33 @@
 
 from __future__ import annotations
 
+import time
+
 from django.conf import settings
 
 from executions import services
 from executions.health import probe_breaker
 from executions.models import Execution
+from executions.resilience import breaker_is_open
 from executions.sandbox import get_sandbox
 
-MAX_HOPS = 5  # a job passed on this often runs where it lands
+MAX_HOPS = 5  # a job whose start failed this often on engines with a closed breaker runs where it lands
+HAND_OVER_PAUSE_SECONDS = 0.5
 
 
 def run_execution(execution_id: str, hops: int = 0) -> None:
     """Run a queued job here, unless this host's engine is failing while another's works: then
-    the job goes back to the queue for another worker (a few hops at most, then it runs here and
-    ends in the dead letter queue if the engine still fails)."""
+    the job goes back to the queue for another worker. A host whose breaker is open passes it on
+    without counting (its queue consumer stops taking jobs within a second); a failed start with
+    the breaker still closed counts a hop, and after MAX_HOPS the job runs where it lands (and
+    goes to the dead letter queue if that engine still fails)."""
     execution = services.execution_run(execution_id=execution_id, role="worker", may_hand_over=hops < MAX_HOPS)
     if execution.status == Execution.Status.QUEUED:  # handed over: this engine fails, another works
-        services.execution_dispatch(execution, hops=hops + 1)
+        if breaker_is_open():
+            time.sleep(HAND_OVER_PAUSE_SECONDS)  # let the healthy hosts take it
+            services.execution_dispatch(execution, hops=hops)
+        else:
+            services.execution_dispatch(execution, hops=hops + 1)
 
 
 def recover_stale_executions() -> int:

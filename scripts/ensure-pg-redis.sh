@@ -3,10 +3,14 @@
 # Debian's packages, installed and started when missing. Prints the two URLs as shell exports:
 #   eval "$(scripts/ensure-pg-redis.sh)"
 set -euo pipefail
+exec 3>&1 1>&2  # everything but the two exports goes to stderr (stdout is meant for `.`/eval)
 PG_PORT="${TAKO_TEST_PG_PORT:-55432}"
 REDIS_PORT="${TAKO_TEST_REDIS_PORT:-56379}"
-STATE="${TAKO_TEST_STATE_DIR:-$PWD/var/test-services}"
+# Outside the checkout: the postgres user must be able to reach its data folder, and a checkout
+# in a private temporary folder (as CI's) is not reachable for it.
+STATE="${TAKO_TEST_STATE_DIR:-/var/tmp/tako-test-services}"
 mkdir -p "$STATE"
+chmod 755 "$STATE"
 
 need=()
 command -v redis-server >/dev/null || need+=(redis-server)
@@ -28,7 +32,7 @@ PG_DATA="$STATE/pg"
 as_postgres() { if [ "$(id -u)" = 0 ]; then runuser -u postgres -- "$@"; else "$@"; fi; }
 if [ ! -f "$PG_DATA/PG_VERSION" ]; then
   mkdir -p "$PG_DATA"
-  [ "$(id -u)" = 0 ] && chown postgres "$PG_DATA" "$STATE"
+  if [ "$(id -u)" = 0 ]; then chown postgres "$PG_DATA"; fi
   as_postgres "$PG_BIN/initdb" -D "$PG_DATA" -U postgres --auth=trust -E UTF8 >/dev/null
 fi
 if ! as_postgres "$PG_BIN/pg_ctl" -D "$PG_DATA" status >/dev/null 2>&1; then
@@ -50,5 +54,5 @@ if ! redis-cli -h 127.0.0.1 -p "$REDIS_PORT" ping >/dev/null 2>&1; then
   for _ in $(seq 50); do redis-cli -h 127.0.0.1 -p "$REDIS_PORT" ping >/dev/null 2>&1 && break; sleep 0.1; done
 fi
 
-echo "export DATABASE_URL=postgres://tako:tako@127.0.0.1:$PG_PORT/tako"
-echo "export REDIS_URL=redis://127.0.0.1:$REDIS_PORT/0"
+echo "export DATABASE_URL=postgres://tako:tako@127.0.0.1:$PG_PORT/tako" >&3
+echo "export REDIS_URL=redis://127.0.0.1:$REDIS_PORT/0" >&3

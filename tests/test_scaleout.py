@@ -107,22 +107,26 @@ def test_two_clusters_share_one_queue_and_run_each_job_once(cluster) -> None:
     assert all(len(r.attempts) == 0 and r.started_at is not None for r in records.values())
 
 
+def _all_succeed(job_ids: list[str], what: str) -> None:
+    try:
+        wait_for(
+            lambda: Execution.objects.filter(pk__in=job_ids, status="succeeded").count() == len(job_ids),
+            timeout=120,
+            what=what,
+        )
+    except AssertionError:
+        others = Execution.objects.filter(pk__in=job_ids).exclude(status="succeeded")
+        raise AssertionError(f"{what}: {[(e.status, e.error_type, e.error_message) for e in others]}") from None
+
+
 def test_a_redis_restart_loses_no_queued_job_and_workers_reconnect(cluster) -> None:
     queued = [submit(cluster.url, f"print('queued {n}')") for n in range(10)]  # no worker yet
     cluster.redis.restart()
     cluster.start_worker("host-a")
-    wait_for(
-        lambda: Execution.objects.filter(pk__in=queued, status="succeeded").count() == 10,
-        timeout=120,
-        what="the jobs queued before the restart to run",
-    )
+    _all_succeed(queued, "the jobs queued before the restart to run")
     cluster.redis.restart()  # while the cluster runs: it reconnects by itself
     later = [submit(cluster.url, f"print('later {n}')") for n in range(10)]
-    wait_for(
-        lambda: Execution.objects.filter(pk__in=later, status="succeeded").count() == 10,
-        timeout=120,
-        what="the jobs submitted after the second restart to run",
-    )
+    _all_succeed(later, "the jobs submitted after the second restart to run")
 
 
 @pytest.mark.parametrize(
