@@ -29,7 +29,7 @@ fi
 # PostgreSQL: a cluster of our own (not the distribution's), owned by the postgres user.
 PG_BIN="$(dirname "$(ls /usr/lib/postgresql/*/bin/initdb | sort -V | tail -1)")"
 PG_DATA="$STATE/pg"
-as_postgres() { if [ "$(id -u)" = 0 ]; then runuser -u postgres -- "$@"; else "$@"; fi; }
+as_postgres() { if [ "$(id -u)" = 0 ]; then (cd / && runuser -u postgres -- "$@"); else "$@"; fi; }
 if [ ! -f "$PG_DATA/PG_VERSION" ]; then
   mkdir -p "$PG_DATA"
   if [ "$(id -u)" = 0 ]; then chown postgres "$PG_DATA"; fi
