@@ -23,7 +23,7 @@ GATE_CHECK_SECONDS = 0.5
 
 
 class EngineGate:
-    """Mixed into a broker: dequeue() takes nothing while this host's engine refuses work."""
+    """Mixed in before a broker: dequeue() takes nothing while this host's engine refuses work."""
 
     _gate_checked_at = 0.0
     _gate_shut = False
@@ -36,21 +36,19 @@ class EngineGate:
             self._gate_checked_at = time.monotonic()
         return self._gate_shut
 
-
-class GatedRedis(EngineGate, Redis):
     def dequeue(self) -> Any:
         if self.engine_refuses():
             time.sleep(GATE_CHECK_SECONDS)
             return None
-        return super().dequeue()
+        return super().dequeue()  # type: ignore[misc]
+
+
+class GatedRedis(EngineGate, Redis):
+    pass
 
 
 class GatedORM(EngineGate, ORM):
-    def dequeue(self) -> Any:
-        if self.engine_refuses():
-            time.sleep(GATE_CHECK_SECONDS)
-            return None
-        return super().dequeue()
+    pass
 
 
 class SQLiteWatchingORM(GatedORM):
