@@ -1,30 +1,23 @@
-# The two commands of the README: `make run` and `make test`. Both set everything up first.
+# The two commands of the README: `make run` and `make test`. Both set everything up first, with
+# scripts/setup.sh (system packages, services, the locked Python dependencies, the default image).
 VENV ?= .venv
 PY := $(VENV)/bin/python
 HOST ?= 127.0.0.1
 PORT ?= 8000
-export HOST PORT PY
+export HOST PORT PY VENV
 
-.PHONY: setup run test lint bench images docker clean compose-check
+.PHONY: setup setup-test run test lint bench docker clean compose-check lock
 
-$(VENV)/.installed: pyproject.toml
-	python3 -m venv $(VENV)
-	$(VENV)/bin/pip install --quiet --upgrade pip
-	$(VENV)/bin/pip install --quiet -e '.[dev]'
-	touch $@
+setup:
+	scripts/setup.sh run
 
-docker:
-	scripts/ensure-docker.sh
-
-setup: $(VENV)/.installed docker
-	$(PY) manage.py migrate --noinput -v0
-	$(PY) manage.py collectstatic --noinput -v0
-	$(PY) manage.py tako_images build default
+setup-test:
+	scripts/setup.sh test
 
 run: setup
 	scripts/run.sh
 
-lint: $(VENV)/.installed
+lint:
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
 	$(VENV)/bin/mypy
@@ -34,15 +27,19 @@ SCALEOUT_TESTS := tests/test_jobs.py tests/test_jobs_api.py tests/test_execution
 	tests/test_recovery.py tests/test_resilience.py tests/test_consumers.py tests/test_prune.py \
 	tests/test_pool.py tests/test_scaleout.py tests/test_load.py tests/test_pages.py
 
-test: setup lint compose-check
-	scripts/ensure-chromium.sh
+# Set-up comes first, whole: nothing below it installs anything.
+test: setup-test
+	$(MAKE) lint compose-check
 	$(VENV)/bin/pytest
-	scripts/ensure-pg-redis.sh > var/scaleout.env
 	. ./var/scaleout.env && test -n "$$DATABASE_URL" && $(VENV)/bin/pytest $(SCALEOUT_TESTS)
 
 # deploy/compose.yaml must stay valid (Debian ships Compose v1 as docker-compose; v2 where present).
 compose-check:
 	scripts/check-compose.sh
+
+# Rewrites the hashed lock files in requirements/ after a change to pyproject.toml's dependencies.
+lock:
+	scripts/lock.sh
 
 bench: setup
 	$(PY) bench/execute_latency.py

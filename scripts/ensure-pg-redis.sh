@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # The scale-out configuration for the second test pass: PostgreSQL and Redis on loopback, from
-# Debian's packages, installed and started when missing. Prints the two URLs as shell exports:
+# Debian's packages (scripts/setup.sh test installs them), started when down. Prints the two URLs as shell exports:
 #   eval "$(scripts/ensure-pg-redis.sh)"
 set -euo pipefail
 exec 3>&1 1>&2  # everything but the two exports goes to stderr (stdout is meant for `.`/eval)
@@ -12,24 +12,22 @@ STATE="${TAKO_TEST_STATE_DIR:-/var/tmp/tako-test-services}"
 mkdir -p "$STATE"
 chmod 755 "$STATE"
 
-need=()
-command -v redis-server >/dev/null || need+=(redis-server)
-ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || need+=(postgresql)
-if [ ${#need[@]} -gt 0 ]; then
-  if [ "$(id -u)" != 0 ] || ! command -v apt-get >/dev/null; then
-    echo "Install ${need[*]} (Debian packages) for the PostgreSQL + Redis test pass." >&2
-    exit 1
-  fi
-  echo "Installing ${need[*]}..." >&2
-  export DEBIAN_FRONTEND=noninteractive
-  apt-get update -qq >&2
-  apt-get install -y -qq "${need[@]}" >&2
+if ! command -v redis-server >/dev/null || ! ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1; then
+  echo "redis-server or PostgreSQL is missing: \`scripts/setup.sh test\` (run by \`make test\`) installs them" >&2
+  exit 1
 fi
 
 # PostgreSQL: a cluster of our own (not the distribution's), owned by the postgres user.
 PG_BIN="$(dirname "$(ls /usr/lib/postgresql/*/bin/initdb | sort -V | tail -1)")"
 PG_DATA="$STATE/pg"
 as_postgres() { if [ "$(id -u)" = 0 ]; then (cd / && runuser -u postgres -- "$@"); else "$@"; fi; }
+# A cluster left by an earlier run is reused only if this PostgreSQL and its postgres user own it
+# (a purge and reinstall can bring another major version or another uid): else it starts afresh.
+if [ -f "$PG_DATA/PG_VERSION" ] && { [ "$(cat "$PG_DATA/PG_VERSION")" != "$("$PG_BIN/postgres" -V | sed -E 's/^[^0-9]*([0-9]+).*/\1/')" ] ||
+  { [ "$(id -u)" = 0 ] && [ "$(stat -c %U "$PG_DATA")" != postgres ]; }; }; then
+  as_postgres "$PG_BIN/pg_ctl" -D "$PG_DATA" stop -m fast >/dev/null 2>&1 || true
+  rm -rf "$PG_DATA"
+fi
 if [ ! -f "$PG_DATA/PG_VERSION" ]; then
   mkdir -p "$PG_DATA"
   if [ "$(id -u)" = 0 ]; then chown postgres "$PG_DATA"; fi

@@ -7,6 +7,7 @@ import importlib
 import json
 import os
 import re
+import shutil
 import signal
 import socket
 import subprocess
@@ -37,16 +38,46 @@ SCREENSHOTS = ROOT / "artifacts" / "screenshots"
 os.environ.setdefault("DJANGO_ALLOW_ASYNC_UNSAFE", "true")
 
 
+# Everything a test needs from the machine comes from the one set-up step, before any test runs.
+SETUP_HINT = "run `make setup-test` (scripts/setup.sh test; `make test` runs it first)"
+
+
+def require_tool(name: str) -> str:
+    """The path of a program set-up installs; fails the test naming the set-up step when it is missing."""
+    found = shutil.which(name)
+    if found is None:
+        pytest.fail(f"{name} is not installed: {SETUP_HINT}")
+    return found
+
+
+@pytest.fixture(scope="session")
+def docker_engine() -> docker.DockerClient:
+    """The engine set-up starts; its absence fails the test with the step that provides it."""
+    try:
+        client = docker.from_env(version="auto", timeout=10)
+        client.ping()
+    except Exception as exc:  # the SDK raises several kinds here, all meaning "no engine"
+        pytest.fail(f"no Docker engine answers ({exc.__class__.__name__}): {SETUP_HINT}")
+    return client
+
+
+@pytest.fixture(autouse=True)
+def _engine_for_docker_tests(request: pytest.FixtureRequest) -> None:
+    if request.node.get_closest_marker("docker"):
+        request.getfixturevalue("docker_engine")
+
+
 @pytest.fixture(scope="session")
 def browser_type_launch_args(browser_type_launch_args: dict[str, Any]) -> dict[str, Any]:
     """Debian's Chromium (Playwright's own download cannot be fetched here), quiet on the network."""
+    require_tool("/usr/bin/chromium")
     flags = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run"]
     flags += ["--disable-background-networking", "--disable-component-update", "--disable-sync"]
     return {**browser_type_launch_args, "executable_path": "/usr/bin/chromium", "args": flags}
 
 
 @pytest.fixture(scope="session")
-def default_image() -> str:
+def default_image(docker_engine: docker.DockerClient) -> str:
     """The `default` job-type image, built if missing (a no-op when up to date)."""
     return ensure_image("default", requirements=[]).image
 

@@ -7,7 +7,6 @@ free loopback port, so a test can restart it; they run on whichever database the
 
 from __future__ import annotations
 
-import shutil
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -18,7 +17,7 @@ import pytest
 import requests
 
 from executions.models import Execution
-from tests.conftest import ROOT, ServiceProcess, _free_port, start_daphne, start_worker
+from tests.conftest import ROOT, ServiceProcess, _free_port, require_tool, start_daphne, start_worker
 from tests.test_jobs import submit, wait_for
 
 
@@ -33,8 +32,7 @@ class RedisServer:
     def start(self) -> None:
         args = ["--bind", "127.0.0.1", "--port", str(self.port), "--dir", str(self.folder)]
         args += ["--appendonly", "yes", "--appendfsync", "always", "--save", ""]  # queued jobs survive a restart
-        binary = shutil.which("redis-server") or "redis-server"
-        self.process = subprocess.Popen([binary, *args], stdout=subprocess.DEVNULL)
+        self.process = subprocess.Popen([require_tool("redis-server"), *args], stdout=subprocess.DEVNULL)
         wait_for(self.ping, timeout=10, what="redis-server to answer")
 
     def ping(self) -> bool:
@@ -57,8 +55,7 @@ class RedisServer:
 
 @pytest.fixture
 def redis_server(tmp_path: Path) -> Iterator[RedisServer]:
-    if shutil.which("redis-server") is None:
-        pytest.fail("redis-server is not installed: `make test` installs it (scripts/ensure-pg-redis.sh)")
+    require_tool("redis-server")
     server = RedisServer(tmp_path)
     yield server
     server.stop()
