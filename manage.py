@@ -7,14 +7,16 @@ import sys
 
 def main() -> None:
     os.environ.setdefault("DJANGO_SETTINGS_MODULE", "takoweb.settings")
-    from django.core.exceptions import ImproperlyConfigured
+    from django.conf import settings
     from django.core.management import execute_from_command_line
 
-    try:
+    from takoweb.env import exit_on_bad_settings
+
+    # A bad setting: one line naming it, exit status 2. The settings are loaded here first, because
+    # Django's own command line swallows the error for some commands and goes on without them.
+    with exit_on_bad_settings():
+        settings.INSTALLED_APPS  # noqa: B018
         execute_from_command_line(sys.argv)
-    except ImproperlyConfigured as exc:  # a bad setting: say which, without a traceback
-        print(f"Configuration error: {exc}", file=sys.stderr)
-        sys.exit(2)
 
 
 if __name__ == "__main__":

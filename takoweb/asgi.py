@@ -4,16 +4,23 @@ from __future__ import annotations
 
 import os
 
+from django.conf import settings
 from django.core.asgi import get_asgi_application
 
+from takoweb.env import exit_on_bad_settings
+
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "takoweb.settings")
-django_asgi_app = get_asgi_application()
+if not settings.configured:  # this module loads them (`daphne takoweb.asgi:application`): the web role
+    os.environ.setdefault("TAKO_PROCESS_ROLE", "web")
+with exit_on_bad_settings():
+    django_asgi_app = get_asgi_application()
 
-from channels.auth import AuthMiddlewareStack  # noqa: E402  (needs Django set up)
-from channels.routing import ProtocolTypeRouter, URLRouter  # noqa: E402
-from channels.security.websocket import AllowedHostsOriginValidator  # noqa: E402
+# What follows needs Django set up.
+from channels.auth import AuthMiddlewareStack
+from channels.routing import ProtocolTypeRouter, URLRouter
+from channels.security.websocket import AllowedHostsOriginValidator
 
-from executions.middleware import RequestLimits  # noqa: E402
+from executions.middleware import RequestLimits
 
 try:  # under daphne: let big headers through to RequestLimits, which answers 431 (Twisted would hang up)
     from twisted.web.http import HTTPChannel
@@ -21,7 +28,7 @@ try:  # under daphne: let big headers through to RequestLimits, which answers 43
     HTTPChannel.totalHeadersSize = HTTPChannel.MAX_LENGTH = 1024 * 1024
 except ImportError:  # pragma: no cover
     pass
-from executions.routing import websocket_urlpatterns  # noqa: E402
+from executions.routing import websocket_urlpatterns
 
 application = ProtocolTypeRouter(
     {

@@ -1,8 +1,18 @@
-"""Tiny helpers that read settings from the environment and fail loudly on bad values."""
+"""Tiny helpers that read settings from the environment and fail loudly on bad values.
+
+Every bad value raises ImproperlyConfigured naming its variable; the entry points (manage.py,
+takoweb.serve, takoweb.asgi) print that one line and exit, through `exit_on_bad_settings()`.
+"""
 
 from __future__ import annotations
 
+import ipaddress
+import math
 import os
+import re
+import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
 
 from django.core.exceptions import ImproperlyConfigured
 
@@ -26,6 +36,13 @@ def envbool(name: str, default: bool) -> bool:
     raise ImproperlyConfigured(f"{name} must be a boolean (1/0, true/false, yes/no, on/off), got {raw!r}")
 
 
+def _within(name: str, value: float, minimum: float | None, maximum: float | None) -> None:
+    if minimum is not None and value < minimum:
+        raise ImproperlyConfigured(f"{name} must be at least {minimum}, got {value}")
+    if maximum is not None and value > maximum:
+        raise ImproperlyConfigured(f"{name} must be at most {maximum}, got {value}")
+
+
 def envint(name: str, default: int, *, minimum: int | None = None, maximum: int | None = None) -> int:
     raw = os.environ.get(name)
     if raw is None:
@@ -34,10 +51,21 @@ def envint(name: str, default: int, *, minimum: int | None = None, maximum: int 
         value = int(raw)
     except ValueError:
         raise ImproperlyConfigured(f"{name} must be an integer, got {raw!r}") from None
-    if minimum is not None and value < minimum:
-        raise ImproperlyConfigured(f"{name} must be at least {minimum}, got {value}")
-    if maximum is not None and value > maximum:
-        raise ImproperlyConfigured(f"{name} must be at most {maximum}, got {value}")
+    _within(name, value, minimum, maximum)
+    return value
+
+
+def envfloat(name: str, default: float, *, minimum: float | None = None, maximum: float | None = None) -> float:
+    raw = os.environ.get(name)
+    if raw is None:
+        return default
+    try:
+        value = float(raw)
+    except ValueError:
+        raise ImproperlyConfigured(f"{name} must be a number such as 0.5, got {raw!r}") from None
+    if not math.isfinite(value):
+        raise ImproperlyConfigured(f"{name} must be a finite number, got {raw!r}")
+    _within(name, value, minimum, maximum)
     return value
 
 
@@ -48,16 +76,53 @@ def envchoice(name: str, default: str, choices: tuple[str, ...]) -> str:
     return value
 
 
-def env_database(name: str) -> dict | None:
+LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
+
+
+def envloglevel(name: str, default: str) -> str:
+    """A logging level name, in any case (logging itself would fail later with no name to it)."""
+    raw = os.environ.get(name, default)
+    value = raw.strip().upper()
+    if value not in LOG_LEVELS:
+        raise ImproperlyConfigured(f"{name} must be one of {', '.join(LOG_LEVELS)}, got {raw!r}")
+    return value
+
+
+def envlist(name: str, default: str) -> list[str]:
+    """A comma-separated list with at least one item (an empty one is an error, not [''])."""
+    raw = os.environ.get(name, default)
+    items = [item.strip() for item in raw.split(",") if item.strip()]
+    if not items:
+        raise ImproperlyConfigured(f"{name} must list at least one value (comma-separated), got {raw!r}")
+    return items
+
+
+_HOSTNAME = re.compile(r"^(?!-)[A-Za-z0-9-]{1,63}(?<!-)(\.(?!-)[A-Za-z0-9-]{1,63}(?<!-))*$")
+
+
+def envaddress(name: str, default: str) -> str:
+    """An address to bind to: an IP address (IPv4 or IPv6) or a host name, without a port."""
+    value = os.environ.get(name, default).strip()
+    try:
+        ipaddress.ip_address(value)
+    except ValueError:
+        if not _HOSTNAME.match(value):
+            raise ImproperlyConfigured(
+                f"{name} must be an address to bind to (127.0.0.1, 0.0.0.0, ::1, localhost) with no port, got {value!r}"
+            ) from None
+    return value
+
+
+def env_database(name: str, *, conn_max_age: int = 60) -> dict | None:
     """Django's DATABASES entry from a URL (postgres://user:password@host:5432/db or sqlite:///path),
-    or None when the variable is not set."""
+    or None when the variable is not set. `conn_max_age`: seconds a connection is kept for reuse."""
     raw = os.environ.get(name, "").strip()
     if not raw:
         return None
     import dj_database_url
 
     try:
-        database = dj_database_url.parse(raw, conn_max_age=60, conn_health_checks=True)
+        database = dj_database_url.parse(raw, conn_max_age=conn_max_age, conn_health_checks=True)
     except ValueError as exc:
         raise ImproperlyConfigured(
             f"{name} is not a database URL ({exc}); use postgres://user:password@host:5432/name"
@@ -67,6 +132,8 @@ def env_database(name: str) -> dict | None:
         raise ImproperlyConfigured(f"{name}: only PostgreSQL (postgres://…) and SQLite (sqlite:///…) are supported")
     if not database.get("NAME"):
         raise ImproperlyConfigured(f"{name} names no database: add it as the path, e.g. postgres://host:5432/tako")
+    if engine == "django.db.backends.postgresql":  # an unreachable server fails in seconds, not minutes
+        database.setdefault("OPTIONS", {}).setdefault("connect_timeout", 5)
     return dict(database)
 
 
@@ -85,3 +152,13 @@ def env_redis_url(name: str) -> str:
     if parts.scheme not in ("redis", "rediss", "unix") or (parts.scheme != "unix" and not parts.hostname):
         raise ImproperlyConfigured(f"{name} must look like redis://host:6379/0 (or rediss://, unix://), got {raw!r}")
     return raw
+
+
+@contextmanager
+def exit_on_bad_settings() -> Iterator[None]:
+    """A bad setting ends the process with one line naming it (exit status 2), not a traceback."""
+    try:
+        yield
+    except ImproperlyConfigured as exc:
+        print(f"tako: {exc}", file=sys.stderr)
+        raise SystemExit(2) from None

@@ -14,11 +14,25 @@ from typing import Any
 
 from django.core.exceptions import ImproperlyConfigured
 
-from takoweb.env import env_database, env_redis_url, envbool, envchoice, envint, envstr
+from takoweb.env import (
+    env_database,
+    env_redis_url,
+    envaddress,
+    envbool,
+    envchoice,
+    envfloat,
+    envint,
+    envlist,
+    envloglevel,
+    envstr,
+)
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 DATA_DIR = Path(envstr("TAKO_DATA_DIR", str(BASE_DIR / "var"))).resolve()
-DATA_DIR.mkdir(parents=True, exist_ok=True)
+try:
+    DATA_DIR.mkdir(parents=True, exist_ok=True)
+except OSError as exc:
+    raise ImproperlyConfigured(f"TAKO_DATA_DIR: cannot create {DATA_DIR} ({exc.strerror})") from None
 
 
 def _secret_key() -> str:
@@ -35,8 +49,16 @@ def _secret_key() -> str:
 
 SECRET_KEY = _secret_key()
 DEBUG = envbool("TAKO_DEBUG", False)
-ALLOWED_HOSTS = [h.strip() for h in envstr("TAKO_ALLOWED_HOSTS", "127.0.0.1,localhost,[::1]").split(",")]
+ALLOWED_HOSTS = envlist("TAKO_ALLOWED_HOSTS", "127.0.0.1,localhost,[::1]")
 VERSION = "0.1.0"
+
+# Which process this is: "web" for the web server (takoweb.serve and takoweb.asgi set it before
+# the settings load), "worker" for everything else (the worker cluster, the pool keeper, commands).
+TAKO_PROCESS_ROLE = envchoice("TAKO_PROCESS_ROLE", "worker", ("web", "worker"))
+# The web server's address, read by the server (takoweb.serve) and by the check that keeps
+# anonymous use on loopback (executions/checks.py) alike, so what is checked is what is served.
+TAKO_BIND_ADDRESS = envaddress("HOST", "127.0.0.1")
+TAKO_PORT = envint("PORT", 8000, minimum=1, maximum=65535)
 
 INSTALLED_APPS = [
     "daphne",
@@ -101,7 +123,10 @@ _SQLITE = {
         "TEST": {"NAME": str(DATA_DIR / "test.sqlite3")},
     }
 }
-_DATABASE_FROM_URL = env_database("DATABASE_URL")
+# Django's docs: disable persistent connections under ASGI (its per-request cleanup does not reach
+# every thread that opens one, so kept connections pile up). Worker processes keep theirs.
+_CONN_MAX_AGE = 0 if TAKO_PROCESS_ROLE == "web" else 60
+_DATABASE_FROM_URL = env_database("DATABASE_URL", conn_max_age=_CONN_MAX_AGE)
 DATABASES = {"default": _DATABASE_FROM_URL} if _DATABASE_FROM_URL else _SQLITE
 USES_SQLITE = DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3"
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
@@ -183,7 +208,7 @@ LOGGING = {
             "formatter": envchoice("TAKO_LOG_FORMAT", "plain", ("plain", "json")),
         },
     },
-    "root": {"handlers": ["console"], "level": envstr("TAKO_LOG_LEVEL", "INFO")},
+    "root": {"handlers": ["console"], "level": envloglevel("TAKO_LOG_LEVEL", "INFO")},
     "loggers": {"django.request": {"level": "ERROR"}},
 }
 # Per-run `requirements`: pip packages installed for one run from the host-side wheel cache.
@@ -245,7 +270,7 @@ Q_CLUSTER = {
     "save_limit": -1,  # our Execution is the record; do not store successful task results twice
     "ack_failures": True,
     "catch_up": False,
-    "poll": float(envstr("TAKO_QUEUE_POLL", "0.01")),
+    "poll": envfloat("TAKO_QUEUE_POLL", 0.01, minimum=0.001, maximum=60),
     "label": "Task queue",
 }
 
@@ -257,20 +282,14 @@ TAKO_BREAKER_THRESHOLD = envint("TAKO_BREAKER_THRESHOLD", 5, minimum=1)  # conse
 TAKO_BREAKER_RESET_SECONDS = envint("TAKO_BREAKER_RESET_SECONDS", 30, minimum=1)  # open -> half_open
 TAKO_BREAKER_CLOSE_AFTER = envint("TAKO_BREAKER_CLOSE_AFTER", 2, minimum=1)  # half_open successes
 TAKO_RETRY_ATTEMPTS = envint("TAKO_RETRY_ATTEMPTS", 2, minimum=1, maximum=10)
-TAKO_RETRY_BASE_DELAY = float(envstr("TAKO_RETRY_BASE_DELAY", "1.0"))
+TAKO_RETRY_BASE_DELAY = envfloat("TAKO_RETRY_BASE_DELAY", 1.0, minimum=0, maximum=60)
 # Seconds a call to the engine may take before it counts as failed (a hung daemon).
 TAKO_DOCKER_TIMEOUT = envint("TAKO_DOCKER_TIMEOUT", 30, minimum=1)
 
 # --- Access ----------------------------------------------------------------------------------------
 # Anonymous API use: only for a single-user, loopback-only deployment (`make run` turns it on when
-# it binds 127.0.0.1). With DEBUG off the service refuses to start with it on and a public bind.
+# it binds 127.0.0.1). With a public bind (HOST) the system check tako.E001 stops every start.
 TAKO_ALLOW_ANONYMOUS = envbool("TAKO_ALLOW_ANONYMOUS", False)
-TAKO_BIND_ADDRESS = envstr("HOST", "127.0.0.1")
-if TAKO_ALLOW_ANONYMOUS and not DEBUG and TAKO_BIND_ADDRESS not in ("127.0.0.1", "localhost", "::1"):
-    raise ImproperlyConfigured(
-        f"TAKO_ALLOW_ANONYMOUS is on while the service binds {TAKO_BIND_ADDRESS}: anyone who can reach it "
-        "could run code. Use API keys, or bind to 127.0.0.1."
-    )
 TAKO_RATE_LIMIT_PER_MINUTE = envint("TAKO_RATE_LIMIT_PER_MINUTE", 600, minimum=0)  # 0: no limit
 TAKO_MAX_JOBS_IN_PROGRESS = envint("TAKO_MAX_JOBS_IN_PROGRESS", 50, minimum=0)  # per caller; 0: no limit
 # Requests refused before they are read: bodies (413) and headers (431) larger than these.
