@@ -1,11 +1,12 @@
 #!/usr/bin/env bash
 # Starts the whole service in the foreground: the worker cluster (django-q2) and daphne (web +
-# websockets) on $HOST:$PORT. Ctrl-C stops all of it.
+# websockets) on $HOST:$PORT, through takoweb.serve (which reads both from the settings and runs
+# the system checks first). Ctrl-C stops all of it.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PY=${PY:-.venv/bin/python}
-HOST=${HOST:-127.0.0.1}
-PORT=${PORT:-8000}
+export HOST=${HOST:-127.0.0.1}
+export PORT=${PORT:-8000}
 
 case "$HOST" in
   127.0.0.1|localhost|::1)
@@ -41,6 +42,6 @@ echo "Building missing job-type images in the background (log: var/image-builds.
 setsid "$PY" manage.py tako_worker &
 pids+=($!)
 echo "Tako VM on http://$HOST:$PORT/ (API docs at /docs). Ctrl-C stops it."
-setsid "$PY" -m daphne -b "$HOST" -p "$PORT" takoweb.asgi:application &
+setsid "$PY" -m takoweb.serve &
 pids+=($!)
 wait -n "${pids[@]:1}"  # the worker cluster or the web server; the image build may end first
