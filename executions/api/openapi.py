@@ -368,6 +368,34 @@ SCHEMAS: dict[str, Any] = {
             },
         },
     },
+    "Readiness": {
+        "type": "object",
+        "additionalProperties": False,
+        "required": ["ready", "checks"],
+        "properties": {
+            "ready": {"type": "boolean", "description": "True only when every check passed"},
+            "checks": {
+                "type": "object",
+                "additionalProperties": False,
+                "required": ["database", "migrations", "queue", "engine"],
+                "properties": {
+                    name: {
+                        "type": "object",
+                        "additionalProperties": False,
+                        "required": ["ok", "detail"],
+                        "properties": {"ok": {"type": "boolean"}, "detail": {"type": "string"}},
+                        "description": description,
+                    }
+                    for name, description in (
+                        ("database", "The database answers"),
+                        ("migrations", "Every migration is applied"),
+                        ("queue", "The job queue (Redis, or the database's queue table) answers"),
+                        ("engine", "This host's Docker engine answers, or (web-only) a worker's engine works"),
+                    )
+                },
+            },
+        },
+    },
     "DeadLetter": {
         "type": "object",
         "required": [
@@ -573,6 +601,18 @@ PATHS: dict[str, Any] = {
             "responses": {"200": _json(_ref("Health"), "healthy or degraded"), **_COMMON_ERRORS},
         }
     },
+    "/health/ready": {
+        "get": {
+            "summary": "Readiness: 200 only when the database, its migrations, the queue and an engine all answer",
+            "operationId": "ready",
+            "security": [],
+            "responses": {
+                "200": _json(_ref("Readiness"), "Ready to serve"),
+                "503": _json(_ref("Readiness"), "Not ready: the checks whose ok is false say why"),
+                **_COMMON_ERRORS,
+            },
+        }
+    },
     "/dlq": {
         "get": {
             "summary": "Dead letter queue entries, newest first",
@@ -740,7 +780,7 @@ _AUTH_ERRORS = {
     "403": _error("The key lacks the admin scope this needs"),
     "429": _error("Too many requests a minute, or too many jobs in progress (Retry-After)"),
 }
-_PUBLIC = {"/health"}
+_PUBLIC = {"/health", "/health/ready"}
 
 
 def _with_auth_errors(paths: dict[str, Any]) -> dict[str, Any]:

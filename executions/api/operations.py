@@ -1,4 +1,4 @@
-"""Endpoints for operators: /health, the dead letter queue, /metrics."""
+"""Endpoints for operators: /health, /health/ready, the dead letter queue, /metrics."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ from executions import services
 from executions.api.decorators import api_view
 from executions.api.errors import ApiError, ServiceUnavailable
 from executions.api.forms import paginated, parse_page
-from executions.health import health_report
+from executions.health import health_report, readiness_report
 from executions.metrics import DatabaseCollector
 from executions.models import DeadLetter
 from executions.resilience import no_engine_available
@@ -18,6 +18,13 @@ from executions.resilience import no_engine_available
 @api_view("GET", scope=None)
 def health(request: HttpRequest) -> JsonResponse:
     return JsonResponse(health_report())
+
+
+@api_view("GET", scope=None)
+def ready(request: HttpRequest) -> JsonResponse:
+    """For load balancers and the container's HEALTHCHECK: 200 only when this process can serve."""
+    report = readiness_report()
+    return JsonResponse(report, status=200 if report["ready"] else 503)
 
 
 @api_view("GET", scope="admin")

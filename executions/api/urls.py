@@ -18,6 +18,7 @@ urlpatterns = [
     path("job-types/<str:name>", views.job_type_detail, name="api-job-type-detail"),
     path("job-types/<str:name>/build", views.job_type_build, name="api-job-type-build"),
     path("health", operations.health, name="api-health"),
+    path("health/ready", operations.ready, name="api-health-ready"),
     path("dlq", operations.dlq_list, name="api-dlq-list"),
     path("dlq/stats", operations.dlq_stats, name="api-dlq-stats"),
     path("dlq/<int:entry_id>", operations.dlq_entry, name="api-dlq-entry"),
