@@ -3,7 +3,8 @@
 
 Each lock in requirements/ records, in its first line, a digest of the dependency lists it was
 compiled from. `make lock` writes the locks; this script (stdlib only, run before every install)
-compares. Usage: check_lock.py [--header NAME]  (--header prints the first line the lock NAME must carry)
+compares. Usage: check_lock.py [NAME ...]  (default: every lock; --header NAME prints the first line
+the lock NAME must carry)
 """
 
 from __future__ import annotations
@@ -40,7 +41,7 @@ def main(argv: list[str]) -> int:
         print(header(argv[1]))
         return 0
     stale = []
-    for name in LOCKS:
+    for name in argv or LOCKS:
         path = ROOT / "requirements" / f"{name}.txt"
         first = path.read_text().splitlines()[0] if path.exists() else ""
         if first != header(name):
