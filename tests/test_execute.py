@@ -186,9 +186,9 @@ def test_it_reports_every_invalid_field_at_once(api_nodocker) -> None:
 
 
 def test_it_accepts_whole_number_floats_and_nulls(api_nodocker, monkeypatch) -> None:
-    from executions.api.forms import parse_execute_request
+    from executions.services import execute_request_parse
 
-    parsed = parse_execute_request({"code": "1", "timeout": 5.0, "input_data": None, "job_type": None})
+    parsed = execute_request_parse({"code": "1", "timeout": 5.0, "input_data": None, "job_type": None})
     assert (parsed.timeout, parsed.input_data, parsed.environment.name) == (5, {}, "default")
 
 
@@ -252,12 +252,12 @@ def test_a_disallowed_host_gets_a_json_400_on_api_paths(db) -> None:
 
 
 def test_an_unexpected_fault_is_a_json_500_without_traceback(api_nodocker, monkeypatch) -> None:
-    from executions.api import views
+    from executions import services
 
     def explode(*args, **kwargs):
         raise RuntimeError("secret internals")
 
-    monkeypatch.setattr(views, "parse_execute_request", explode)
+    monkeypatch.setattr(services, "execute_request_parse", explode)
     response = api_nodocker.post("/execute", {"code": "1"})
     assert response.status_code == 500
     assert response.json()["detail"] == "Internal error"

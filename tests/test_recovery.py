@@ -81,10 +81,11 @@ def test_every_job_ends_even_when_the_queue_is_unavailable(transactional_db, mon
         raise ConnectionError("broker unreachable")
 
     monkeypatch.setattr(jobs, "async_task", broker_down)
-    environment = Environment.objects.get(name="default")
-    execution, created = services.execution_submit(environment=environment, code="print(1)", input_data={})
+    request = services.ExecuteRequest(code="print(1)", environment=Environment.objects.get(name="default"))
+    admitted = services.execution_submit(request, submitter=services.Submitter(user=None, client_ip=None))
+    execution = admitted.execution
     execution.refresh_from_db()
-    assert created and execution.status == "failed" and execution.error_type == "service_unavailable"
+    assert admitted.created and execution.status == "failed" and execution.error_type == "service_unavailable"
     assert execution.ended_at is not None  # terminal: nothing is left "queued" forever
     assert execution.dead_letters.count() == 1  # and an admin can requeue it
 

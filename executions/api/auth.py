@@ -7,19 +7,18 @@ deployment allows them (TAKO_ALLOW_ANONYMOUS, meant for a loopback-only `make ru
 
 from __future__ import annotations
 
-import time
 from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
 
 from django.conf import settings
-from django.core.cache import cache
 from django.db.models import QuerySet
 from django.http import HttpRequest
 from django.utils import timezone
 
-from executions.api.errors import ApiError, RateLimited
+from executions.api.errors import ApiError
 from executions.models import ApiKey, Execution
+from executions.services.limits import rate_key, request_count
 
 QUERY_KEY_NAMES = ("api_key", "apikey", "key", "token", "access_token")
 LAST_USED_RESOLUTION = timedelta(minutes=1)  # last_used_at is written at most once a minute
@@ -38,23 +37,13 @@ class Principal:
 
     @property
     def rate_key(self) -> str:
-        if self.key is not None:
-            return f"key:{self.key.pk}"
-        if self.user is not None:
-            return f"user:{self.user.pk}"
-        return f"ip:{self.client_ip}"
+        return rate_key(api_key=self.key, user=self.user, client_ip=self.client_ip)
 
     def executions(self) -> QuerySet[Execution]:
         """The executions this caller may see: all for admins (and anonymous use), else their own."""
         if self.is_admin:
             return Execution.objects.all()
         return Execution.objects.filter(submitted_by=self.user)
-
-    def in_progress(self) -> int:
-        active = Execution.objects.filter(status__in=[Execution.Status.QUEUED, Execution.Status.RUNNING])
-        if self.user is not None:
-            return active.filter(submitted_by=self.user).count()
-        return active.filter(submitted_by=None, client_ip=self.client_ip).count()
 
 
 def _presented_key(request: HttpRequest) -> str | None:
@@ -95,24 +84,4 @@ def authorize(principal: Principal, scope: str) -> None:
 
 def rate_limit(principal: Principal) -> None:
     """At most TAKO_RATE_LIMIT_PER_MINUTE requests a minute per key, user or address (429)."""
-    limit = settings.TAKO_RATE_LIMIT_PER_MINUTE
-    if not limit:
-        return
-    window = int(time.time() // 60)
-    counter = f"tako:rate:{principal.rate_key}:{window}"
-    cache.add(counter, 0, timeout=120)
-    try:
-        count = cache.incr(counter)
-    except ValueError:  # evicted between add and incr
-        cache.set(counter, 1, timeout=120)
-        count = 1
-    if count > limit:
-        retry_after = 60 - int(time.time()) % 60
-        raise RateLimited(f"Rate limit exceeded: {limit} requests per minute", retry_after)
-
-
-def job_quota(principal: Principal) -> None:
-    """At most TAKO_MAX_JOBS_IN_PROGRESS queued or running jobs per caller (429)."""
-    limit = settings.TAKO_MAX_JOBS_IN_PROGRESS
-    if limit and principal.in_progress() >= limit:
-        raise RateLimited(f"Too many jobs in progress ({limit}); wait for some to finish", 5)
+    request_count(principal.rate_key)

@@ -15,7 +15,9 @@ from django.http import HttpRequest, HttpResponse
 from django.views.decorators.csrf import csrf_exempt
 
 from executions.api.auth import authenticate, authorize, rate_limit
-from executions.api.errors import ApiError, InvalidRequest, RateLimited, ServiceUnavailable, error
+from executions.api.errors import ApiError, application_error_response, error
+from executions.errors import ApplicationError, InvalidRequest
+from executions.services.submissions import Submitter
 
 logger = logging.getLogger(__name__)
 
@@ -24,14 +26,13 @@ def client_ip(request: HttpRequest) -> str | None:
     return request.META.get("REMOTE_ADDR") or None
 
 
-def origin(request: HttpRequest) -> dict[str, Any]:
-    """Who submits a job from this request, as the services record it."""
-    principal = getattr(request, "principal", None)
-    return {
-        "correlation_id": request.correlation_id,  # type: ignore[attr-defined]
-        "client_ip": client_ip(request),
-        "submitted_by": principal.user if principal is not None else None,
-    }
+def submitter(request: HttpRequest) -> Submitter:
+    """Who submits a job from this request (api_view has already counted it for the rate limit)."""
+    return Submitter(
+        user=request.principal.user,  # type: ignore[attr-defined]
+        client_ip=client_ip(request),
+        correlation_id=request.correlation_id,  # type: ignore[attr-defined]
+    )
 
 
 def parse_json_body(request: HttpRequest, *, allow_empty: bool = False) -> Any:
@@ -72,8 +73,8 @@ def api_view(*methods: str, scope: str | None = "execute") -> Callable[[Callable
 
     The caller is authenticated and must hold `scope` (`execute` or `admin`; None: public), and
     is rate limited; the view finds it in `request.principal`. Wrong method → 405 JSON;
-    ApiError → its JSON error; any other exception → 500 JSON with no traceback (logged with
-    the correlation id). HEAD is answered wherever GET is.
+    ApiError or ApplicationError → its JSON error; any other exception → 500 JSON with no
+    traceback (logged with the correlation id). HEAD is answered wherever GET is.
     """
     allowed = set(methods) | ({"HEAD"} if "GET" in methods else set())
 
@@ -100,10 +101,10 @@ def api_view(*methods: str, scope: str | None = "execute") -> Callable[[Callable
         def on_error(exc: Exception, request: HttpRequest) -> HttpResponse:
             if isinstance(exc, RequestDataTooBig):  # a chunked body with no declared length
                 exc = ApiError(413, f"Request body too large (at most {settings.TAKO_MAX_REQUEST_BYTES} bytes)")
+            if isinstance(exc, ApplicationError):
+                return application_error_response(exc)
             if isinstance(exc, ApiError):
                 response = error(exc.status, exc.detail, **exc.extra)
-                if isinstance(exc, ServiceUnavailable | RateLimited):
-                    response["Retry-After"] = str(exc.retry_after)
                 if exc.status == 401:
                     response["WWW-Authenticate"] = 'Bearer realm="tako"'
                 return response

@@ -1,4 +1,8 @@
-"""API errors: raise one anywhere in a view to answer `{"detail": ..., "correlation_id": ...}`."""
+"""API errors as Tako VM answers them: `{"detail": ..., "correlation_id": ...}` and a status.
+
+ApiError is the API's own (malformed JSON, credentials, a missing job); the services' refusals
+(executions.errors) are answered through STATUSES, the one table of their status codes.
+"""
 
 from __future__ import annotations
 
@@ -6,7 +10,27 @@ from typing import Any
 
 from django.http import JsonResponse
 
+from executions.errors import (
+    AlreadyRequeued,
+    ApplicationError,
+    Conflict,
+    IdempotencyConflict,
+    InvalidRequest,
+    NotFound,
+    ServiceUnavailable,
+    TooManyRequests,
+)
 from executions.logging import current_correlation_id
+
+__all__ = ["ApiError", "ServiceUnavailable", "application_error_response", "error"]  # (api/operations.py)
+
+STATUSES: tuple[tuple[type[ApplicationError], int], ...] = (
+    (InvalidRequest, 422),
+    (NotFound, 404),
+    (Conflict, 409),
+    (TooManyRequests, 429),
+    (ServiceUnavailable, 503),
+)
 
 
 class ApiError(Exception):
@@ -19,29 +43,26 @@ class ApiError(Exception):
         self.extra = extra
 
 
-class InvalidRequest(ApiError):
-    """422: the body or query failed validation; `errors` maps each field to its messages."""
-
-    def __init__(self, errors: dict[str, list[str]]) -> None:
-        first = next(iter(errors.values()))[0]
-        super().__init__(422, first, errors=errors)
-
-
-class ServiceUnavailable(ApiError):
-    """503 with Retry-After: Docker is down or the circuit is open; try again later."""
-
-    def __init__(self, detail: str, retry_after: int = 30) -> None:
-        super().__init__(503, detail, error_type="service_unavailable")
-        self.retry_after = retry_after
-
-
-class RateLimited(ApiError):
-    """429 with Retry-After: too many requests, or too many jobs in progress."""
-
-    def __init__(self, detail: str, retry_after: int) -> None:
-        super().__init__(429, detail)
-        self.retry_after = retry_after
-
-
 def error(status: int, detail: str, **extra: Any) -> JsonResponse:
     return JsonResponse({"detail": detail, "correlation_id": current_correlation_id(), **extra}, status=status)
+
+
+def application_error_response(exc: ApplicationError) -> JsonResponse:
+    status = next((code for kind, code in STATUSES if isinstance(exc, kind)), 500)
+    response = error(status, exc.message, **_extra_fields(exc))
+    if isinstance(exc, TooManyRequests | ServiceUnavailable):
+        response["Retry-After"] = str(exc.retry_after)
+    return response
+
+
+def _extra_fields(exc: ApplicationError) -> dict[str, Any]:
+    """What Tako VM's bodies add to `detail` for some errors."""
+    if isinstance(exc, InvalidRequest):
+        return {"errors": exc.errors}
+    if isinstance(exc, IdempotencyConflict):
+        return {"error": exc.message, "existing_job_id": str(exc.existing.pk)}
+    if isinstance(exc, AlreadyRequeued):
+        return {"existing_job_id": str(exc.entry.requeued_execution_id)}
+    if isinstance(exc, ServiceUnavailable):
+        return {"error_type": exc.error_type}
+    return {}

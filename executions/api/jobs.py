@@ -13,12 +13,10 @@ from django.conf import settings
 from django.http import FileResponse, HttpRequest, HttpResponseBase, HttpResponseNotModified, JsonResponse
 
 from executions import services
-from executions.api.auth import job_quota
-from executions.api.decorators import api_view, origin, parse_json_body
-from executions.api.errors import ApiError, ServiceUnavailable
-from executions.api.forms import parse_derive_request, parse_execute_request, parse_view, parse_wait
+from executions.api.decorators import api_view, parse_json_body, submitter
+from executions.api.errors import ApiError
+from executions.api.forms import parse_view, parse_wait
 from executions.models import Artifact, Execution
-from executions.resilience import no_engine_available
 
 RESULT_POLL_SECONDS = 0.1
 # A waiting client looks often while most jobs end (a warm pool's run takes tens of milliseconds),
@@ -35,39 +33,19 @@ def _job_or_404(request: HttpRequest, job_id: Any) -> Execution:
     return execution
 
 
-def _submitted(execution: Execution, created: bool) -> JsonResponse:
+def _submitted(admitted: services.Admitted) -> JsonResponse:
+    execution = admitted.execution
     body = {"job_id": str(execution.pk), "status": execution.status}
     if execution.relationship:
         body |= {"parent_execution_id": str(execution.parent_execution_id), "relationship": execution.relationship}
-    return JsonResponse(body, status=202 if created else 200)
-
-
-def refuse_while_breaker_open() -> None:
-    if no_engine_available():
-        raise ServiceUnavailable("Docker circuit breaker is open; jobs are refused until it closes", retry_after=30)
-
-
-def _submit(request: HttpRequest, **fields: Any) -> tuple[Execution, bool]:
-    refuse_while_breaker_open()
-    job_quota(request.principal)  # type: ignore[attr-defined]
-    try:
-        return services.execution_submit(**fields)
-    except services.QueueFull as exc:
-        raise ServiceUnavailable(str(exc), retry_after=5) from None
-    except services.IdempotencyConflict as exc:
-        raise ApiError(
-            409,
-            "Idempotency key reused with a different payload",
-            error="Idempotency key reused with a different payload",
-            existing_job_id=str(exc.existing.pk),
-        ) from None
+    return JsonResponse(body, status=202 if admitted.created else 200)
 
 
 @api_view("POST")
 def execute_async(request: HttpRequest) -> JsonResponse:
-    parsed = parse_execute_request(parse_json_body(request))
-    execution, created = _submit(request, **parsed.execution_fields(), **origin(request))
-    return _submitted(execution, created)
+    job = services.execute_request_parse(parse_json_body(request))
+    admitted = services.execution_submit(job, submitter=submitter(request))
+    return _submitted(admitted)
 
 
 @api_view("GET")
@@ -108,10 +86,7 @@ async def job_cancel(request: HttpRequest, job_id: str) -> JsonResponse:
     """Cancel a queued job, or stop a running one and answer once its container is gone."""
 
     def cancel() -> Execution:
-        try:
-            return services.execution_cancel(_job_or_404(request, job_id))
-        except services.AlreadyEnded as exc:
-            raise ApiError(409, f"Job already ended ({exc.execution.status}); nothing to cancel") from None
+        return services.execution_cancel(_job_or_404(request, job_id))
 
     execution = await sync_to_async(cancel)()
     deadline = time.monotonic() + CANCEL_WAIT_SECONDS
@@ -123,21 +98,13 @@ async def job_cancel(request: HttpRequest, job_id: str) -> JsonResponse:
 
 def _derive(request: HttpRequest, job_id: str, relationship: str) -> JsonResponse:
     parent = _job_or_404(request, job_id)
-    refuse_while_breaker_open()
-    job_quota(request.principal)  # type: ignore[attr-defined]
-    parsed = parse_derive_request(parse_json_body(request, allow_empty=True), require_code=relationship == "fork")
-    try:
-        execution = services.execution_derive(
-            parent,
-            relationship=relationship,
-            code=parsed.code,
-            environment=parsed.environment,
-            timeout=parsed.timeout,
-            **origin(request),
-        )
-    except services.QueueFull as exc:
-        raise ServiceUnavailable(str(exc), retry_after=5) from None
-    return _submitted(execution, True)
+    changes = services.derive_request_parse(
+        parse_json_body(request, allow_empty=True), require_code=relationship == "fork"
+    )
+    admitted = services.execution_derive(
+        parent, relationship=relationship, changes=changes, submitter=submitter(request)
+    )
+    return _submitted(admitted)
 
 
 @api_view("POST")

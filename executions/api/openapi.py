@@ -54,7 +54,12 @@ SCHEMAS: dict[str, Any] = {
             "job_type": {"type": "string", "pattern": "^[a-zA-Z0-9_-]+$", "default": "default"},
             "startup_timeout": {"type": "integer", "minimum": 10, "maximum": 600, "default": 60},
             "requirements": {"type": "array", "items": {"type": "string"}, "maxItems": 50},
-            "idempotency_key": {"type": "string", "pattern": "^[A-Za-z0-9_-]{8,255}$"},
+            "idempotency_key": {
+                "type": "string",
+                "pattern": "^[A-Za-z0-9_-]{8,255}$",
+                "description": "The caller's own key: a retry with the same payload gets the first job (sync: "
+                "its result) and runs nothing; another payload is a 409",
+            },
         },
     },
     "ExecuteResponse": {
@@ -508,8 +513,9 @@ PATHS: dict[str, Any] = {
                 "content": {"application/json": {"schema": _ref("ExecuteRequest")}},
             },
             "responses": {
-                "200": _json(_ref("ExecuteResponse"), "The run ended (successfully or not)"),
+                "200": _json(_ref("ExecuteResponse"), "The run ended (successfully or not), or an earlier one did"),
                 "400": _error("Malformed JSON"),
+                "409": _json(_ref("IdempotencyConflict"), "The idempotency_key was used for another payload"),
                 "415": _error("Not a JSON body"),
                 "422": _error("The body failed validation (including an unknown job_type)"),
                 **_UNAVAILABLE,

@@ -12,11 +12,11 @@ from django.db import connections
 from django.http import HttpRequest, JsonResponse
 
 from executions import services
-from executions.api.auth import job_quota
-from executions.api.decorators import api_view, origin, parse_json_body
-from executions.api.errors import ApiError, ServiceUnavailable
-from executions.api.forms import paginated, parse_execute_request, parse_page, parse_status, parse_view
+from executions.api.decorators import api_view, parse_json_body, submitter
+from executions.api.errors import ApiError
+from executions.api.forms import paginated, parse_page, parse_status, parse_view
 from executions.api.openapi import openapi_document
+from executions.errors import EngineUnavailable
 from executions.models import Environment
 from executions.sandbox import SandboxError, SandboxUnavailable, get_sandbox
 from executions.sandbox.images import ImageBuildError
@@ -42,20 +42,15 @@ SYNC_POLL_SECONDS = 0.02
 @api_view("POST")
 async def execute(request: HttpRequest) -> JsonResponse:
     """Run code now and answer when it has ended (Tako VM's sync endpoint)."""
-    body = parse_json_body(request)
-    parsed = await sync_to_async(parse_execute_request)(body)
-    principal = request.principal  # type: ignore[attr-defined]
-    await sync_to_async(job_quota)(principal)
-    try:
-        await sync_to_async(services.ensure_queue_has_room)()
-    except services.QueueFull as exc:
-        raise ServiceUnavailable(str(exc), retry_after=5) from None
-    execution = await sync_to_async(services.execution_create)(**parsed.execution_fields(), **origin(request))
-    if settings.TAKO_WEB_USES_DOCKER:
+    job = await sync_to_async(services.execute_request_parse)(parse_json_body(request))
+    admitted = await sync_to_async(services.execution_submit_sync)(job, submitter=submitter(request))
+    execution = admitted.execution
+    if admitted.created and settings.TAKO_WEB_USES_DOCKER:
         # Runs here (not on the cluster) but within the same worker budget: it waits for a free slot.
         execution = await _in_worker_thread(services.execution_run, execution_id=execution.pk, role="web")
-    else:  # a web-only machine: a worker runs it; answer when it has ended
-        await sync_to_async(services.execution_dispatch)(execution)
+    else:  # a worker runs it (a web-only machine), or it is a retry of a run: answer when it has ended
+        if admitted.created:
+            await sync_to_async(services.execution_dispatch)(execution)
         while not execution.is_terminal:
             await asyncio.sleep(SYNC_POLL_SECONDS)
             await execution.arefresh_from_db()
@@ -120,12 +115,10 @@ async def job_type_build(request: HttpRequest, name: str) -> JsonResponse:
         raise ApiError(404, f"Job type '{name}' not found")
     try:
         result = await _in_worker_thread(services.environment_build, environment=environment)
-    except services.BuildInProgress as exc:
-        raise ApiError(409, str(exc)) from None
     except ImageBuildError as exc:
         raise ApiError(422, f"Build failed: {exc}") from None
     except SandboxUnavailable as exc:
-        raise ServiceUnavailable(f"Docker is unavailable: {exc}") from None
+        raise EngineUnavailable(f"Docker is unavailable: {exc}") from None
     short = result.digest.removeprefix("sha256:")[:12]
     return JsonResponse(
         {

@@ -1,59 +1,70 @@
 """What the service does, independent of HTTP (keyword-only functions named <entity>_<action>).
 
-runs.py: create and run one execution; jobs.py: the async lifecycle and crash recovery;
-environments.py: building job-type images.
+job_requests.py: validating what a caller asks; submissions.py: admission, the one way a job is
+created; limits.py: per-caller limits; runs.py: running one execution; jobs.py: the async
+lifecycle after admission, and crash recovery; environments.py: building job-type images.
+Refusals are executions.errors.ApplicationError.
 """
 
+# api/operations.py catches these two as services.*; everything else imports executions.errors.
+from executions.errors import AlreadyRequeued, QueueFull
 from executions.services.cleanup import containers_reap, containers_reap_quietly, executions_prune
-from executions.services.dlq import AlreadyRequeued, dead_letter_add, dlq_requeue, dlq_stats
-from executions.services.environments import BuildInProgress, environment_build, environment_builds_reset
+from executions.services.dlq import dead_letter_add, dlq_stats
+from executions.services.environments import environment_build, environment_builds_reset
+from executions.services.job_requests import (
+    DeriveRequest,
+    ExecuteRequest,
+    canonical_json,
+    derive_request_parse,
+    execute_request_parse,
+    sha256_hex,
+)
 from executions.services.jobs import (
-    AlreadyEnded,
-    IdempotencyConflict,
-    QueueFull,
-    ensure_queue_has_room,
     execution_cancel,
-    execution_derive,
     execution_dispatch,
-    execution_submit,
     executions_recover,
     executions_redispatch,
     queue_position,
     queue_stats,
 )
 from executions.services.pool import PoolKeeper, pool_stats
-from executions.services.runs import (
-    StartupTimeout,
-    canonical_json,
+from executions.services.runs import StartupTimeout, execution_run, worker_name
+from executions.services.submissions import (
+    Admitted,
+    Submitter,
+    dlq_requeue,
     execution_create,
-    execution_run,
-    sha256_hex,
-    worker_name,
+    execution_derive,
+    execution_submit,
+    execution_submit_sync,
 )
 
 __all__ = [
-    "AlreadyEnded",
+    "Admitted",
     "AlreadyRequeued",
-    "BuildInProgress",
-    "IdempotencyConflict",
+    "DeriveRequest",
+    "ExecuteRequest",
     "PoolKeeper",
     "QueueFull",
     "StartupTimeout",
+    "Submitter",
     "canonical_json",
     "containers_reap",
     "containers_reap_quietly",
     "dead_letter_add",
+    "derive_request_parse",
     "dlq_requeue",
     "dlq_stats",
-    "ensure_queue_has_room",
     "environment_build",
     "environment_builds_reset",
+    "execute_request_parse",
     "execution_cancel",
     "execution_create",
     "execution_derive",
     "execution_dispatch",
     "execution_run",
     "execution_submit",
+    "execution_submit_sync",
     "executions_prune",
     "executions_recover",
     "executions_redispatch",

@@ -1,24 +1,18 @@
-"""The dead letter queue: jobs that ended in internal_error or service_unavailable, for triage."""
+"""The dead letter queue: jobs that ended in internal_error or service_unavailable, for triage.
+
+Requeueing creates a job, so it is admitted like any other (submissions.dlq_requeue)."""
 
 from __future__ import annotations
 
 import logging
 
-from django.db import transaction
 from django.db.models import Count
-from django.utils import timezone
 
-from executions.models import DeadLetter, Environment, Execution
+from executions.models import DeadLetter, Execution
 
 logger = logging.getLogger(__name__)
 
 DEAD_LETTER_TYPES = frozenset({"internal_error", "service_unavailable"})
-
-
-class AlreadyRequeued(Exception):
-    def __init__(self, entry: DeadLetter) -> None:
-        super().__init__(f"DLQ entry {entry.pk} was already requeued as job {entry.requeued_execution_id}")
-        self.entry = entry
 
 
 def dead_letter_add(execution: Execution) -> DeadLetter | None:
@@ -43,35 +37,6 @@ def dead_letter_add(execution: Execution) -> DeadLetter | None:
     )
     logger.warning("Execution %s went to the dead letter queue as entry %s", execution.pk, entry.pk)
     return entry
-
-
-def dlq_requeue(*, entry: DeadLetter, by: str, correlation_id: str = "") -> Execution:
-    """A new job from the entry, linked to it; the entry records who requeued it and when."""
-    from executions.services.jobs import execution_submit
-
-    with transaction.atomic():
-        locked = DeadLetter.objects.select_for_update().get(pk=entry.pk)
-        if locked.requeued_at is not None:
-            raise AlreadyRequeued(locked)
-        data = locked.job_data
-        environment = Environment.objects.get(name=data["job_type"])
-        execution, _ = execution_submit(
-            environment=environment,
-            code=data["code"],
-            input_data=data.get("input_data") or {},
-            timeout=data.get("timeout"),
-            startup_timeout=data.get("startup_timeout"),
-            requirements=data.get("requirements") or [],
-            correlation_id=correlation_id or locked.correlation_id,
-            client_ip=locked.client_ip,
-            parent=locked.execution,
-            relationship="rerun" if locked.execution_id else None,
-        )
-        locked.requeued_at = timezone.now()
-        locked.requeued_by = by[:150]
-        locked.requeued_execution = execution
-        locked.save(update_fields=["requeued_at", "requeued_by", "requeued_execution"])
-    return execution
 
 
 def dlq_stats() -> dict[str, object]:

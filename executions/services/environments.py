@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from django.utils import timezone
 
+from executions.errors import BuildInProgress
 from executions.models import Environment
 from executions.sandbox import ContainerShape, SandboxError, SandboxUnavailable
 from executions.sandbox.images import BuildResult, ImageBuildError, ensure_image
@@ -20,10 +21,6 @@ def environment_shape(environment: Environment, image_ref: str, *, wheels_dir: s
         environment=tuple(sorted((str(k), str(v)) for k, v in environment.env_vars.items())),
         wheels_dir=wheels_dir,
     )
-
-
-class BuildInProgress(Exception):
-    """Another build of the same environment is running."""
 
 
 def environment_build(*, environment: Environment, force: bool = False) -> BuildResult:

@@ -1,42 +1,24 @@
-"""The async job lifecycle: submit to the queue, cancel, rerun, fork, and recover from crashes."""
+"""The async job lifecycle after admission: hand to the queue, cancel, and recover from crashes."""
 
 from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
 from datetime import timedelta
-from typing import Any
 
 from django.conf import settings
-from django.db import IntegrityError, transaction
 from django.db.models import Count
 from django.utils import timezone
 from django_q.tasks import async_task
 
-from executions.models import Environment, Execution
+from executions.errors import AlreadyEnded
+from executions.models import Execution
 from executions.sandbox import SandboxError, SandboxUnavailable, get_sandbox
 from executions.services.dlq import dead_letter_add
-from executions.services.runs import execution_create, request_hash
 
 logger = logging.getLogger(__name__)
 
 RUN_TASK = "executions.tasks.run_execution"
-
-
-class QueueFull(Exception):
-    """TAKO_MAX_QUEUE_SIZE jobs are already waiting."""
-
-
-class IdempotencyConflict(Exception):
-    def __init__(self, existing: Execution) -> None:
-        super().__init__("Idempotency key reused with a different payload")
-        self.existing = existing
-
-
-class AlreadyEnded(Exception):
-    def __init__(self, execution: Execution) -> None:
-        super().__init__(f"Job already ended ({execution.status})")
-        self.execution = execution
 
 
 @dataclass(frozen=True)
@@ -77,50 +59,6 @@ def queue_position(execution: Execution) -> int | None:
     return ahead + 1
 
 
-def ensure_queue_has_room() -> None:
-    if Execution.objects.filter(status=Execution.Status.QUEUED).count() >= settings.TAKO_MAX_QUEUE_SIZE:
-        raise QueueFull(f"The queue is full ({settings.TAKO_MAX_QUEUE_SIZE} jobs waiting); retry later")
-
-
-def execution_submit(*, environment: Environment, **fields: Any) -> tuple[Execution, bool]:
-    """Queue a job for the cluster. Returns (execution, created).
-
-    With an idempotency key already used for the same payload, returns that job (created is
-    False); for a different payload raises IdempotencyConflict. Raises QueueFull when full.
-    """
-    key = fields.get("idempotency_key")
-    if key:
-        existing = Execution.objects.filter(idempotency_key=key, is_async=True).first()
-        if existing is not None:
-            return _same_request_or_conflict(existing, environment=environment, **fields), False
-    ensure_queue_has_room()
-    try:
-        with transaction.atomic():
-            execution = execution_create(environment=environment, is_async=True, **fields)
-            transaction.on_commit(lambda: execution_dispatch(execution))
-    except IntegrityError:  # the same key, submitted concurrently
-        existing = Execution.objects.get(idempotency_key=key, is_async=True)
-        return _same_request_or_conflict(existing, environment=environment, **fields), False
-    return execution, True
-
-
-def _same_request_or_conflict(existing: Execution, *, environment: Environment, **fields: Any) -> Execution:
-    if _request_hash(environment=environment, **fields) != existing.request_hash:
-        raise IdempotencyConflict(existing)
-    return existing
-
-
-def _request_hash(*, environment: Environment, **fields: Any) -> str:
-    return request_hash(
-        code=fields["code"],
-        input_data=fields.get("input_data") or {},
-        environment=environment,
-        timeout=fields.get("timeout"),
-        startup_timeout=fields.get("startup_timeout"),
-        requirements=fields.get("requirements"),
-    )
-
-
 def execution_dispatch(execution: Execution, *, hops: int = 0) -> None:
     """Hand a queued execution to the worker clusters (`hops`: how often workers passed it on)."""
     Execution.objects.filter(pk=execution.pk).update(dispatched_at=timezone.now())
@@ -158,35 +96,6 @@ def execution_cancel(execution: Execution) -> Execution:
             execution.refresh_from_db()
             raise AlreadyEnded(execution)
     execution.refresh_from_db()
-    return execution
-
-
-def execution_derive(
-    parent: Execution,
-    *,
-    relationship: str,
-    code: str | None = None,
-    environment: Environment | None = None,
-    timeout: int | None = None,
-    correlation_id: str = "",
-    client_ip: str | None = None,
-    submitted_by: Any = None,
-) -> Execution:
-    """A new job from an old one: `rerun` (same code) or `fork` (new code); same input and settings."""
-    environment = environment or Environment.objects.get(name=parent.job_type)
-    execution, _ = execution_submit(
-        environment=environment,
-        code=code if code is not None else parent.code,
-        input_data=parent.input_data,
-        timeout=timeout or parent.timeout,
-        startup_timeout=parent.startup_timeout,
-        requirements=parent.requirements,
-        correlation_id=correlation_id or parent.correlation_id,
-        client_ip=client_ip,
-        parent=parent,
-        relationship=relationship,
-        submitted_by=submitted_by,
-    )
     return execution
 
 

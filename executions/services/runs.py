@@ -1,4 +1,4 @@
-"""Running one execution: claim it within the worker budget, run it, record how it ended."""
+"""Running one admitted execution: claim it within the worker budget, run it, record how it ended."""
 
 from __future__ import annotations
 
@@ -41,85 +41,10 @@ CLAIM_POLL_SECONDS = 0.05
 MONITOR_TICK_SECONDS = 0.15  # output reaches pages within ~0.3 s of the print
 
 
-def canonical_json(value: Any) -> str:
-    return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
-
-
-def sha256_hex(text: str) -> str:
-    return hashlib.sha256(text.encode("utf-8")).hexdigest()
-
-
 def worker_name(role: str) -> str:
     """Who runs a job: `host:worker` for the cluster, `host:web:pid` for sync runs in a web process."""
     suffix = f"web:{os.getpid()}" if role == "web" else role
     return f"{settings.TAKO_WORKER_NAME}:{suffix}"
-
-
-def request_hash(
-    *,
-    code: str,
-    input_data: dict[str, Any],
-    environment: Environment,
-    timeout: int | None,
-    startup_timeout: int | None,
-    requirements: list[str] | None,
-) -> str:
-    """What makes two submissions the same job (for idempotency keys), defaults filled in."""
-    request = {
-        "code": code,
-        "input_data": input_data,
-        "job_type": environment.name,
-        "timeout": timeout or environment.timeout,
-        "startup_timeout": startup_timeout or environment.startup_timeout,
-        "requirements": requirements or [],
-    }
-    return sha256_hex(canonical_json(request))
-
-
-def execution_create(
-    *,
-    code: str,
-    input_data: dict[str, Any],
-    environment: Environment,
-    timeout: int | None = None,
-    startup_timeout: int | None = None,
-    requirements: list[str] | None = None,
-    correlation_id: str = "",
-    client_ip: str | None = None,
-    idempotency_key: str | None = None,
-    is_async: bool = False,
-    parent: Execution | None = None,
-    relationship: str | None = None,
-    submitted_by: Any = None,
-) -> Execution:
-    timeout = timeout or environment.timeout
-    startup_timeout = startup_timeout or environment.startup_timeout
-    requirements = requirements or []
-    return Execution.objects.create(
-        job_type=environment.name,
-        code=code,
-        input_data=input_data,
-        timeout=timeout,
-        startup_timeout=startup_timeout,
-        requirements=requirements,
-        code_hash=sha256_hex(code),
-        input_hash=sha256_hex(canonical_json(input_data)),
-        request_hash=request_hash(
-            code=code,
-            input_data=input_data,
-            environment=environment,
-            timeout=timeout,
-            startup_timeout=startup_timeout,
-            requirements=requirements,
-        ),
-        correlation_id=correlation_id,
-        client_ip=client_ip,
-        idempotency_key=idempotency_key,
-        is_async=is_async,
-        parent_execution=parent,
-        relationship=relationship,
-        submitted_by=submitted_by,
-    )
 
 
 def execution_run(

@@ -15,9 +15,9 @@ from django.views.decorators.http import require_POST
 from django_htmx.http import trigger_client_event
 
 from executions import services
+from executions.errors import ApplicationError, BuildInProgress
 from executions.health import health_report
 from executions.models import DeadLetter, Environment
-from executions.resilience import no_engine_available
 from executions.sandbox import SandboxError, SandboxUnavailable, get_sandbox
 from executions.sandbox.images import ImageBuildError
 from executions.views.pages import PageRequest, page_login_required
@@ -89,9 +89,6 @@ def dlq_action(request: PageRequest, action: str) -> HttpResponse:
         raise Http404("No such action")
     ids = [int(i) for i in request.POST.getlist("ids") if i.isdigit()]
     entries = list(DeadLetter.objects.filter(pk__in=ids))
-    if action == "requeue" and no_engine_available():
-        response = render(request, "executions/operations.html#dlq", _dlq_context(request))
-        return _toast(response, "Docker's circuit breaker is open: requeue once it has closed.", "error")
     done, problems = 0, []
     for entry in entries:
         if action == "delete":
@@ -101,7 +98,7 @@ def dlq_action(request: PageRequest, action: str) -> HttpResponse:
         try:
             services.dlq_requeue(entry=entry, by=request.user.get_username(), correlation_id=request.correlation_id)
             done += 1
-        except (services.AlreadyRequeued, services.QueueFull) as exc:
+        except ApplicationError as exc:  # already requeued, breaker open, queue full…
             problems.append(str(exc))
     response = render(request, "executions/operations.html#dlq", _dlq_context(request))
     verb = "Deleted" if action == "delete" else "Requeued"
@@ -115,7 +112,7 @@ def dlq_action(request: PageRequest, action: str) -> HttpResponse:
 def _build_in_background(environment: Environment) -> None:
     try:
         services.environment_build(environment=environment)
-    except (ImageBuildError, SandboxUnavailable, SandboxError, services.BuildInProgress):
+    except (ImageBuildError, SandboxUnavailable, SandboxError, BuildInProgress):
         pass  # recorded on the environment (build_status, build_error) and shown on the page
     finally:
         connections.close_all()

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import uuid
 from collections.abc import Callable
+from dataclasses import replace
 from functools import wraps
 from typing import Any
 
@@ -21,11 +22,10 @@ from django_htmx.http import HttpResponseClientRedirect, trigger_client_event
 from django_htmx.middleware import HtmxDetails
 
 from executions import services
-from executions.api.errors import InvalidRequest
-from executions.api.forms import parse_execute_request
+from executions.errors import AlreadyEnded, ApplicationError, InvalidRequest
 from executions.hints import HINTS
 from executions.models import Environment, Execution
-from executions.resilience import no_engine_available
+from executions.services.limits import rate_key
 
 PAGE_SIZE = 50
 
@@ -57,6 +57,17 @@ def visible_executions(request: PageRequest) -> QuerySet[Execution]:
     return executions if request.user.is_staff else executions.filter(submitted_by_id=request.user.pk)
 
 
+def _submitter(request: PageRequest) -> services.Submitter:
+    """The logged-in user; a page's submission counts against the same rate limit as their API calls."""
+    client_ip = request.META.get("REMOTE_ADDR")
+    return services.Submitter(
+        user=request.user,
+        client_ip=client_ip,
+        correlation_id=request.correlation_id,
+        rate_key=rate_key(user=request.user, client_ip=client_ip),
+    )
+
+
 def _execution_or_404(request: PageRequest, execution_id: Any) -> Execution:
     execution = Execution.objects.filter(pk=execution_id).select_related("submitted_by").first()
     if execution is None:
@@ -77,7 +88,7 @@ def _form_context(values: dict[str, Any], errors: dict[str, list[str]] | None = 
 
 
 def _submission(request: PageRequest) -> tuple[dict[str, Any], dict[str, Any]]:
-    """The form's fields as typed, and as the API's request body (the API's rules validate it)."""
+    """The form's fields as typed, and as a request body (admission validates it as the API's)."""
     values = {
         name: request.POST.get(name, "") for name in ("code", "job_type", "timeout", "input_data", "submit_token")
     }
@@ -103,32 +114,32 @@ def execution_new(request: PageRequest, fork_of: Any = None) -> HttpResponse:
             }
         return render(request, "executions/new.html", {**_form_context(values), "parent": parent})
 
-    values, errors = {}, {}
+    values = {}
     try:
         values, body = _submission(request)
-        parsed = parse_execute_request(body)
-    except json.JSONDecodeError as exc:
-        errors = {"input_data": [f"Input is not valid JSON: {exc}"]}
-    except InvalidRequest as exc:
-        errors = exc.extra["errors"]
-    if errors:
-        context = {**_form_context(values or dict(request.POST.items()), errors), "parent": parent}
-        return render(request, "executions/new.html#form" if request.htmx else "executions/new.html", context)
-    try:
-        execution, _ = services.execution_submit(
-            # A second click on Run sends the same token: the same job, never a second run.
-            **{**parsed.execution_fields(), "idempotency_key": f"ui-{request.user.pk}-{values['submit_token']}"[:255]},
-            correlation_id=request.correlation_id,
-            client_ip=request.META.get("REMOTE_ADDR"),
+        job = services.execute_request_parse(body)
+        # A second click on Run sends the same token: the same job, never a second run.
+        key = f"ui-{request.user.pk}-{values['submit_token']}"[:255]
+        admitted = services.execution_submit(
+            replace(job, idempotency_key=key),
+            submitter=_submitter(request),
             parent=parent,
             relationship="fork" if parent else None,
-            submitted_by=request.user,
         )
-    except (services.QueueFull, services.IdempotencyConflict) as exc:
-        context = {**_form_context(values, {"form": [str(exc)]}), "parent": parent}
+    except (json.JSONDecodeError, ApplicationError) as exc:
+        context = {**_form_context(values or dict(request.POST.items()), _form_errors(exc)), "parent": parent}
         return render(request, "executions/new.html#form" if request.htmx else "executions/new.html", context)
-    url = reverse("ui-execution", args=[execution.pk])
+    url = reverse("ui-execution", args=[admitted.execution.pk])
     return HttpResponseClientRedirect(url) if request.htmx else redirect(url)
+
+
+def _form_errors(exc: Exception) -> dict[str, list[str]]:
+    """Broken rules beside their fields; any other refusal (quota, full queue…) above the form."""
+    if isinstance(exc, json.JSONDecodeError):
+        return {"input_data": [f"Input is not valid JSON: {exc}"]}
+    if isinstance(exc, InvalidRequest):
+        return exc.errors
+    return {"form": [str(exc)]}
 
 
 # -- list ------------------------------------------------------------------------------------------
@@ -176,7 +187,7 @@ def execution_cancel(request: PageRequest, execution_id: Any) -> HttpResponse:
     try:
         services.execution_cancel(execution)
         trigger_client_event(response, "showToast", {"message": "Cancelling the job…", "level": "info"})
-    except services.AlreadyEnded as exc:
+    except AlreadyEnded as exc:
         trigger_client_event(response, "showToast", {"message": str(exc), "level": "error"})
     return response
 
@@ -185,16 +196,8 @@ def execution_cancel(request: PageRequest, execution_id: Any) -> HttpResponse:
 @require_POST
 def execution_rerun(request: PageRequest, execution_id: Any) -> HttpResponse:
     execution = _execution_or_404(request, execution_id)
-    if no_engine_available():
-        response = HttpResponse(status=204)
-        return trigger_client_event(
-            response, "showToast", {"message": "Docker is unavailable (circuit open); try later.", "level": "error"}
-        )
-    child = services.execution_derive(
-        execution,
-        relationship="rerun",
-        correlation_id=request.correlation_id,
-        client_ip=request.META.get("REMOTE_ADDR"),
-        submitted_by=request.user,
-    )
-    return HttpResponseClientRedirect(reverse("ui-execution", args=[child.pk]))
+    try:
+        admitted = services.execution_derive(execution, relationship="rerun", submitter=_submitter(request))
+    except ApplicationError as exc:
+        return trigger_client_event(HttpResponse(status=204), "showToast", {"message": str(exc), "level": "error"})
+    return HttpResponseClientRedirect(reverse("ui-execution", args=[admitted.execution.pk]))

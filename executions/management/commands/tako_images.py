@@ -6,10 +6,11 @@ from typing import Any
 
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
+from executions.errors import BuildInProgress
 from executions.models import Environment
 from executions.sandbox import SandboxError, SandboxUnavailable
 from executions.sandbox.images import ImageBuildError
-from executions.services import BuildInProgress, environment_build
+from executions.services import environment_build
 
 
 class Command(BaseCommand):

@@ -1,0 +1,204 @@
+"""What a caller may ask: a request to run code, or to rerun or fork a job, validated.
+
+Every broken rule is named at once, in docs/API.md's words; the job type is resolved to its
+environment. Used by admission (submissions.py) for every entry point, so the API and the pages
+validate alike.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+from dataclasses import dataclass, field
+from typing import Any
+
+from django.conf import settings
+
+from executions.errors import FieldErrors, InvalidRequest
+from executions.models import JOB_TYPE_NAME_RE, Environment, requirement_errors
+
+EXECUTE_FIELDS = (
+    "code",
+    "input_data",
+    "timeout",
+    "job_type",
+    "startup_timeout",
+    "requirements",
+    "idempotency_key",
+)
+IDEMPOTENCY_KEY_RE = re.compile(r"^[A-Za-z0-9_-]{8,255}$")
+
+
+def canonical_json(value: Any) -> str:
+    return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+
+
+def sha256_hex(text: str) -> str:
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()
+
+
+@dataclass(frozen=True)
+class ExecuteRequest:
+    """A valid request to run code (the body of POST /execute, /execute/async, the New page)."""
+
+    code: str
+    environment: Environment
+    input_data: dict[str, Any] = field(default_factory=dict)
+    timeout: int | None = None
+    startup_timeout: int | None = None
+    requirements: list[str] = field(default_factory=list)
+    idempotency_key: str | None = None
+
+    def fingerprint(self) -> str:
+        """What makes two submissions the same job (for idempotency keys), defaults filled in."""
+        return request_hash(
+            code=self.code,
+            input_data=self.input_data,
+            environment=self.environment,
+            timeout=self.timeout,
+            startup_timeout=self.startup_timeout,
+            requirements=self.requirements,
+        )
+
+
+@dataclass(frozen=True)
+class DeriveRequest:
+    """What a rerun (`{job_type?, timeout?}`) or fork (`{code, job_type?, timeout?}`) changes."""
+
+    code: str | None = None
+    environment: Environment | None = None
+    timeout: int | None = None
+
+
+def execute_request_parse(body: Any) -> ExecuteRequest:
+    """Validate a request body; InvalidRequest names every broken rule (docs/API.md's messages)."""
+    if not isinstance(body, dict):
+        raise InvalidRequest({"body": ["Request body must be a JSON object"]})
+    errors = FieldErrors()
+    for name in body:
+        if name not in EXECUTE_FIELDS:
+            errors.add(name, f"Unknown field '{name}'")
+    code = _code(body, errors)
+    input_data = body.get("input_data")
+    if input_data is None:
+        input_data = {}
+    elif not isinstance(input_data, dict):
+        errors.add("input_data", "input_data must be a JSON object")
+    elif len(json.dumps(input_data).encode()) > settings.TAKO_MAX_INPUT_BYTES:
+        errors.add("input_data", "input_data exceeds size limit (1 MB serialized)")
+    timeout = _bounded_int(body, "timeout", 1, settings.TAKO_MAX_TIMEOUT, "Timeout", errors)
+    startup_timeout = _bounded_int(body, "startup_timeout", 10, 600, "startup_timeout", errors)
+    requirements = _requirements(body.get("requirements"), errors)
+    key = body.get("idempotency_key")
+    if key is not None and (not isinstance(key, str) or not IDEMPOTENCY_KEY_RE.match(key)):
+        errors.add("idempotency_key", "idempotency_key must be 8-255 characters of letters, digits, - and _")
+    environment = environment_named("default" if body.get("job_type") is None else body["job_type"], errors)
+    errors.raise_if_any()
+    assert environment is not None and code is not None
+    return ExecuteRequest(
+        code=code,
+        environment=environment,
+        input_data=input_data,
+        timeout=timeout,
+        startup_timeout=startup_timeout,
+        requirements=requirements,
+        idempotency_key=key,
+    )
+
+
+def derive_request_parse(body: Any, *, require_code: bool) -> DeriveRequest:
+    """Validate the body of a rerun or (with `require_code`) a fork."""
+    if not isinstance(body, dict):
+        raise InvalidRequest({"body": ["Request body must be a JSON object"]})
+    errors = FieldErrors()
+    allowed = ("code", "job_type", "timeout") if require_code else ("job_type", "timeout")
+    for name in body:
+        if name not in allowed:
+            errors.add(name, f"Unknown field '{name}'")
+    code = _code(body, errors) if require_code else None
+    timeout = _bounded_int(body, "timeout", 1, settings.TAKO_MAX_TIMEOUT, "Timeout", errors)
+    environment = environment_named(body["job_type"], errors) if body.get("job_type") is not None else None
+    errors.raise_if_any()
+    return DeriveRequest(code=code, environment=environment, timeout=timeout)
+
+
+def environment_named(name: Any, errors: FieldErrors) -> Environment | None:
+    """The environment (job type) called `name`, or None with the reason added to `errors`."""
+    if not isinstance(name, str) or not re.match(JOB_TYPE_NAME_RE, name):
+        errors.add("job_type", "job_type must be a name of letters, digits, - and _")
+        return None
+    environment = Environment.objects.filter(name=name).first()
+    if environment is None:
+        available = ", ".join(Environment.objects.values_list("name", flat=True))
+        errors.add("job_type", f"Unknown job_type '{name}'; available: {available}")
+    return environment
+
+
+def _code(body: dict[str, Any], errors: FieldErrors) -> str | None:
+    code = body.get("code")
+    if "code" not in body:
+        errors.add("code", "Code is required")
+    elif not isinstance(code, str):
+        errors.add("code", "Code must be a string")
+    elif not code.strip():
+        errors.add("code", "Code cannot be empty")
+    elif len(code) > settings.TAKO_MAX_CODE_CHARS:
+        errors.add("code", f"Code exceeds size limit ({settings.TAKO_MAX_CODE_CHARS} characters)")
+    else:
+        return code
+    return None
+
+
+def _integer(value: Any) -> int | None:
+    """JSON numbers that are whole (5 or 5.0), never booleans or strings."""
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, int):
+        return value
+    if isinstance(value, float) and value.is_integer():
+        return int(value)
+    return None
+
+
+def _bounded_int(body: dict[str, Any], name: str, low: int, high: int, label: str, errors: FieldErrors) -> int | None:
+    if body.get(name) is None:
+        return None
+    value = _integer(body[name])
+    if value is None or not low <= value <= high:
+        errors.add(name, f"{label} must be between {low} and {high} seconds")
+        return None
+    return value
+
+
+def _requirements(value: Any, errors: FieldErrors) -> list[str]:
+    if value is None or value == []:
+        return []
+    if not settings.TAKO_ALLOW_REQUIREMENTS:
+        errors.add("requirements", "Per-run requirements are turned off on this deployment")
+        return []
+    problems = requirement_errors(value)
+    for problem in problems:
+        errors.add("requirements", problem)
+    return [] if problems else [item.strip() for item in value]
+
+
+def request_hash(
+    *,
+    code: str,
+    input_data: dict[str, Any],
+    environment: Environment,
+    timeout: int | None,
+    startup_timeout: int | None,
+    requirements: list[str] | None,
+) -> str:
+    """What makes two submissions the same job (for idempotency keys), defaults filled in."""
+    request = {
+        "code": code,
+        "input_data": input_data,
+        "job_type": environment.name,
+        "timeout": timeout or environment.timeout,
+        "startup_timeout": startup_timeout or environment.startup_timeout,
+        "requirements": requirements or [],
+    }
+    return sha256_hex(canonical_json(request))

@@ -1,0 +1,238 @@
+"""Admission: the one way a job is created, whoever asks (API, pages, the DLQ).
+
+A validated request (job_requests.py) is admitted: the rate limit, an earlier submission with the
+same idempotency key, the breaker, the caller's quota of jobs in progress, room in the queue.
+Refusals are ApplicationErrors (executions/errors.py).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+from typing import Any
+
+from django.conf import settings
+from django.db import transaction
+from django.utils import timezone
+
+from executions.errors import AlreadyRequeued, EngineUnavailable, FieldErrors, IdempotencyConflict, NotFound, QueueFull
+from executions.models import DeadLetter, Environment, Execution, Lock
+from executions.resilience import no_engine_available
+from executions.services.job_requests import (
+    DeriveRequest,
+    ExecuteRequest,
+    canonical_json,
+    environment_named,
+    request_hash,
+    sha256_hex,
+)
+from executions.services.jobs import execution_dispatch
+from executions.services.limits import job_quota_check, request_count
+
+ENGINE_RETRY_AFTER = 30  # the breaker's reset time, about
+
+
+@dataclass(frozen=True)
+class Submitter:
+    """Who submits a job: recorded on it, and what its limits are counted by."""
+
+    user: Any  # None: anonymous (loopback) use
+    client_ip: str | None
+    correlation_id: str = ""
+    # The API counts every request against the rate limit as it arrives (reads too), so it passes
+    # None; a page's submission is counted here, under the same key, so pages are no way around it.
+    rate_key: str | None = None
+
+
+@dataclass(frozen=True)
+class Admitted:
+    execution: Execution
+    created: bool  # False: an earlier submission with the same idempotency key
+
+
+# -- admission -------------------------------------------------------------------------------------
+def execution_submit(
+    request: ExecuteRequest,
+    *,
+    submitter: Submitter,
+    parent: Execution | None = None,
+    relationship: str | None = None,
+) -> Admitted:
+    """Queue a job for the worker clusters (POST /execute/async, the New and Fork pages)."""
+    return _admit(request, submitter, is_async=True, parent=parent, relationship=relationship)
+
+
+def execution_submit_sync(request: ExecuteRequest, *, submitter: Submitter) -> Admitted:
+    """Record a job its caller waits for (POST /execute); the caller runs it, or waits for the
+    earlier run of the same idempotency key. An open breaker does not refuse it here: Tako VM
+    answers such a run with a record ending in `service_unavailable`, which the run itself writes."""
+    return _admit(request, submitter, is_async=False, refuse_without_engine=False)
+
+
+def execution_derive(
+    parent: Execution, *, relationship: str, submitter: Submitter, changes: DeriveRequest | None = None
+) -> Admitted:
+    """A new job from an old one: `rerun` (same code) or `fork` (new code); same input and settings."""
+    changes = changes or DeriveRequest()
+    request = ExecuteRequest(
+        code=changes.code if changes.code is not None else parent.code,
+        environment=changes.environment or _environment_of(parent.job_type),
+        input_data=parent.input_data,
+        timeout=changes.timeout or parent.timeout,
+        startup_timeout=parent.startup_timeout,
+        requirements=parent.requirements,
+    )
+    submitter = replace(submitter, correlation_id=submitter.correlation_id or parent.correlation_id)
+    return _admit(request, submitter, is_async=True, parent=parent, relationship=relationship)
+
+
+def dlq_requeue(*, entry: DeadLetter, by: str, correlation_id: str = "") -> Execution:
+    """A new job from a dead letter, linked to it; the entry records who requeued it and when.
+    The job already passed its submitter's quota once: an operator restoring it is not held to it."""
+    with transaction.atomic():
+        locked = DeadLetter.objects.select_for_update().filter(pk=entry.pk).first()
+        if locked is None:  # deleted by someone else meanwhile
+            raise NotFound(f"DLQ entry {entry.pk} no longer exists")
+        if locked.requeued_at is not None:
+            raise AlreadyRequeued(locked)
+        data = locked.job_data
+        request = ExecuteRequest(
+            code=data["code"],
+            environment=_environment_of(data["job_type"]),
+            input_data=data.get("input_data") or {},
+            timeout=data.get("timeout"),
+            startup_timeout=data.get("startup_timeout"),
+            requirements=data.get("requirements") or [],
+        )
+        submitter = Submitter(
+            user=None, client_ip=locked.client_ip, correlation_id=correlation_id or locked.correlation_id
+        )
+        admitted = _admit(
+            request,
+            submitter,
+            is_async=True,
+            parent=locked.execution,
+            relationship="rerun" if locked.execution_id else None,
+            counts_against_quota=False,
+        )
+        locked.requeued_at = timezone.now()
+        locked.requeued_by = by[:150]
+        locked.requeued_execution = admitted.execution
+        locked.save(update_fields=["requeued_at", "requeued_by", "requeued_execution"])
+    return admitted.execution
+
+
+def _environment_of(name: str) -> Environment:
+    """The environment an earlier job ran in; InvalidRequest if it has been removed since."""
+    errors = FieldErrors()
+    environment = environment_named(name, errors)
+    errors.raise_if_any()
+    assert environment is not None
+    return environment
+
+
+def _admit(
+    request: ExecuteRequest,
+    submitter: Submitter,
+    *,
+    is_async: bool,
+    parent: Execution | None = None,
+    relationship: str | None = None,
+    refuse_without_engine: bool = True,
+    counts_against_quota: bool = True,
+) -> Admitted:
+    if submitter.rate_key is not None:
+        request_count(submitter.rate_key)
+    with transaction.atomic():
+        key = request.idempotency_key
+        if key:
+            # One keyed admission at a time: two retries racing must not both create a job.
+            Lock.objects.select_for_update().get_or_create(name="idempotency")
+            earlier = Execution.objects.filter(idempotency_key=key, submitted_by=submitter.user).first()
+            if earlier is not None:  # a retry: the same job (and not a new one for the limits)
+                if earlier.request_hash != request.fingerprint():
+                    raise IdempotencyConflict(earlier)
+                return Admitted(earlier, created=False)
+        if refuse_without_engine and no_engine_available():
+            raise EngineUnavailable(
+                "Docker circuit breaker is open; jobs are refused until it closes", retry_after=ENGINE_RETRY_AFTER
+            )
+        if counts_against_quota:
+            job_quota_check(user=submitter.user, client_ip=submitter.client_ip)
+        queue_room_check()
+        execution = execution_create(
+            **_fields(request),
+            correlation_id=submitter.correlation_id,
+            client_ip=submitter.client_ip,
+            submitted_by=submitter.user,
+            is_async=is_async,
+            parent=parent,
+            relationship=relationship,
+        )
+        if is_async:
+            transaction.on_commit(lambda: execution_dispatch(execution))
+    return Admitted(execution, created=True)
+
+
+def _fields(request: ExecuteRequest) -> dict[str, Any]:
+    return {
+        "code": request.code,
+        "environment": request.environment,
+        "input_data": request.input_data,
+        "timeout": request.timeout,
+        "startup_timeout": request.startup_timeout,
+        "requirements": request.requirements,
+        "idempotency_key": request.idempotency_key,
+    }
+
+
+def queue_room_check() -> None:
+    if Execution.objects.filter(status=Execution.Status.QUEUED).count() >= settings.TAKO_MAX_QUEUE_SIZE:
+        raise QueueFull(f"The queue is full ({settings.TAKO_MAX_QUEUE_SIZE} jobs waiting); retry later")
+
+
+# -- the record ------------------------------------------------------------------------------------
+def execution_create(
+    *,
+    code: str,
+    input_data: dict[str, Any],
+    environment: Environment,
+    timeout: int | None = None,
+    startup_timeout: int | None = None,
+    requirements: list[str] | None = None,
+    correlation_id: str = "",
+    client_ip: str | None = None,
+    idempotency_key: str | None = None,
+    is_async: bool = False,
+    parent: Execution | None = None,
+    relationship: str | None = None,
+    submitted_by: Any = None,
+) -> Execution:
+    """The record alone, admitted by nothing: for _admit above, and for tests that set up records."""
+    timeout = timeout or environment.timeout
+    startup_timeout = startup_timeout or environment.startup_timeout
+    requirements = requirements or []
+    return Execution.objects.create(
+        job_type=environment.name,
+        code=code,
+        input_data=input_data,
+        timeout=timeout,
+        startup_timeout=startup_timeout,
+        requirements=requirements,
+        code_hash=sha256_hex(code),
+        input_hash=sha256_hex(canonical_json(input_data)),
+        request_hash=request_hash(
+            code=code,
+            input_data=input_data,
+            environment=environment,
+            timeout=timeout,
+            startup_timeout=startup_timeout,
+            requirements=requirements,
+        ),
+        correlation_id=correlation_id,
+        client_ip=client_ip,
+        idempotency_key=idempotency_key,
+        is_async=is_async,
+        parent_execution=parent,
+        relationship=relationship,
+        submitted_by=submitted_by,
+    )
