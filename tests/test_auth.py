@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 import sys
 
@@ -181,3 +182,72 @@ def test_security_headers_on_every_kind_of_response(db) -> None:
         assert response["X-Content-Type-Options"] == "nosniff", path
         assert response["X-Frame-Options"] == "DENY", path
         assert response["Referrer-Policy"] == "same-origin", path
+
+
+# -- CSRF: a session is the browser's, and another site can make the browser send it ----------------
+@pytest.fixture
+def boss(db) -> User:
+    return User.objects.create_user("boss", password="pw-for-tests-only", is_staff=True)
+
+
+def _browser(user: User) -> Client:
+    client = Client(enforce_csrf_checks=True)
+    client.force_login(user)
+    return client
+
+
+def test_a_session_cannot_change_anything_through_the_api_without_the_csrf_token(boss, monkeypatch) -> None:
+    from executions import services
+
+    monkeypatch.setattr(services, "environment_build", lambda **_: pytest.fail("built for another site"))
+    client = _browser(boss)
+    evil = {"HTTP_ORIGIN": "https://evil.example"}
+    for path in ("/job-types/default/build", "/execute", "/execute/async"):
+        response = client.post(path, '{"code": "print(1)"}', content_type="application/json", **evil)
+        assert response.status_code == 403, path
+        body = response.json()
+        assert set(body) == {"detail", "correlation_id"} and body["detail"].startswith("CSRF check failed"), body
+    without_token = client.post("/execute/async", '{"code": "print(1)"}', content_type="application/json")
+    assert without_token.status_code == 403
+    assert Execution.objects.count() == 0
+    assert client.get("/executions").status_code == 200  # reading needs no token
+
+
+def test_a_session_with_the_csrf_token_may_use_the_api(boss) -> None:
+    client = _browser(boss)
+    client.get("/ui/new/")  # any page sets the csrftoken cookie
+    token = client.cookies["csrftoken"].value
+    response = client.post(
+        "/execute/async", '{"code": "print(1)"}', content_type="application/json", HTTP_X_CSRFTOKEN=token
+    )
+    assert response.status_code == 202
+
+
+def test_an_api_key_needs_no_csrf_token(alice) -> None:
+    client = Client(enforce_csrf_checks=True)
+    client.force_login(alice)  # a session too: the key is what authenticates
+    response = client.post(
+        "/execute/async",
+        '{"code": "print(1)"}',
+        content_type="application/json",
+        HTTP_X_API_KEY=key_for(alice),
+        HTTP_ORIGIN="https://evil.example",
+    )
+    assert response.status_code == 202
+
+
+def test_anonymous_loopback_use_needs_no_csrf_token(db, settings) -> None:
+    settings.TAKO_ALLOW_ANONYMOUS = True
+    response = Client(enforce_csrf_checks=True).post(
+        "/execute/async", '{"code": "print(1)"}', content_type="application/json"
+    )
+    assert response.status_code == 202
+
+
+def test_the_api_docs_viewer_sends_the_csrf_token_with_the_session(db) -> None:
+    """Swagger UI's "Try it out" uses the login session: it must pass the check above."""
+    client = Client()
+    html = client.get("/docs").content.decode()
+    token = re.search(r'data-csrf-token="([^"]+)"', html)
+    assert token and client.cookies["csrftoken"].value
+    assert "X-CSRFToken" in (ROOT / "static" / "js" / "api-docs.js").read_text()

@@ -13,7 +13,8 @@ from typing import Any
 
 from django.conf import settings
 from django.db.models import QuerySet
-from django.http import HttpRequest
+from django.http import HttpRequest, HttpResponse
+from django.middleware.csrf import CsrfViewMiddleware
 from django.utils import timezone
 
 from executions.api.errors import ApiError
@@ -34,6 +35,11 @@ class Principal:
     @property
     def is_admin(self) -> bool:
         return self.scope == ApiKey.Scope.ADMIN
+
+    @property
+    def by_session(self) -> bool:
+        """Authenticated by the browser's session cookie, which another site can make it send."""
+        return self.key is None and self.user is not None
 
     @property
     def rate_key(self) -> str:
@@ -75,6 +81,29 @@ def authenticate(request: HttpRequest) -> Principal:
     if settings.TAKO_ALLOW_ANONYMOUS:
         return Principal(user=None, scope=ApiKey.Scope.ADMIN, client_ip=client_ip)
     raise ApiError(401, "Authentication required: send X-API-Key (or Authorization: Bearer) with an API key")
+
+
+class _CsrfCheck(CsrfViewMiddleware):
+    """Django's own CSRF check (origin, referer, token), answering with the reason (as DRF does)
+    instead of the HTML failure page."""
+
+    def _reject(self, request: HttpRequest, reason: str) -> str:
+        return reason
+
+
+def csrf_check(request: HttpRequest) -> None:
+    """ApiError 403 unless an unsafe request carries the CSRF token. Only for callers authenticated
+    by the session cookie: a key in a header is something another site cannot make a browser send."""
+    check = _CsrfCheck(lambda _: HttpResponse())
+    check.process_request(request)
+    # No view passed: the API views are csrf_exempt (for key callers), which the check would honour.
+    reason = check.process_view(request, None, (), {})  # type: ignore[arg-type]
+    if reason:
+        raise ApiError(
+            403,
+            f"CSRF check failed: {str(reason).rstrip('.')}. A browser session must send the X-CSRFToken header; "
+            "scripts authenticate with an API key instead",
+        )
 
 
 def authorize(principal: Principal, scope: str) -> None:

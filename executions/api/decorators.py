@@ -1,4 +1,4 @@
-"""Plumbing shared by every JSON API view: errors as JSON, method checks, body parsing."""
+"""Plumbing shared by every JSON API view: errors as JSON, method checks, auth, body parsing."""
 
 from __future__ import annotations
 
@@ -14,7 +14,7 @@ from django.core.exceptions import RequestDataTooBig
 from django.http import HttpRequest, HttpResponse
 from django.views.decorators.csrf import csrf_exempt
 
-from executions.api.auth import authenticate, authorize, rate_limit
+from executions.api.auth import authenticate, authorize, csrf_check, rate_limit
 from executions.api.errors import ApiError, application_error_response, error
 from executions.errors import ApplicationError, InvalidRequest
 from executions.services.submissions import Submitter
@@ -72,9 +72,10 @@ def api_view(*methods: str, scope: str | None = "execute") -> Callable[[Callable
     """Mark a function view as a JSON API endpoint answering `methods` (sync or async view).
 
     The caller is authenticated and must hold `scope` (`execute` or `admin`; None: public), and
-    is rate limited; the view finds it in `request.principal`. Wrong method → 405 JSON;
-    ApiError or ApplicationError → its JSON error; any other exception → 500 JSON with no
-    traceback (logged with the correlation id). HEAD is answered wherever GET is.
+    is rate limited; the view finds it in `request.principal`. A caller authenticated by the
+    session cookie must pass Django's CSRF check for unsafe methods (a key in a header need not).
+    Wrong method → 405 JSON; ApiError or ApplicationError → its JSON error; any other exception →
+    500 JSON with no traceback (logged with the correlation id). HEAD is answered wherever GET is.
     """
     allowed = set(methods) | ({"HEAD"} if "GET" in methods else set())
 
@@ -94,6 +95,8 @@ def api_view(*methods: str, scope: str | None = "execute") -> Callable[[Callable
             if scope is None:
                 return
             principal = authenticate(request)
+            if principal.by_session:
+                csrf_check(request)
             authorize(principal, scope)
             rate_limit(principal)
             request.principal = principal  # type: ignore[attr-defined]

@@ -783,7 +783,7 @@ PATHS: dict[str, Any] = {
 
 _AUTH_ERRORS = {
     "401": _error("No API key (X-API-Key or Authorization: Bearer), or an invalid or revoked one"),
-    "403": _error("The key lacks the admin scope this needs"),
+    "403": _error("The key lacks the admin scope this needs, or a browser session's change lacks its CSRF token"),
     "429": _error("Too many requests a minute, or too many jobs in progress (Retry-After)"),
 }
 _PUBLIC = {"/health", "/health/ready"}

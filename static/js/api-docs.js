@@ -5,5 +5,10 @@
     url: script.dataset.specUrl,
     dom_id: "#swagger-ui",
     deepLinking: true,
+    // "Try it out" runs with the login session, so changes must carry the CSRF token (API keys need none).
+    requestInterceptor: (request) => {
+      request.headers["X-CSRFToken"] = script.dataset.csrfToken;
+      return request;
+    },
   });
 })();
