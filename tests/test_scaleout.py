@@ -146,7 +146,7 @@ def test_a_bad_url_stops_the_start_with_an_error_naming_it(variable: str, value:
     )
     assert result.returncode != 0
     assert result.returncode == 2 and "Traceback" not in result.stderr
-    assert result.stderr.startswith(f"Configuration error: {message}"), result.stderr[-2000:]
+    assert result.stderr.startswith(f"tako: {message}"), result.stderr[-2000:]
 
 
 def test_requests_during_a_redis_outage_fail_clearly_and_lose_nothing(cluster) -> None:
