@@ -10,6 +10,7 @@ The nonce comes only through stdin, so the program cannot learn it, and marks th
 messages on stdout: STARTED (the host counts the code's timeout from here), then, after the program
 and every process it left behind are gone, END on stderr and one JSON envelope on stdout with the
 exit status, the exception that ended it, /output/result.json, the artifacts and resource usage.
+Those lines and the envelope are defined in wire.py, which the host imports too.
 Finally the launcher exits the way the program did, re-raising a fatal signal (exit code 128+N).
 """
 
@@ -21,6 +22,10 @@ import signal
 import stat
 import sys
 import time
+
+# -I leaves this file's folder off sys.path; wire.py sits beside it (appended: stdlib names win).
+sys.path.append(os.path.dirname(os.path.abspath(__file__)))
+import wire
 
 WHEELS_DIR = "/wheels"
 DEPS_DIR = "/deps"
@@ -133,23 +138,19 @@ def _parse_exception(raw):
 
 
 def _report(nonce, envelope):
-    os.write(2, ("\x1eTAKO-END " + nonce + "\n").encode())  # the program's stderr is complete
-    _write(("\x1eTAKO-ENVELOPE " + nonce + "\n" + json.dumps(envelope) + "\n").encode())
+    os.write(2, wire.end_line(nonce))  # the program's stderr is complete
+    _write(wire.envelope_lines(nonce, envelope))
 
 
-def _read_job_line():
-    """The host's one line on stdin, {"nonce": ...}; None if stdin closes first."""
+def _read_nonce():
+    """The nonce of the host's one line on stdin (wire.job_line); None if stdin closes first."""
     data = b""
     while not data.endswith(b"\n"):
         chunk = os.read(0, 4096)
         if not chunk:
             return None
         data += chunk
-    try:
-        job = json.loads(data)
-    except ValueError:
-        return None
-    return job if isinstance(job, dict) and isinstance(job.get("nonce"), str) else None
+    return wire.nonce_of(data)
 
 
 def _spawn_program(search_path):
@@ -184,14 +185,13 @@ def main():
     pid = report_r = go_w = None
     if not problem:
         pid, report_r, go_w = _spawn_program(search_path)
-    job = _read_job_line()
-    if job is None:  # the host went away (or the pool was drained) before sending a job
+    nonce = _read_nonce()
+    if nonce is None:  # the host went away (or the pool was drained) before sending a job
         sys.exit(0)
-    nonce = job["nonce"]
     if problem:
         _report(nonce, {"returncode": 1, "dependency_error": problem, "dep_install_ms": dep_install_ms})
         sys.exit(1)
-    _write(("\x1eTAKO-STARTED " + nonce + "\n").encode())
+    _write(wire.started_line(nonce))
     started = time.monotonic()
     os.write(go_w, b"g")
     os.close(go_w)
