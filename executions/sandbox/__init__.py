@@ -1,7 +1,8 @@
 """The sandbox: runs one piece of untrusted Python in a fresh, locked-down container.
 
 Everything that touches Docker lives in this package, behind `Sandbox`; the rest of the project
-sees only `RunSpec` in and `RunResult` out. `get_sandbox()` returns the process-wide instance.
+sees only `RunSpec` in and `RunResult` out. `get_sandbox()` returns the process-wide instance, and
+is the one place here that reads settings: the sandbox is configured through its constructor.
 """
 
 from __future__ import annotations
@@ -12,7 +13,11 @@ import threading
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from functools import cache
-from typing import Any, Protocol
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Protocol
+
+if TYPE_CHECKING:
+    from executions.sandbox.docker import DockerConfig
 
 
 class SandboxUnavailable(Exception):
@@ -143,7 +148,7 @@ class Sandbox(Protocol):
         ...
 
     def ping(self) -> bool:
-        """Does the engine answer right now? Never raises; gives up after TAKO_PING_TIMEOUT."""
+        """Does the engine answer right now? Never raises; gives up after a short timeout (2 s)."""
         ...
 
     def pool_start(self, shape: ContainerShape, pool: str) -> None:
@@ -163,22 +168,38 @@ class Sandbox(Protocol):
         ...
 
 
-def deployment_id() -> str:
-    """Names this deployment's containers, so that two deployments sharing one Docker engine never
-    reap or clean up each other's. TAKO_DEPLOYMENT_ID, else derived from the database that every
-    process of one deployment shares."""
+def get_sandbox() -> Sandbox:
+    """The process-wide sandbox, configured from settings.
+
+    Settings are read on each call, as the sandbox used to read them on each use: tests change
+    TAKO_DEPLOYMENT_ID, and the test database's name (part of the default deployment id) is only
+    known once it exists. One sandbox is kept per configuration, so in a service it is one.
+    """
     from django.conf import settings
     from django.db import connection
 
-    if settings.TAKO_DEPLOYMENT_ID:
-        return str(settings.TAKO_DEPLOYMENT_ID)
-    database = connection.settings_dict
+    from executions.sandbox.docker import DockerConfig
+
+    config = DockerConfig(
+        deployment_id=str(settings.TAKO_DEPLOYMENT_ID or _database_identity(connection.settings_dict)),
+        work_dir=Path(settings.TAKO_WORK_DIR),
+        output_cap_bytes=settings.TAKO_OUTPUT_CAP_BYTES,
+        engine_timeout=settings.TAKO_DOCKER_TIMEOUT,
+        image_base=settings.TAKO_IMAGE_BASE,
+        debian_mirror=settings.TAKO_DEBIAN_MIRROR,
+    )
+    return _docker_sandbox(config)
+
+
+def _database_identity(database: dict[str, Any]) -> str:
+    """Without TAKO_DEPLOYMENT_ID, a deployment is named after the database all its processes share
+    (so two deployments on one Docker engine never reap or clean up each other's containers)."""
     identity = f"{database['ENGINE']}|{database.get('HOST', '')}|{database.get('PORT', '')}|{database['NAME']}"
     return hashlib.sha256(identity.encode()).hexdigest()[:16]
 
 
 @cache
-def get_sandbox() -> Sandbox:
+def _docker_sandbox(config: DockerConfig) -> Sandbox:
     from executions.sandbox.docker import DockerSandbox
 
-    return DockerSandbox()
+    return DockerSandbox(config)

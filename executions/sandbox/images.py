@@ -20,10 +20,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from django.conf import settings
-
 from executions.sandbox import SandboxError, get_sandbox
-from executions.sandbox.docker import DockerImages, DockerSandbox
+from executions.sandbox.docker import DockerConfig, DockerImages, DockerSandbox
 from executions.sandbox.packages import PackageError, install_into
 
 logger = logging.getLogger(__name__)
@@ -54,10 +52,10 @@ def image_name(job_type: str) -> str:
     return f"tako-vm-{job_type}:latest"
 
 
-def _images() -> DockerImages:
+def _docker() -> DockerSandbox:
     sandbox = get_sandbox()
     assert isinstance(sandbox, DockerSandbox)
-    return DockerImages(sandbox)
+    return sandbox
 
 
 def definition_hash(*, requirements: list[str], base: str) -> str:
@@ -75,10 +73,11 @@ def ensure_image(
     job_type: str, *, requirements: list[str], force: bool = False, log: Callable[[str], None] = logger.info
 ) -> BuildResult:
     """Build `tako-vm-{job_type}:latest` unless an up-to-date one exists (or `force`)."""
-    images = _images()
+    sandbox = _docker()
+    images = sandbox.images
     image = image_name(job_type)
     began = time.monotonic()
-    base = _ensure_base(images, log)
+    base = _ensure_base(images, sandbox.config, log)
     wanted = definition_hash(requirements=requirements, base=base)
     labels = images.labels(image)
     previous_id = images.image_id(image) if labels is not None else None
@@ -110,8 +109,8 @@ def ensure_image(
 
 
 # -- the base image ------------------------------------------------------------------------------
-def _ensure_base(images: DockerImages, log: Callable[[str], None]) -> str:
-    mode = settings.TAKO_IMAGE_BASE
+def _ensure_base(images: DockerImages, config: DockerConfig, log: Callable[[str], None]) -> str:
+    mode = config.image_base
     if mode in ("auto", "registry"):
         if images.labels(REGISTRY_BASE) is not None:
             return REGISTRY_BASE
@@ -124,13 +123,13 @@ def _ensure_base(images: DockerImages, log: Callable[[str], None]) -> str:
             raise ImageBuildError(f"Could not pull {REGISTRY_BASE} and TAKO_IMAGE_BASE=registry")
         log("No container registry answers: making the base image offline from Debian's packages")
     if images.labels(OFFLINE_BASE) is None:
-        _build_offline_base(images, log)
+        _build_offline_base(images, config.debian_mirror, log)
     return OFFLINE_BASE
 
 
-def _debian_mirror() -> str:
-    if settings.TAKO_DEBIAN_MIRROR:
-        return settings.TAKO_DEBIAN_MIRROR
+def _debian_mirror(configured: str) -> str:
+    if configured:
+        return configured
     sources = Path("/etc/apt/sources.list.d/debian.sources")
     if sources.exists():
         for line in sources.read_text().splitlines():
@@ -147,10 +146,10 @@ def _debian_mirror() -> str:
     )
 
 
-def _build_offline_base(images: DockerImages, log: Callable[[str], None]) -> None:
+def _build_offline_base(images: DockerImages, configured_mirror: str, log: Callable[[str], None]) -> None:
     if shutil.which("debootstrap") is None:
         raise ImageBuildError("debootstrap is needed to make the base image offline (apt-get install debootstrap)")
-    mirror = _debian_mirror()
+    mirror = _debian_mirror(configured_mirror)
     log(f"Making {OFFLINE_BASE} with debootstrap (about a minute)")
     with tempfile.TemporaryDirectory(prefix="tako-rootfs-") as rootfs:
         _run(

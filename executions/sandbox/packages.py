@@ -16,8 +16,6 @@ import sys
 import tempfile
 from pathlib import Path
 
-from django.conf import settings
-
 PYTHON_VERSION = "3.11"  # the images' Python (python:3.11-slim, or Debian bookworm's)
 PIP_TIMEOUT = 600
 
@@ -53,15 +51,14 @@ def install_into(requirements: list[str], target: Path) -> None:
         _pip(["install", "--quiet", "--no-compile", "--target", str(target)], requirements, timeout=PIP_TIMEOUT)
 
 
-def wheel_set(requirements: list[str], *, timeout: float = PIP_TIMEOUT) -> Path:
-    """The cache folder holding every wheel `requirements` resolve to, downloaded once.
+def wheel_set(requirements: list[str], *, cache: Path, timeout: float = PIP_TIMEOUT) -> Path:
+    """The folder under `cache` holding every wheel `requirements` resolve to, downloaded once.
 
     Folders are keyed by the normalised requirement list and appear atomically, so concurrent
     runs asking for the same packages share one download and never see a half-filled folder.
     """
     normalised = sorted({r.strip().lower() for r in requirements})
     key = hashlib.sha256(json.dumps(normalised).encode()).hexdigest()[:32]
-    cache = Path(settings.TAKO_WHEEL_CACHE)
     final = cache / key
     if final.is_dir():
         return final

@@ -230,7 +230,13 @@ def _run_spec(execution: Execution, sandbox: Sandbox, monitor: _RunMonitor) -> R
     image_ref = _wait_for_image(environment, sandbox, deadline=began + execution.startup_timeout)
     wheels_dir = None
     if execution.requirements:
-        wheels_dir = str(wheel_set(execution.requirements, timeout=max(execution.startup_timeout - 1, 1)))
+        wheels_dir = str(
+            wheel_set(
+                execution.requirements,
+                cache=Path(settings.TAKO_WHEEL_CACHE),
+                timeout=max(execution.startup_timeout - 1, 1),
+            )
+        )
     return RunSpec(
         execution_id=str(execution.pk),
         shape=environment_shape(environment, image_ref, wheels_dir=wheels_dir),

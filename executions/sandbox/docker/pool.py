@@ -1,0 +1,147 @@
+"""The warm pool on the engine: containers started ahead of time, each waiting for one job.
+
+A pooled container is claimed by renaming it from tako-pool-<token> to tako-claimed-<token>: every
+claimant asks for that same new name, and the engine renames under the container's lock, refusing
+a rename to the name it already has, so exactly one claimant wins (a job, or the keeper draining
+it). The name never changes again (a late claimant must keep failing). A job that won writes its
+execution id into the container's host folder (OWNER_FILE), which tells the reaper whose it is.
+"""
+
+from __future__ import annotations
+
+import random
+import secrets
+from collections.abc import Iterator
+from contextlib import closing
+from pathlib import Path
+from typing import Any
+
+import docker.errors
+
+from executions.sandbox import ContainerShape, PooledContainer, RunSpec
+from executions.sandbox.docker.client import (
+    EXECUTION_LABEL,
+    POOL_KEY_LABEL,
+    POOL_LABEL,
+    WORKDIR_LABEL,
+    Engine,
+    translate_docker_errors,
+)
+from executions.sandbox.docker.runner import create, dispose, make_run_dir, remove_now
+
+POOL_NAME_PREFIX = "tako-pool-"  # a ready pooled container
+CLAIMED_NAME_PREFIX = "tako-claimed-"  # claimed by a job or for removal; the token stays
+OWNER_FILE = "execution"  # in a claimed container's host folder: the execution it runs
+
+
+class WarmPool:
+    def __init__(self, engine: Engine) -> None:
+        self.engine = engine
+
+    def start(self, shape: ContainerShape, pool: str) -> None:
+        """Create and start one container of `shape`, waiting for a job of pool `pool`."""
+        run_dir = make_run_dir(self.engine.config.work_dir / "pool" / secrets.token_hex(8))
+        labels = {POOL_LABEL: pool, POOL_KEY_LABEL: shape.pool_key, WORKDIR_LABEL: str(run_dir)}
+        container_id = None
+        try:
+            with translate_docker_errors("Starting a pooled container"):
+                container_id = create(self.engine, shape, run_dir, labels=labels, name=POOL_NAME_PREFIX + run_dir.name)
+                self.engine.api.start(container_id)
+        except BaseException:
+            dispose(self.engine, container_id, run_dir)
+            raise
+
+    def containers(self) -> list[PooledContainer]:
+        """This deployment's pooled containers (ready, in use, dead or claimed)."""
+        pooled = []
+        for summary in self.engine.managed():
+            labels, name = summary.get("Labels") or {}, _name_of(summary)
+            if POOL_LABEL not in labels:
+                continue
+            if name.startswith(POOL_NAME_PREFIX):
+                state = "ready" if summary.get("State") == "running" else "dead"
+            elif name.startswith(CLAIMED_NAME_PREFIX):
+                # Taken by a job, or claimed for a moment (by a job, for removal), or left so by a fault.
+                state = "in_use" if container_execution(summary) else "claimed"
+            else:
+                continue
+            pooled.append(
+                PooledContainer(
+                    name=name,
+                    pool=labels[POOL_LABEL],
+                    pool_key=labels.get(POOL_KEY_LABEL, ""),
+                    state=state,
+                    created=float(summary.get("Created", 0)),
+                    workdir=labels.get(WORKDIR_LABEL, ""),
+                )
+            )
+        return pooled
+
+    def changes(self) -> Iterator[None]:
+        """Yields whenever a pooled container is taken (renamed), ends or goes."""
+        filters = {
+            "type": "container",
+            "label": [self.engine.label_filter, POOL_LABEL],
+            "event": ["rename", "die", "destroy"],
+        }
+        with translate_docker_errors("Watching the pool"), closing(self.engine.events(filters)) as events:
+            for _event in events:
+                yield None
+
+    def remove(self, containers: list[PooledContainer]) -> None:
+        """Remove pooled containers; a job that took one meanwhile keeps it."""
+        for container in containers:
+            workdir = Path(container.workdir) if container.workdir else None
+            if container.state == "claimed":  # left claimed by a fault: nobody else will use it
+                remove_now(self.engine, container.name, workdir)
+            elif self._claim(container.name):  # else a job took it: it is theirs
+                remove_now(self.engine, CLAIMED_NAME_PREFIX + _token_of(container.name), workdir)
+
+    def take(self, spec: RunSpec) -> tuple[str, Path] | None:
+        """Claim a ready pooled container of the job's shape and name it after the job, or None."""
+        filters = {
+            "label": [self.engine.label_filter, f"{POOL_KEY_LABEL}={spec.shape.pool_key}"],
+            "name": POOL_NAME_PREFIX,
+            "status": "running",
+        }
+        candidates = self.engine.api.containers(filters=filters)
+        random.shuffle(candidates)  # concurrent takers rarely race for the same one
+        for summary in candidates:
+            name = _name_of(summary)
+            if self._claim(name):
+                workdir = Path(summary["Labels"][WORKDIR_LABEL])
+                (workdir / OWNER_FILE).write_text(spec.execution_id)
+                return str(summary["Id"]), workdir
+        return None
+
+    def _claim(self, pool_name: str) -> bool:
+        """Rename a ready pooled container to its one claimed name; True for the one caller that did."""
+        try:
+            self.engine.api.rename(pool_name, CLAIMED_NAME_PREFIX + _token_of(pool_name))
+        except docker.errors.APIError as exc:
+            if exc.is_server_error():
+                raise
+            return False  # gone (404), the name taken (409) or already its name (400): another won
+        return True
+
+
+def container_execution(summary: dict[str, Any]) -> str:
+    """The execution a container runs: its label, or the owner a pooled one got when it was taken."""
+    labels = summary.get("Labels") or {}
+    if labels.get(EXECUTION_LABEL):
+        return str(labels[EXECUTION_LABEL])
+    if _name_of(summary).startswith(CLAIMED_NAME_PREFIX) and labels.get(WORKDIR_LABEL):
+        try:
+            return (Path(labels[WORKDIR_LABEL]) / OWNER_FILE).read_text()
+        except OSError:
+            return ""
+    return ""
+
+
+def _name_of(summary: dict[str, Any]) -> str:
+    names = summary.get("Names") or [""]
+    return str(names[0]).lstrip("/")
+
+
+def _token_of(name: str) -> str:
+    return name.rsplit("-", 1)[1]

@@ -1,0 +1,344 @@
+"""One run: a container made (or taken from the pool) for it, the job sent, the result collected.
+
+/code and /input are host folders mounted read-only, written just before the job is sent; /output
+and /tmp are size-capped tmpfs mounts that live in the container's memory cgroup. Output is read
+from the attach stream (no log file) until the launcher's final report, or the timeout (then the
+container is killed); the container is always removed, in the background, so the caller does not
+wait for the engine's teardown.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import logging
+import secrets
+import shutil
+import threading
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import docker.errors
+import requests.exceptions
+from docker.types import LogConfig, Ulimit
+
+from executions.sandbox import (
+    Artifact,
+    ContainerShape,
+    ExceptionReport,
+    RunResult,
+    RunSpec,
+    SandboxUnavailable,
+    wire,
+)
+from executions.sandbox.docker.client import EXECUTION_LABEL, WORKDIR_LABEL, Engine, translate_docker_errors
+from executions.sandbox.docker.stream import (
+    STDERR,
+    STDOUT,
+    Attachment,
+    CappedStream,
+    StderrSplitter,
+    StdoutSplitter,
+    emitter,
+)
+
+logger = logging.getLogger(__name__)
+
+SANDBOX_UID = 10001  # not 1000: nproc limits count per uid, and 1000 is often a real host user
+CONTAINER_TMP = "/tmp"  # noqa: S108  (the container's own tmpfs, not the host's)
+FSIZE_LIMIT = 10 * 1024 * 1024  # per file the program writes
+FSIZE_LIMIT_WITH_PACKAGES = 1024 * 1024 * 1024  # the launcher raises it to unpack shared libraries
+KILL_GRACE = 10
+
+# Takes a ready pooled container of the job's shape for it: (container id, its host folder) or None.
+TakePooled = Callable[[RunSpec], tuple[str, Path] | None]
+
+
+def run(engine: Engine, spec: RunSpec, take_pooled: TakePooled | None) -> RunResult:
+    """Run `spec` in a pooled container (when `take_pooled` finds one) or in one created for it."""
+    began = time.monotonic()
+    container_id: str | None = None
+    run_dir: Path | None = None
+    try:
+        with translate_docker_errors("Starting the container"):
+            taken = take_pooled(spec) if take_pooled is not None else None
+            if taken is not None:
+                container_id, run_dir = taken
+                write_job_files(run_dir, spec)
+            else:
+                run_dir = make_run_dir(engine.config.work_dir / spec.execution_id)
+                write_job_files(run_dir, spec)
+                container_id = create(
+                    engine,
+                    spec.shape,
+                    run_dir,
+                    labels={EXECUTION_LABEL: spec.execution_id, WORKDIR_LABEL: str(run_dir)},
+                )
+            attachment = Attachment(engine.api, container_id)  # before start: no output lost
+            if taken is None:
+                engine.api.start(container_id)
+            nonce = secrets.token_hex(16)  # tells the launcher's messages from the program's output
+            attachment.send(wire.job_line(nonce))  # the job may start
+        if spec.on_container_start is not None:
+            spec.on_container_start()
+        result = _collect(engine, spec, container_id, attachment, began, nonce)
+        result.warm = (taken is not None) if take_pooled is not None else None
+        return result
+    finally:
+        if container_id is not None or run_dir is not None:
+            dispose(engine, container_id, run_dir)
+
+
+def create(
+    engine: Engine, shape: ContainerShape, run_dir: Path, *, labels: dict[str, str], name: str | None = None
+) -> str:
+    """Create (not start) a container of `shape` whose /code and /input are `run_dir`'s folders."""
+    binds: dict[str, Any] = {
+        str(run_dir / "code"): {"bind": "/code", "mode": "ro"},
+        str(run_dir / "input"): {"bind": "/input", "mode": "ro"},
+    }
+    tmpfs = {
+        CONTAINER_TMP: "rw,nosuid,nodev,size=64m,mode=1777",
+        "/output": f"rw,nosuid,nodev,noexec,size=50m,uid={SANDBOX_UID},gid={SANDBOX_UID},mode=0755",
+    }
+    fsize_hard = FSIZE_LIMIT
+    if shape.wheels_dir:  # packages for this run only: wheels read-only in, installed into /deps
+        binds[shape.wheels_dir] = {"bind": "/wheels", "mode": "ro"}
+        tmpfs["/deps"] = f"rw,nosuid,nodev,size={shape.memory_limit},uid={SANDBOX_UID},gid={SANDBOX_UID},mode=0755"
+        fsize_hard = FSIZE_LIMIT_WITH_PACKAGES
+    host_config = engine.api.create_host_config(
+        binds=binds,
+        init=True,  # docker-init as PID 1: a program that signals itself exits 128+N
+        network_mode="bridge" if shape.network_enabled else "none",
+        read_only=True,
+        cap_drop=["ALL"],
+        security_opt=["no-new-privileges"],
+        mem_limit=shape.memory_limit,
+        memswap_limit=shape.memory_limit,  # no swap beyond the limit
+        nano_cpus=int(shape.cpu_limit * 1e9),
+        pids_limit=128,
+        ulimits=[
+            Ulimit(name="nofile", soft=256, hard=256),
+            Ulimit(name="nproc", soft=128, hard=128),
+            Ulimit(name="fsize", soft=FSIZE_LIMIT, hard=fsize_hard),
+            Ulimit(name="core", soft=0, hard=0),
+        ],
+        tmpfs=tmpfs,
+        log_config=LogConfig(type="none"),  # output is read from the attach stream, never logged
+    )
+    created = engine.api.create_container(
+        shape.image_id or shape.image,
+        ["python3", "-I", "-S", "/opt/tako/launcher.py"],  # isolated, no site: starts faster
+        user=f"{SANDBOX_UID}:{SANDBOX_UID}",
+        working_dir=CONTAINER_TMP,
+        environment={
+            **dict(shape.environment),
+            "HOME": CONTAINER_TMP,
+            "LANG": "C.UTF-8",
+            "PYTHONUNBUFFERED": "1",
+            "PYTHONDONTWRITEBYTECODE": "1",
+        },
+        labels={**engine.labels, **labels},
+        stdin_open=True,  # the job line arrives on stdin
+        detach=True,
+        host_config=host_config,
+        name=name,
+    )
+    return str(created["Id"])
+
+
+def _collect(
+    engine: Engine, spec: RunSpec, container_id: str, attachment: Attachment, began: float, nonce: str
+) -> RunResult:
+    cap = engine.config.output_cap_bytes
+    stdout, stderr = CappedStream(cap), CappedStream(cap)
+    code_started_at: list[float] = []
+    startup_over = threading.Event()  # the code started, or the container ended before it did
+
+    def on_started() -> None:
+        code_started_at.append(time.monotonic())
+        startup_over.set()
+
+    splitter = StdoutSplitter(nonce, stdout, on_started)
+    stderr_splitter = StderrSplitter(nonce, stderr)
+    emit = emitter(spec.on_output)
+
+    def read() -> None:
+        try:
+            for stream_id, data in attachment.frames():
+                if stream_id == STDOUT:
+                    emit("stdout", splitter.feed(data))
+                elif stream_id == STDERR:
+                    emit("stderr", stderr_splitter.feed(data))
+                if splitter.complete and stderr_splitter.ended:
+                    break  # the launcher's last word: no need to wait for the engine's teardown
+        except OSError:  # the socket closes under us when the container is killed
+            pass
+        finally:
+            emit("stdout", splitter.finish())
+            emit("stderr", stderr_splitter.finish())
+            startup_over.set()
+
+    reader = threading.Thread(target=read, name=f"sandbox-reader-{spec.execution_id}", daemon=True)
+    reader.start()
+    cancel = spec.cancel or threading.Event()
+    startup_timed_out = not _wait_unless_cancelled(
+        startup_over.wait, spec.startup_timeout - (time.monotonic() - began), cancel
+    )
+    cancelled = cancel.is_set()
+    code_began = code_started_at[0] if code_started_at else time.monotonic()
+    timed_out = False
+    if not startup_timed_out:
+
+        def code_ended(timeout: float) -> bool:
+            reader.join(timeout)
+            return not reader.is_alive()
+
+        timed_out = not _wait_unless_cancelled(code_ended, spec.timeout - (time.monotonic() - code_began), cancel)
+        cancelled = cancel.is_set()
+    startup_timed_out = startup_timed_out and not cancelled
+    timed_out = timed_out and not cancelled
+    killed_by_us = startup_timed_out or timed_out or cancelled
+    if killed_by_us:
+        with translate_docker_errors("Stopping the container after its timeout"):
+            engine.api.kill(container_id)
+        reader.join(timeout=KILL_GRACE)
+    execution_ms = int((time.monotonic() - code_began) * 1000) if code_started_at else 0
+    attachment.close()
+    envelope = splitter.envelope if splitter.complete and stderr_splitter.ended else None
+    parsed = wire.parse_envelope(bytes(envelope) if envelope is not None else None)
+    exit_code = None if killed_by_us else _exit_code_from(parsed)
+    oom_killed = False
+    if exit_code is None:  # no final report (killed, crashed, or it ended by SIGKILL): ask Docker
+        with translate_docker_errors("Waiting for the container"):
+            exit_code = engine.api.wait(container_id, timeout=KILL_GRACE).get("StatusCode")
+            # Only a SIGKILL exit can be an OOM kill; ask Docker then (one inspect less otherwise).
+            oom_killed = exit_code == 137 and not killed_by_us and _was_oom_killed(engine, container_id)
+    return RunResult(
+        exit_code=exit_code,
+        stdout=stdout.text(),
+        stderr=stderr.text(),
+        stdout_truncated=stdout.truncated,
+        stderr_truncated=stderr.truncated,
+        timed_out=timed_out,
+        cancelled=cancelled,
+        startup_timed_out=startup_timed_out,
+        dependency_error=_optional(parsed, "dependency_error", str),
+        oom_killed=oom_killed,
+        exception=_exception_from(parsed),
+        result_json=_optional(parsed, "result_json", str),
+        artifacts=_artifacts_from(parsed),
+        resource_usage=_resource_usage_from(parsed),
+        startup_ms=int(((code_started_at[0] if code_started_at else time.monotonic()) - began) * 1000),
+        dep_install_ms=_optional(parsed, "dep_install_ms", int),
+        execution_ms=execution_ms,
+        image_ref=_image_ref_of(engine, spec, container_id),
+        runtime=engine.default_runtime(),
+    )
+
+
+def _wait_unless_cancelled(wait: Callable[[float], bool], seconds: float, cancel: threading.Event) -> bool:
+    """Call `wait(slice)` until it returns True (→ True), `seconds` pass or `cancel` is set (→ False)."""
+    deadline = time.monotonic() + max(seconds, 0)
+    while not cancel.is_set():
+        remaining = deadline - time.monotonic()
+        if remaining <= 0:
+            return False
+        if wait(min(remaining, 0.1)):
+            return True
+    return False
+
+
+def _image_ref_of(engine: Engine, spec: RunSpec, container_id: str) -> str:
+    image_id = spec.shape.image_id or engine.api.inspect_container(container_id).get("Image", "")
+    return f"{spec.shape.image.split(':')[0]}@{image_id}"
+
+
+def _was_oom_killed(engine: Engine, container_id: str) -> bool:
+    return bool(engine.api.inspect_container(container_id).get("State", {}).get("OOMKilled"))
+
+
+# -- the envelope (wire.py) as a RunResult's fields: nothing in it is trusted ----------------------
+def _optional(envelope: dict[str, Any], key: str, kind: type) -> Any:
+    value = envelope.get(key)
+    return value if isinstance(value, kind) and not isinstance(value, bool) else None
+
+
+def _exit_code_from(envelope: dict[str, Any]) -> int | None:
+    """The exit code the launcher reported, unless only Docker can tell (a SIGKILL may be an OOM kill)."""
+    returncode = envelope.get("returncode")
+    if not isinstance(returncode, int) or isinstance(returncode, bool):
+        return None
+    exit_code = returncode if returncode >= 0 else 128 - returncode
+    return None if exit_code == 137 else exit_code
+
+
+def _exception_from(envelope: dict[str, Any]) -> ExceptionReport | None:
+    report = envelope.get("exception")
+    if not isinstance(report, dict):
+        return None
+    mro, message = report.get("mro"), report.get("message")
+    if not isinstance(mro, list) or not all(isinstance(n, str) for n in mro) or not isinstance(message, str):
+        return None
+    return ExceptionReport(class_names=tuple(mro), message=message)
+
+
+def _artifacts_from(envelope: dict[str, Any]) -> list[Artifact]:
+    artifacts = []
+    for item in envelope.get("artifacts") or []:
+        if not isinstance(item, dict):
+            continue
+        name, data = item.get("name"), item.get("data")
+        if not isinstance(name, str) or not isinstance(data, str) or "/" in name or name in {".", ".."}:
+            continue
+        try:
+            artifacts.append(Artifact(name=name, data=base64.b64decode(data, validate=True)))
+        except (binascii.Error, ValueError):
+            continue
+    return artifacts
+
+
+def _resource_usage_from(envelope: dict[str, Any]) -> dict[str, Any]:
+    usage = envelope.get("resource_usage")
+    if not isinstance(usage, dict):
+        return {}
+    return {k: usage[k] for k in wire.RESOURCE_USAGE_KEYS if isinstance(usage.get(k), int | float)}
+
+
+# -- the run's folder, and removal ------------------------------------------------------------------
+def make_run_dir(run_dir: Path) -> Path:
+    for sub in ("code", "input"):
+        (run_dir / sub).mkdir(parents=True, exist_ok=True)
+        (run_dir / sub).chmod(0o755)
+    run_dir.chmod(0o755)
+    return run_dir
+
+
+def write_job_files(run_dir: Path, spec: RunSpec) -> None:
+    for path, text in ((run_dir / "code" / "main.py", spec.code), (run_dir / "input" / "data.json", spec.input_json)):
+        path.write_text(text, encoding="utf-8")
+        path.chmod(0o644)
+
+
+def dispose(engine: Engine, container_id: str | None, run_dir: Path | None) -> None:
+    """Remove a used container and its folder in the background: the engine's teardown of a
+    container takes tens of milliseconds that nobody needs to wait for."""
+    threading.Thread(
+        target=remove_now, args=(engine, container_id, run_dir), name="sandbox-remove", daemon=True
+    ).start()
+
+
+def remove_now(engine: Engine, container_id: str | None, run_dir: Path | None) -> None:
+    try:
+        if container_id is not None:
+            engine.api.remove_container(container_id, force=True)
+    except docker.errors.NotFound:
+        pass
+    except (docker.errors.DockerException, requests.exceptions.RequestException, SandboxUnavailable):
+        # Left for the reaper (remove_stale_containers / containers_reap); its label finds it.
+        logger.warning("Could not remove container %s", container_id, exc_info=True)
+    finally:
+        if run_dir is not None:
+            shutil.rmtree(run_dir, ignore_errors=True)
