@@ -9,8 +9,8 @@ in its own process (the cluster forks its workers, which must not inherit its th
 from __future__ import annotations
 
 import multiprocessing
-import subprocess
 import sys
+import time
 from typing import Any
 
 from django.conf import settings
@@ -19,6 +19,7 @@ from django.core.management.base import BaseCommand
 from django_q.models import Schedule
 
 from executions import services
+from takoweb.supervise import Program, Supervisor
 
 
 class Command(BaseCommand):
@@ -40,17 +41,17 @@ class Command(BaseCommand):
             name="tako: prune old executions",
             defaults={"func": "executions.tasks.prune_executions", "schedule_type": Schedule.DAILY, "repeats": -1},
         )
-        keeper = None
-        if settings.TAKO_POOL_ENABLED:
-            keeper = subprocess.Popen([sys.executable, str(settings.BASE_DIR / "manage.py"), "tako_pool"])
+        # The keeper is started again whenever it dies (an engine fault it did not survive, a kill).
+        keeper = Supervisor(
+            [Program("pool keeper", [sys.executable, str(settings.BASE_DIR / "manage.py"), "tako_pool"])]
+            if settings.TAKO_POOL_ENABLED
+            else []
+        )
+        keeper.start_all()
         try:
             call_command("qcluster")  # returns once the cluster runs (in child processes) …
-            for child in multiprocessing.active_children():
-                child.join()  # … which end on SIGTERM/SIGINT (its own handler stops them)
+            while multiprocessing.active_children():  # … which end on SIGTERM/SIGINT (its own handler)
+                keeper.tick()
+                time.sleep(0.5)
         finally:
-            if keeper is not None:
-                keeper.terminate()  # it drains the pool
-                try:
-                    keeper.wait(timeout=30)
-                except subprocess.TimeoutExpired:
-                    keeper.kill()
+            keeper.stop_all()  # the keeper drains the pool
