@@ -14,6 +14,7 @@ from concurrent.futures import ThreadPoolExecutor
 from datetime import timedelta
 from typing import Any
 
+import docker
 import pytest
 import requests
 
@@ -202,3 +203,34 @@ def test_a_burst_larger_than_the_pool_all_succeeds(live_url: str) -> None:
     assert [b["stdout"] for b in bodies] == [f"{n}\n" for n in range(6)]
     warm = [Execution.objects.get(pk=b["execution_id"]).warm_start for b in bodies]
     assert warm.count(True) >= 2 and warm.count(False) >= 1  # the pool served some; the rest ran cold
+
+
+def test_the_keeper_survives_the_engine_going_away_and_refills_when_it_returns(own_deployment, tmp_path) -> None:
+    """The engine stops under a running keeper (every call fails: connections refused and cut);
+    the keeper keeps going, backing off, and fills the pool again soon after the engine is back."""
+    from executions.sandbox.docker import DockerSandbox
+    from tests.dockerproxy import DockerProxy
+
+    proxy = DockerProxy(tmp_path / "docker.sock")
+    proxy.up()
+    client = docker.DockerClient(base_url=proxy.url, version="1.41", timeout=3)
+    through_proxy = DockerSandbox(own_deployment.config, client=client)
+    stop = threading.Event()
+    keeper = PoolKeeper(through_proxy, engine="host-a")
+    thread = threading.Thread(target=keeper.run, args=(stop,))
+    thread.start()
+    try:
+        wait_for(lambda: len(ready(own_deployment)) == 2, timeout=30, what="the pool to fill")
+        proxy.down()
+        own_deployment.pool_remove(ready(own_deployment))  # what a daemon restart leaves: no pool
+        time.sleep(6)  # several failing rounds
+        assert thread.is_alive()
+        proxy.up()
+        back = time.monotonic()
+        wait_for(lambda: len(ready(own_deployment)) == 2, timeout=30, what="the pool to refill")
+        print(f"pool refilled {time.monotonic() - back:.1f} s after the engine returned")
+    finally:
+        stop.set()
+        proxy.up()
+        thread.join(timeout=30)
+    assert not thread.is_alive()

@@ -32,7 +32,8 @@ from executions.services.environments import environment_shape
 logger = logging.getLogger(__name__)
 
 TICK_SECONDS = 2.0  # also re-checks environments (new sizes, rebuilt images) this often
-RETRY_SECONDS = 5.0  # after the engine or the database failed
+RETRY_SECONDS = 2.0  # after the engine or the database failed, doubling while it keeps failing …
+LONGEST_RETRY_SECONDS = 10.0  # … up to this, so the pool refills soon after the engine is back
 PUBLISH_EVERY_SECONDS = 15.0  # the keeper's state is shown as live while it is younger than…
 STATE_MAX_AGE_SECONDS = 60.0  # … this; older rows belong to a keeper that is gone
 REAP_EVERY_SECONDS = 10.0  # containers whose job ended but whose removal failed (an engine fault) go
@@ -64,15 +65,28 @@ class PoolKeeper:
         """Keep the pool until `stop` is set, then drain it."""
         threading.Thread(target=self._watch_engine, args=(stop,), name="pool-events", daemon=True).start()
         self._drain_quietly()  # containers a previous keeper on this host left behind
+        failures = 0
         while not stop.is_set():
             pause = TICK_SECONDS
             try:
                 self.tick(stop)
-            except (SandboxUnavailable, SandboxError, DatabaseError) as exc:
-                logger.warning("Warm pool: %s; trying again in %.0f s", exc, RETRY_SECONDS)
-                pause = RETRY_SECONDS
+                failures = 0
+            except Exception as exc:  # no fault of the engine or the database may stop the keeper
+                failures += 1
+                pause = min(RETRY_SECONDS * 2 ** (failures - 1), LONGEST_RETRY_SECONDS)
+                expected = isinstance(exc, SandboxUnavailable | SandboxError | DatabaseError)
+                logger.log(
+                    logging.WARNING if expected else logging.ERROR,
+                    "Warm pool: %s; trying again in %.0f s",
+                    exc,
+                    pause,
+                    exc_info=not expected,
+                )
             self._say_alive()
-            self.wake.wait(pause)
+            if failures:  # back off for real: a wake-up from engine events must not cut it short
+                stop.wait(pause)
+            else:
+                self.wake.wait(pause)
             self.wake.clear()
         self._drain_quietly()
         connections.close_all()
@@ -203,7 +217,7 @@ class PoolKeeper:
                     self.wake.set()
                     if stop.is_set():
                         return
-            except (SandboxUnavailable, SandboxError) as exc:
+            except Exception as exc:  # the engine went away mid-stream, in whatever way
                 logger.info("Warm pool: engine events unavailable (%s)", exc)
             stop.wait(RETRY_SECONDS)
 
@@ -212,7 +226,7 @@ class PoolKeeper:
             self.sandbox.pool_remove([c for c in self.sandbox.pool_containers() if c.state != "in_use"])
             PoolState.objects.filter(engine=self.engine).delete()
             self._published = {}
-        except (SandboxUnavailable, SandboxError, DatabaseError) as exc:
+        except Exception as exc:  # draining is best effort: the reaper removes what is left
             logger.warning("Warm pool: could not drain (%s); the reaper will remove its containers", exc)
 
 
