@@ -1,8 +1,9 @@
 """What the service does, independent of HTTP (keyword-only functions named <entity>_<action>).
 
 job_requests.py: validating what a caller asks; submissions.py: admission, the one way a job is
-created; limits.py: per-caller limits; runs.py: running one execution; jobs.py: the async
-lifecycle after admission, and crash recovery; environments.py: building job-type images.
+created; limits.py: per-caller limits; lifecycle.py: claim, requeue and end, the only writer of a
+job's status; runs.py: running one execution; jobs.py: dispatch, cancel and crash recovery;
+environments.py: building job-type images.
 Refusals are executions.errors.ApplicationError.
 """
 

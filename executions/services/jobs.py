@@ -14,7 +14,8 @@ from django_q.tasks import async_task
 from executions.errors import AlreadyEnded
 from executions.models import Execution
 from executions.sandbox import SandboxError, SandboxUnavailable, get_sandbox
-from executions.services.dlq import dead_letter_add
+from executions.sandbox.classify import failure
+from executions.services import lifecycle
 
 logger = logging.getLogger(__name__)
 
@@ -67,35 +68,19 @@ def execution_dispatch(execution: Execution, *, hops: int = 0) -> None:
         async_task(RUN_TASK, *args, task_name=f"execution-{execution.pk}")
     except Exception as exc:  # the broker is down: the job must not sit in "queued" forever
         logger.exception("Could not enqueue execution %s", execution.pk)
-        ended = Execution.objects.filter(pk=execution.pk, status=Execution.Status.QUEUED).update(
-            status=Execution.Status.FAILED,
-            error_type="service_unavailable",
-            error_message=f"The job queue is unavailable: {exc}",
-            error_phase="startup",
-            ended_at=timezone.now(),
-        )
-        if ended:
-            execution.refresh_from_db()
-            dead_letter_add(execution)
+        outcome = failure("service_unavailable", f"The job queue is unavailable: {exc}", phase="startup")
+        lifecycle.end(execution, outcome, expected=[Execution.Status.QUEUED])
 
 
 def execution_cancel(execution: Execution) -> Execution:
     """A queued job ends cancelled at once; a running one is asked to stop (its worker kills it)."""
-    now = timezone.now()
-    stopped_before_start = Execution.objects.filter(pk=execution.pk, status=Execution.Status.QUEUED).update(
-        status=Execution.Status.CANCELLED,
-        error_type="cancelled",
-        error_message="Cancelled before it started",
-        error_phase="startup",
-        ended_at=now,
-        total_ms=int((now - execution.created_at).total_seconds() * 1000),
-    )
-    if not stopped_before_start:
+    outcome = failure("cancelled", "Cancelled before it started", phase="startup")
+    if not lifecycle.end(execution, outcome, expected=[Execution.Status.QUEUED]):
         asked = Execution.objects.filter(pk=execution.pk, status=Execution.Status.RUNNING).update(cancel_requested=True)
         if not asked:
             execution.refresh_from_db()
             raise AlreadyEnded(execution)
-    execution.refresh_from_db()
+        execution.refresh_from_db()
     return execution
 
 
@@ -134,10 +119,7 @@ def executions_recover(*, worker_prefix: str | None = None, stale_after: int | N
     handled = 0
     for execution in orphans:
         if execution.container_started_at is None and not execution.cancel_requested:
-            requeued = Execution.objects.filter(pk=execution.pk, status=Execution.Status.RUNNING).update(
-                status=Execution.Status.QUEUED, started_at=None, worker="", heartbeat_at=None
-            )
-            if requeued:
+            if lifecycle.requeue(execution):
                 logger.warning("Execution %s never started on its lost worker; queued again", execution.pk)
                 execution_dispatch(execution)
                 handled += 1
@@ -146,21 +128,14 @@ def executions_recover(*, worker_prefix: str | None = None, stale_after: int | N
             get_sandbox().stop(str(execution.pk))
         except (SandboxUnavailable, SandboxError):
             logger.warning("Could not stop the container of %s (removed at the next cleanup)", execution.pk)
-        now = timezone.now()
-        ended = Execution.objects.filter(pk=execution.pk, status=Execution.Status.RUNNING).update(
-            status=Execution.Status.FAILED,
-            error_type="internal_error",
-            error_message=(
-                f"The worker running this job ({execution.worker}) stopped before the job finished; "
-                "its container was stopped. Rerun the job to try again."
-            ),
-            error_phase="execution",
-            ended_at=now,
-            total_ms=int((now - execution.created_at).total_seconds() * 1000),
+        worker = execution.worker
+        outcome = failure(
+            "internal_error",
+            f"The worker running this job ({worker}) stopped before the job finished; "
+            "its container was stopped. Rerun the job to try again.",
+            phase="execution",
         )
-        if ended:
-            logger.warning("Execution %s was orphaned by worker %s; ended", execution.pk, execution.worker)
-            execution.refresh_from_db()
-            dead_letter_add(execution)
+        if lifecycle.end(execution, outcome, expected=[Execution.Status.RUNNING]):
+            logger.warning("Execution %s was orphaned by worker %s; ended", execution.pk, worker)
             handled += 1
     return handled

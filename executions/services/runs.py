@@ -1,11 +1,10 @@
-"""Running one admitted execution: claim it within the worker budget, run it, record how it ended."""
+"""Running one admitted execution: claim it within the worker budget, run it, record how it ended
+(the moves between statuses are lifecycle.py's)."""
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
-import mimetypes
 import os
 import threading
 import time
@@ -13,12 +12,12 @@ from pathlib import Path
 from typing import Any
 
 from django.conf import settings
-from django.db import connections, transaction
+from django.db import connections
 from django.utils import timezone
 
 from executions.live import notify_execution_changed
 from executions.logging import correlation_context
-from executions.models import Artifact, Environment, Execution, Lock
+from executions.models import Environment, Execution
 from executions.resilience import (
     CircuitOpen,
     another_engine_available,
@@ -30,14 +29,12 @@ from executions.resilience import (
 from executions.sandbox import RunResult, RunSpec, Sandbox, SandboxError, SandboxUnavailable, get_sandbox
 from executions.sandbox.classify import Outcome, classify_exit, failure
 from executions.sandbox.packages import PackageError, wheel_set
+from executions.services import lifecycle
 from executions.services.cleanup import containers_reap_quietly
-from executions.services.dlq import dead_letter_add
 from executions.services.environments import environment_shape
-from executions.services.pool import pool_count
 
 logger = logging.getLogger(__name__)
 
-CLAIM_POLL_SECONDS = 0.05
 MONITOR_TICK_SECONDS = 0.15  # output reaches pages within ~0.3 s of the print
 
 
@@ -60,7 +57,7 @@ def execution_run(
     """
     execution = Execution.objects.get(pk=execution_id)
     with correlation_context(execution.correlation_id):
-        if not _claim(execution, worker=worker_name(role)):
+        if not lifecycle.claim(execution, worker=worker_name(role)):
             logger.info("Execution %s was claimed elsewhere or cancelled", execution.pk)
             return Execution.objects.get(pk=execution.pk)
         execution.refresh_from_db()
@@ -92,7 +89,9 @@ def execution_run(
             if not handed_over:  # (else it is queued again, for another worker)
                 if monitor.cancel.is_set() and (result is None or not outcome.success):
                     outcome = failure("cancelled", "Cancelled by request", phase=outcome.phase or "execution")
-                _record_end(execution, outcome, result)
+                lifecycle.end(
+                    execution, outcome, result=result, output=execution.output, expected=[Execution.Status.RUNNING]
+                )
         logger.info("Execution %s ended %s (%s)", execution.pk, execution.status, execution.error_type or "ok")
         return execution
 
@@ -101,9 +100,7 @@ def _hand_over(execution: Execution, error: str) -> Execution:
     """Back to the queue, for a worker whose engine works (this one's does not)."""
     logger.warning("Execution %s: this engine fails (%s); handing it to another worker", execution.pk, error)
     _note_attempt(execution, len(execution.attempts) + 1, f"{error} (handed to another engine)")
-    Execution.objects.filter(pk=execution.pk, status=Execution.Status.RUNNING).update(
-        status=Execution.Status.QUEUED, worker="", started_at=None, heartbeat_at=None
-    )
+    lifecycle.requeue(execution)
     execution.refresh_from_db()
     return execution
 
@@ -141,25 +138,6 @@ def _run_with_retries(execution: Execution, sandbox: Sandbox, monitor: _RunMonit
 def _note_attempt(execution: Execution, attempt: int, error: str) -> None:
     execution.attempts = [*execution.attempts, {"attempt": attempt, "error": error, "at": timezone.now().isoformat()}]
     Execution.objects.filter(pk=execution.pk).update(attempts=execution.attempts)
-
-
-def _claim(execution: Execution, *, worker: str) -> bool:
-    """Move the execution from queued to running once fewer than TAKO_MAX_WORKERS run."""
-    while True:
-        with transaction.atomic():
-            # One claimer at a time (a row lock; SQLite's IMMEDIATE transactions serialise anyway).
-            Lock.objects.select_for_update().get_or_create(name="worker-budget")
-            if Execution.objects.filter(status=Execution.Status.RUNNING).count() < settings.TAKO_MAX_WORKERS:
-                now = timezone.now()
-                return bool(
-                    Execution.objects.filter(pk=execution.pk, status=Execution.Status.QUEUED).update(
-                        status=Execution.Status.RUNNING, started_at=now, heartbeat_at=now, worker=worker
-                    )
-                )
-            waiting = Execution.objects.filter(pk=execution.pk, status=Execution.Status.QUEUED).exists()
-        if not waiting:
-            return False
-        time.sleep(CLAIM_POLL_SECONDS)
 
 
 class _RunMonitor:
@@ -300,54 +278,3 @@ def _without_nul(value: Any) -> Any:
     if isinstance(value, dict):
         return {_without_nul(key): _without_nul(item) for key, item in value.items()}
     return value
-
-
-_END_FIELDS = ["status", "error_type", "error_message", "error_phase", "ended_at", "total_ms", "output"]
-_RESULT_FIELDS = [
-    "exit_code", "stdout", "stderr", "stdout_truncated", "stderr_truncated", "startup_ms", "dep_install_ms",
-    "execution_ms", "resource_usage", "job_ref", "runtime", "warm_start",
-]  # fmt: skip
-
-
-def _record_end(execution: Execution, outcome: Outcome, result: RunResult | None) -> None:
-    execution.status = outcome.status
-    execution.error_type = outcome.error_type
-    execution.error_message = outcome.message and outcome.message.replace("\x00", "\ufffd")
-    execution.error_phase = outcome.phase
-    execution.ended_at = timezone.now()
-    execution.total_ms = int((execution.ended_at - execution.created_at).total_seconds() * 1000)
-    if result is not None:
-        execution.exit_code = result.exit_code
-        execution.stdout, execution.stderr = result.stdout, result.stderr
-        execution.stdout_truncated, execution.stderr_truncated = result.stdout_truncated, result.stderr_truncated
-        execution.startup_ms, execution.execution_ms = result.startup_ms, result.execution_ms
-        execution.dep_install_ms = result.dep_install_ms
-        execution.resource_usage = result.resource_usage or None
-        execution.job_ref, execution.runtime = result.image_ref, result.runtime
-        execution.warm_start = result.warm
-    with transaction.atomic():
-        execution.save(update_fields=_END_FIELDS + (_RESULT_FIELDS if result is not None else []))
-        if result is not None and result.warm is not None:
-            pool_count(environment=execution.job_type, warm=result.warm)
-        if result is not None:
-            _store_artifacts(execution, result)
-        dead_letter_add(execution)
-    notify_execution_changed(execution.pk)
-
-
-def _store_artifacts(execution: Execution, result: RunResult) -> None:
-    if not result.artifacts:
-        return
-    folder = Path(settings.DATA_DIR) / "artifacts" / str(execution.pk)
-    folder.mkdir(parents=True, exist_ok=True)
-    for artifact in result.artifacts:
-        path = folder / artifact.name
-        path.write_bytes(artifact.data)
-        Artifact.objects.create(
-            execution=execution,
-            name=artifact.name,
-            size_bytes=len(artifact.data),
-            sha256=hashlib.sha256(artifact.data).hexdigest(),
-            content_type=mimetypes.guess_type(artifact.name)[0] or "application/octet-stream",
-            path=str(path),
-        )
