@@ -18,6 +18,7 @@ from django.utils.html import escape
 
 from executions.live import execution_group
 from executions.models import Execution
+from executions.selectors import executions_visible_to
 
 POLL_SECONDS = 0.15
 STREAMS = ("stdout", "stderr")
@@ -66,12 +67,11 @@ class ExecutionConsumer(AsyncWebsocketConsumer):
         user = self.scope.get("user")
         if user is None or not user.is_authenticated:
             return "Your session has expired; log in again to follow this execution."
-        execution = Execution.objects.filter(pk=self.execution_id).only("submitted_by_id").first()
-        if execution is None:
-            return "There is no such execution."
-        if not (user.is_staff or execution.submitted_by_id == user.pk):
+        if executions_visible_to(user).filter(pk=self.execution_id).exists():
+            return None
+        if Execution.objects.filter(pk=self.execution_id).exists():
             return "This execution belongs to another user."
-        return None
+        return "There is no such execution."
 
     async def _push(self) -> bool:
         """Send what changed since the last push; True once the execution has ended."""

@@ -1,11 +1,12 @@
-"""HTML pages. The dashboard lives under /ui/; /docs renders the OpenAPI document."""
+"""The project's error handlers (HTML for pages, Tako VM's JSON error body for everything else)
+and /docs, which renders the OpenAPI document."""
 
 from __future__ import annotations
 
 from django.http import HttpRequest, HttpResponse, JsonResponse
 from django.shortcuts import render
 
-from executions.api.errors import error
+from executions.logging import current_correlation_id
 
 # Paths that answer JSON only; anything else gets HTML error pages.
 HTML_PREFIXES = ("/ui/", "/docs", "/admin/", "/static/")
@@ -13,6 +14,11 @@ HTML_PREFIXES = ("/ui/", "/docs", "/admin/", "/static/")
 
 def api_docs(request: HttpRequest) -> HttpResponse:
     return render(request, "executions/api_docs.html")
+
+
+def error(status: int, detail: str) -> JsonResponse:
+    """Tako VM's error body, as the API answers (api/errors.py): pages do not import the API."""
+    return JsonResponse({"detail": detail, "correlation_id": current_correlation_id()}, status=status)
 
 
 def _is_page(request: HttpRequest) -> bool:

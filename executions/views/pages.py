@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import uuid
 from collections.abc import Callable
 from dataclasses import replace
@@ -13,7 +12,6 @@ from django.contrib.auth import get_user_model
 from django.contrib.auth.views import redirect_to_login
 from django.core.exceptions import PermissionDenied
 from django.core.paginator import Paginator
-from django.db.models import QuerySet
 from django.http import Http404, HttpRequest, HttpResponse
 from django.shortcuts import redirect, render
 from django.urls import reverse
@@ -22,10 +20,12 @@ from django_htmx.http import HttpResponseClientRedirect, trigger_client_event
 from django_htmx.middleware import HtmxDetails
 
 from executions import services
-from executions.errors import AlreadyEnded, ApplicationError, InvalidRequest
+from executions.errors import AlreadyEnded, ApplicationError
 from executions.hints import HINTS
 from executions.models import Environment, Execution
+from executions.selectors import executions_visible_to, sees_every_execution
 from executions.services.limits import rate_key
+from executions.views.forms import ExecutionForm
 
 PAGE_SIZE = 50
 
@@ -51,12 +51,6 @@ def page_login_required(view: Callable) -> Callable:
     return wrapper
 
 
-def visible_executions(request: PageRequest) -> QuerySet[Execution]:
-    """Staff see every execution; analysts their own."""
-    executions = Execution.objects.all()
-    return executions if request.user.is_staff else executions.filter(submitted_by_id=request.user.pk)
-
-
 def _submitter(request: PageRequest) -> services.Submitter:
     """The logged-in user; a page's submission counts against the same rate limit as their API calls."""
     client_ip = request.META.get("REMOTE_ADDR")
@@ -69,84 +63,59 @@ def _submitter(request: PageRequest) -> services.Submitter:
 
 
 def _execution_or_404(request: PageRequest, execution_id: Any) -> Execution:
-    execution = Execution.objects.filter(pk=execution_id).select_related("submitted_by").first()
+    execution = executions_visible_to(request.user).filter(pk=execution_id).select_related("submitted_by").first()
     if execution is None:
+        if Execution.objects.filter(pk=execution_id).exists():
+            raise PermissionDenied("This execution belongs to another user.")
         raise Http404("There is no such execution.")
-    if not (request.user.is_staff or execution.submitted_by_id == request.user.pk):
-        raise PermissionDenied("This execution belongs to another user.")
     return execution
 
 
 # -- new execution ---------------------------------------------------------------------------------
-def _form_context(values: dict[str, Any], errors: dict[str, list[str]] | None = None) -> dict[str, Any]:
-    return {
-        "values": values,
-        "errors": errors or {},
-        "environments": Environment.objects.all(),
-        "submit_token": values.get("submit_token") or uuid.uuid4().hex,
-    }
-
-
-def _submission(request: PageRequest) -> tuple[dict[str, Any], dict[str, Any]]:
-    """The form's fields as typed, and as a request body (admission validates it as the API's)."""
-    values = {
-        name: request.POST.get(name, "") for name in ("code", "job_type", "timeout", "input_data", "submit_token")
-    }
-    body: dict[str, Any] = {"code": values["code"], "job_type": values["job_type"] or None}
-    if values["timeout"].strip():
-        body["timeout"] = int(values["timeout"]) if values["timeout"].strip().isdigit() else values["timeout"]
-    body["input_data"] = json.loads(values["input_data"]) if values["input_data"].strip() else {}
-    return values, body
-
-
 @page_login_required
 @require_http_methods(["GET", "POST"])
 def execution_new(request: PageRequest, fork_of: Any = None) -> HttpResponse:
     parent = _execution_or_404(request, fork_of) if fork_of else None
     if request.method == "GET":
-        values: dict[str, Any] = {"code": "", "job_type": "default", "timeout": "", "input_data": "{}"}
-        if parent is not None:
-            values = {
-                "code": parent.code,
-                "job_type": parent.job_type,
-                "timeout": str(parent.timeout),
-                "input_data": json.dumps(parent.input_data, indent=2),
-            }
-        return render(request, "executions/new.html", {**_form_context(values), "parent": parent})
+        initial = ExecutionForm.initial_for(parent) if parent else {"job_type": "default", "input_data": "{}"}
+        return _form_page(request, ExecutionForm(initial=initial), parent)
 
-    values = {}
+    form = ExecutionForm(request.POST)
+    if not form.is_valid():
+        return _form_page(request, form, parent)
+    # A second click on Run sends the same token: the same job, never a second run.
+    key = f"ui-{request.user.pk}-{form.cleaned_data['submit_token']}"[:255]
     try:
-        values, body = _submission(request)
-        job = services.execute_request_parse(body)
-        # A second click on Run sends the same token: the same job, never a second run.
-        key = f"ui-{request.user.pk}-{values['submit_token']}"[:255]
         admitted = services.execution_submit(
-            replace(job, idempotency_key=key),
+            replace(form.cleaned_data["request"], idempotency_key=key),
             submitter=_submitter(request),
             parent=parent,
             relationship="fork" if parent else None,
         )
-    except (json.JSONDecodeError, ApplicationError) as exc:
-        context = {**_form_context(values or dict(request.POST.items()), _form_errors(exc)), "parent": parent}
-        return render(request, "executions/new.html#form" if request.htmx else "executions/new.html", context)
+    except ApplicationError as exc:  # over the quota, the queue full, the engine down…: above the form
+        form.add_error(None, str(exc))
+        return _form_page(request, form, parent)
     url = reverse("ui-execution", args=[admitted.execution.pk])
     return HttpResponseClientRedirect(url) if request.htmx else redirect(url)
 
 
-def _form_errors(exc: Exception) -> dict[str, list[str]]:
-    """Broken rules beside their fields; any other refusal (quota, full queue…) above the form."""
-    if isinstance(exc, json.JSONDecodeError):
-        return {"input_data": [f"Input is not valid JSON: {exc}"]}
-    if isinstance(exc, InvalidRequest):
-        return exc.errors
-    return {"form": [str(exc)]}
+def _form_page(request: PageRequest, form: ExecutionForm, parent: Execution | None) -> HttpResponse:
+    """The page, or (to an htmx post) the form alone, with its errors and what was typed."""
+    context = {
+        "form": form,
+        "parent": parent,
+        "environments": Environment.objects.all(),
+        "submit_token": form["submit_token"].value() or uuid.uuid4().hex,
+    }
+    template = "executions/new.html#form" if request.htmx and form.is_bound else "executions/new.html"
+    return render(request, template, context)
 
 
 # -- list ------------------------------------------------------------------------------------------
 @page_login_required
 def execution_list(request: PageRequest) -> HttpResponse:
     executions = (
-        visible_executions(request)
+        executions_visible_to(request.user)
         .select_related("submitted_by")
         .defer("code", "input_data", "stdout", "stderr", "output", "resource_usage", "attempts")
     )
@@ -155,7 +124,8 @@ def execution_list(request: PageRequest) -> HttpResponse:
         executions = executions.filter(status=filters["status"])
     if filters["job_type"]:
         executions = executions.filter(job_type=filters["job_type"])
-    if filters["user"] and request.user.is_staff:
+    sees_all = sees_every_execution(request.user)
+    if filters["user"] and sees_all:
         executions = executions.filter(submitted_by__username=filters["user"])
     page = Paginator(executions, PAGE_SIZE).get_page(request.GET.get("page"))
     context = {
@@ -163,9 +133,7 @@ def execution_list(request: PageRequest) -> HttpResponse:
         "filters": filters,
         "statuses": Execution.Status.values,
         "environments": Environment.objects.values_list("name", flat=True),
-        "users": get_user_model().objects.order_by("username").values_list("username", flat=True)
-        if request.user.is_staff
-        else [],
+        "users": get_user_model().objects.order_by("username").values_list("username", flat=True) if sees_all else [],
         "query": "&".join(f"{k}={v}" for k, v in filters.items() if v),
     }
     template = "executions/list.html#rows" if request.htmx else "executions/list.html"

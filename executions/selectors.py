@@ -1,0 +1,28 @@
+"""Read-only queries shared by the API, the pages and the websockets."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from django.db.models import QuerySet
+
+from executions.models import Execution
+
+
+def sees_every_execution(user: Any) -> bool:
+    """Admins (staff accounts) see everyone's executions; analysts their own."""
+    return bool(user is not None and user.is_authenticated and user.is_staff)
+
+
+def executions_visible_to(user: Any, *, sees_all: bool | None = None) -> QuerySet[Execution]:
+    """The executions `user` may see: every one for an admin, else the ones they submitted.
+
+    `sees_all` replaces the account's own rights where they come from elsewhere: an API key's
+    scope, or anonymous use where the deployment allows it (which acts as an admin)."""
+    if sees_all is None:
+        sees_all = sees_every_execution(user)
+    if sees_all:
+        return Execution.objects.all()
+    if user is None or not user.is_authenticated:
+        return Execution.objects.none()
+    return Execution.objects.filter(submitted_by_id=user.pk)

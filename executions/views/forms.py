@@ -1,0 +1,60 @@
+"""The pages' forms. A form reads what was typed into values of the right kind (text, a whole
+number, JSON); the rules a job must keep are admission's (services.execute_request_parse), whose
+refusals land beside the field they name, so the page and the API refuse alike and in the same words."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from django import forms
+
+from executions import services
+from executions.errors import InvalidRequest
+
+
+class ExecutionForm(forms.Form):
+    """The New and Fork pages: code, the environment (job type), a timeout, JSON input."""
+
+    code = forms.CharField(required=False, strip=False, widget=forms.Textarea)
+    job_type = forms.CharField(required=False)
+    timeout = forms.IntegerField(
+        required=False, error_messages={"invalid": "Timeout must be a whole number of seconds"}
+    )
+    input_data = forms.CharField(required=False, strip=False, widget=forms.Textarea)
+    # Sent again by a second click on Run: the same job, never a second run (an idempotency key).
+    submit_token = forms.CharField(required=False, max_length=64, widget=forms.HiddenInput)
+
+    def clean_input_data(self) -> Any:
+        text = self.cleaned_data["input_data"]
+        if not text.strip():
+            return {}
+        try:
+            return json.loads(text)
+        except json.JSONDecodeError as exc:
+            raise forms.ValidationError(f"Input is not valid JSON: {exc}") from None
+
+    def clean(self) -> dict[str, Any]:
+        """Validate the job as admission will; its refusals are shown beside their fields."""
+        cleaned = super().clean() or {}
+        body: dict[str, Any] = {"code": cleaned.get("code", ""), "job_type": cleaned.get("job_type") or None}
+        for name in ("timeout", "input_data"):
+            if cleaned.get(name) is not None:
+                body[name] = cleaned[name]
+        try:
+            cleaned["request"] = services.execute_request_parse(body)
+        except InvalidRequest as exc:
+            for name, messages in exc.errors.items():
+                if name not in self.errors:  # a field's own error (bad JSON) says it first
+                    self.add_error(name if name in self.fields else None, messages)
+        return cleaned
+
+    @staticmethod
+    def initial_for(execution: Any) -> dict[str, Any]:
+        """What an earlier job ran, to start the Fork page's form with."""
+        return {
+            "code": execution.code,
+            "job_type": execution.job_type,
+            "timeout": execution.timeout,
+            "input_data": json.dumps(execution.input_data, indent=2),
+        }

@@ -1,0 +1,142 @@
+"""The pages' forms (admission's rules, shown beside their fields) and who sees which executions."""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+from typing import Any
+
+import pytest
+from django.contrib.auth.models import AnonymousUser, User
+from django.test import Client
+
+from executions import services
+from executions.models import Environment, Execution
+from executions.selectors import executions_visible_to
+from executions.views.forms import ExecutionForm
+
+ROOT = Path(__file__).resolve().parent.parent
+
+pytestmark = pytest.mark.django_db
+
+
+@pytest.fixture
+def analyst() -> User:
+    return User.objects.create_user("ana", password="pw-for-tests-only")
+
+
+@pytest.fixture
+def admin_user() -> User:
+    return User.objects.create_user("boss", password="pw-for-tests-only", is_staff=True)
+
+
+def _client(user: User) -> Client:
+    client = Client()
+    client.force_login(user)
+    return client
+
+
+def _execution(user: User | None) -> Execution:
+    environment = Environment.objects.get(name="default")
+    return services.execution_create(code="print(1)", input_data={}, environment=environment, submitted_by=user)
+
+
+def _form(**fields: str) -> dict[str, str]:
+    typed = {"code": "print(1)", "job_type": "default", "input_data": "{}", "timeout": "", "submit_token": "t1"}
+    return {**typed, **fields}
+
+
+# -- the form --------------------------------------------------------------------------------------
+def test_a_valid_form_carries_the_request_admission_validated() -> None:
+    form = ExecutionForm(_form(input_data='{"a": 1}', timeout="7"))
+    assert form.is_valid(), form.errors
+    request = form.cleaned_data["request"]
+    assert (request.code, request.environment.name, request.input_data, request.timeout) == (
+        "print(1)",
+        "default",
+        {"a": 1},
+        7,
+    )
+
+
+@pytest.mark.parametrize(
+    ("fields", "field", "message"),
+    [
+        ({"input_data": "{not json"}, "input_data", "Input is not valid JSON"),
+        ({"input_data": "[1]"}, "input_data", "input_data must be a JSON object"),
+        ({"timeout": "soon"}, "timeout", "Timeout must be a whole number of seconds"),
+        ({"timeout": "0"}, "timeout", "Timeout must be between 1 and 300 seconds"),
+        ({"code": ""}, "code", "Code cannot be empty"),
+        ({"job_type": "no such"}, "job_type", "job_type must be a name of letters"),
+    ],
+)
+def test_each_broken_rule_is_an_error_of_its_field(fields: dict[str, str], field: str, message: str) -> None:
+    form = ExecutionForm(_form(**fields))
+    assert not form.is_valid()
+    assert message in form.errors[field][0]
+
+
+def test_every_broken_rule_is_named_at_once() -> None:
+    form = ExecutionForm(_form(code="  ", input_data="{not json", timeout="999"))
+    assert not form.is_valid()
+    assert set(form.errors) == {"code", "input_data", "timeout"}
+
+
+# -- the page --------------------------------------------------------------------------------------
+@pytest.mark.parametrize("htmx", [True, False])
+def test_form_errors_render_beside_their_fields_with_what_was_typed(analyst: User, htmx: bool) -> None:
+    headers = {"HTTP_HX_REQUEST": "true"} if htmx else {}
+    response = _client(analyst).post("/ui/new/", _form(code="print('kept')", timeout="soon"), **headers)
+    html = response.content.decode()
+    assert response.status_code == 200
+    assert '<p id="timeout-error" class="field-error" role="alert">Timeout must be a whole number' in html
+    assert "print(&#x27;kept&#x27;)</textarea>" in html and 'value="soon"' in html
+    assert ("<h1>" in html) is not htmx  # the form alone to htmx, else the whole page
+    assert Execution.objects.count() == 0
+
+
+def test_the_quota_refusal_shows_above_the_form(analyst: User, settings: Any) -> None:
+    settings.TAKO_MAX_JOBS_IN_PROGRESS = 1
+    _execution(analyst)  # queued: the one job in progress this analyst may have
+    response = _client(analyst).post("/ui/new/", _form(), HTTP_HX_REQUEST="true")
+    html = response.content.decode()
+    assert '<p class="notice error" role="alert">Too many jobs in progress (1)' in html
+    assert 'id="run-form"' in html and Execution.objects.count() == 1
+
+
+def test_the_fork_page_starts_from_the_parents_job(analyst: User) -> None:
+    parent = _execution(analyst)
+    Execution.objects.filter(pk=parent.pk).update(timeout=12, input_data={"k": 2})
+    html = _client(analyst).get(f"/ui/executions/{parent.pk}/fork/").content.decode()
+    assert 'value="12"' in html and "&quot;k&quot;: 2" in html and "Fork of" in html
+
+
+# -- who sees what ---------------------------------------------------------------------------------
+def test_admins_see_every_execution_and_analysts_their_own(analyst: User, admin_user: User) -> None:
+    mine, theirs, anonymous = _execution(analyst), _execution(admin_user), _execution(None)
+    assert set(executions_visible_to(analyst)) == {mine}
+    assert set(executions_visible_to(admin_user)) == {mine, theirs, anonymous}
+    assert set(executions_visible_to(AnonymousUser())) == set()
+    assert set(executions_visible_to(None, sees_all=True)) == {mine, theirs, anonymous}  # an admin API key
+    assert set(executions_visible_to(admin_user, sees_all=False)) == {theirs}  # a staff member's execute key
+
+
+def test_the_pages_keep_to_the_rule(analyst: User, admin_user: User) -> None:
+    theirs = _execution(admin_user)
+    assert _client(analyst).get(f"/ui/executions/{theirs.pk}/").status_code == 403
+    assert _client(analyst).post(f"/ui/executions/{theirs.pk}/cancel/").status_code == 403
+    assert _client(analyst).get(f"/ui/executions/{theirs.pk}/fork/").status_code == 403
+    assert _client(admin_user).get(f"/ui/executions/{_execution(analyst).pk}/").status_code == 200
+
+
+def test_pages_do_not_import_the_api() -> None:
+    found = []
+    for path in sorted((ROOT / "executions" / "views").rglob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text())):
+            names = [node.module or ""] if isinstance(node, ast.ImportFrom) else []
+            if isinstance(node, ast.Import):
+                names = [alias.name for alias in node.names]
+            if isinstance(node, ast.ImportFrom) and node.module == "executions":
+                names = [f"executions.{alias.name}" for alias in node.names]
+            found += [f"{path.relative_to(ROOT)}: {name}" for name in names if name.startswith("executions.api")]
+    assert found == []
