@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import ast
 import asyncio
-import threading
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
 import pytest
+from asgiref.sync import async_to_sync
 from channels.layers import get_channel_layer
 from django.utils import timezone
 
@@ -18,27 +18,8 @@ from executions.live import execution_group
 from executions.models import DeadLetter, Environment, Execution
 
 ROOT = Path(__file__).resolve().parent.parent
-TERMINAL = {status.value for status in Execution.TERMINAL}
 
 pytestmark = pytest.mark.django_db
-
-
-def _run(coroutine: Any) -> Any:
-    """In a thread of its own, so no event loop of another test stands in the way."""
-    result: dict[str, Any] = {}
-
-    def target() -> None:
-        try:
-            result["value"] = asyncio.run(coroutine)
-        except BaseException as exc:  # re-raised in the test's thread
-            result["error"] = exc
-
-    thread = threading.Thread(target=target)
-    thread.start()
-    thread.join(timeout=30)
-    if "error" in result:
-        raise result["error"]
-    return result.get("value")
 
 
 class OpenPage:
@@ -46,8 +27,8 @@ class OpenPage:
 
     def __init__(self, execution: Execution) -> None:
         self.layer = get_channel_layer()
-        self.channel: str = _run(self.layer.new_channel())
-        _run(self.layer.group_add(execution_group(execution.pk), self.channel))
+        self.channel: str = async_to_sync(self.layer.new_channel)()
+        async_to_sync(self.layer.group_add)(execution_group(execution.pk), self.channel)
 
     def messages(self) -> list[dict[str, Any]]:
         async def drain() -> list[dict[str, Any]]:
@@ -58,7 +39,7 @@ class OpenPage:
                 except TimeoutError:
                     return received
 
-        return _run(drain())
+        return async_to_sync(drain)()
 
 
 @pytest.fixture
