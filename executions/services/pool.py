@@ -5,7 +5,7 @@ host's capacity), starts a replacement as soon as a job takes one (it watches th
 so an idle pool costs no polling), replaces containers whose image or limits changed, shrinks an
 idle environment's pool to one, and drains the pool when it stops. Every few seconds it also
 removes containers whose job has ended but whose removal an engine fault interrupted. Which job gets which container
-is decided on the engine (see sandbox/docker.py), not here; jobs never wait for the keeper.
+is decided on the engine (see sandbox/docker/pool.py), not here; jobs never wait for the keeper.
 """
 
 from __future__ import annotations

@@ -16,7 +16,7 @@ import docker
 
 from executions.sandbox import ContainerShape, PooledContainer, RunResult, RunSpec, get_sandbox
 from executions.sandbox.docker import runner
-from executions.sandbox.docker.client import WORKDIR_LABEL, DockerConfig, Engine
+from executions.sandbox.docker.client import WORKDIR_LABEL, DockerConfig, Engine, translate_docker_errors
 from executions.sandbox.docker.images import DockerImages
 from executions.sandbox.docker.pool import POOL_NAME_PREFIX, WarmPool, container_execution
 from executions.sandbox.docker.stream import CappedStream, StdoutSplitter
@@ -62,17 +62,22 @@ class DockerSandbox:
     def ping(self) -> bool:
         return self.engine.ping()
 
+    # The pool's engine faults reach the keeper as SandboxUnavailable / SandboxError, never as the
+    # SDK's or requests' own exceptions (a connection refused mid-rename once killed the keeper).
     def pool_start(self, shape: ContainerShape, pool: str) -> None:
-        self._pool.start(shape, pool)
+        with translate_docker_errors("Starting a pooled container"):
+            self._pool.start(shape, pool)
 
     def pool_containers(self) -> list[PooledContainer]:
-        return self._pool.containers()
+        with translate_docker_errors("Listing the pool"):
+            return self._pool.containers()
 
     def pool_changes(self) -> Iterator[None]:
         return self._pool.changes()
 
     def pool_remove(self, containers: list[PooledContainer]) -> None:
-        self._pool.remove(containers)
+        with translate_docker_errors("Removing pooled containers"):
+            self._pool.remove(containers)
 
     def _take_pooled(self, spec: RunSpec) -> tuple[str, Path] | None:
         return self._pool.take(spec)
