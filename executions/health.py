@@ -25,6 +25,7 @@ from executions.resilience import (
 )
 from executions.sandbox import get_sandbox
 from executions.services import containers_reap_quietly, pool_stats, queue_stats
+from executions.services.heartbeats import processes
 
 logger = logging.getLogger(__name__)
 
@@ -95,6 +96,7 @@ def health_report() -> dict[str, Any]:
         "version": settings.VERSION,
         "queue_stats": queue_stats().to_dict(),
         "warm_pool": pool_stats(),
+        "processes": processes(),
     }
 
 

@@ -483,3 +483,27 @@ class PoolState(models.Model):
             "hits": self.hits,
             "misses": self.misses,
         }
+
+
+class ProcessBeat(models.Model):
+    """A long-running process of a host says it is alive: the web server, a worker cluster, a pool
+    keeper. What /health and the operations page show of a process comes from here, so a process
+    that stopped beating is shown as gone, never with its last numbers."""
+
+    class Role(models.TextChoices):
+        WEB = "web"
+        WORKER = "worker"
+        POOL = "pool"
+
+    host = models.CharField(max_length=255)
+    role = models.CharField(max_length=16, choices=Role.choices)
+    pid = models.PositiveIntegerField()
+    engine = models.CharField(max_length=200, blank=True, default="")  # the Docker engine it drives
+    started_at = models.DateTimeField()
+    beat_at = models.DateTimeField(db_index=True)
+
+    class Meta:
+        constraints = [models.UniqueConstraint(fields=["host", "role", "pid"], name="one_beat_per_process")]
+
+    def __str__(self) -> str:
+        return f"{self.role} {self.pid} on {self.host}"

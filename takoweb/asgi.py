@@ -30,6 +30,12 @@ except ImportError:  # pragma: no cover
     pass
 from executions.routing import websocket_urlpatterns
 
+if settings.TAKO_PROCESS_ROLE == "web":  # the web server beats (executions/services/heartbeats.py)
+    from executions.models import ProcessBeat
+    from executions.services.heartbeats import Heartbeat
+
+    Heartbeat(ProcessBeat.Role.WEB).start_thread()
+
 application = ProtocolTypeRouter(
     {
         "http": RequestLimits(django_asgi_app),

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+from datetime import timedelta
 
 import pytest
 from django.contrib.auth.models import User
@@ -11,7 +12,7 @@ from django.test import Client
 from django.utils import timezone
 
 from executions import services
-from executions.models import DeadLetter, Environment, Execution, PoolState
+from executions.models import DeadLetter, Environment, Execution, PoolState, ProcessBeat
 from executions.resilience import breaker_failure
 
 
@@ -189,6 +190,11 @@ def test_the_operations_page_shows_each_warm_pool_live(admin_user) -> None:
                              hits=1, misses=0, updated_at=now)  # fmt: skip
     PoolState.objects.create(engine="host-b", environment="default", target=2, ready=2, in_use=0, starting=0,
                              hits=0, misses=1, updated_at=now)  # fmt: skip
+    # A keeper killed a minute ago left its row: it counts for nothing.
+    PoolState.objects.create(engine="host-c", environment="default", target=2, ready=2, in_use=0, starting=0,
+                             hits=5, misses=5, updated_at=now)  # fmt: skip
+    for engine, beat_at in (("host-a", now), ("host-b", now), ("host-c", now - timedelta(seconds=60))):
+        ProcessBeat.objects.create(host=engine, role="pool", pid=1, engine=engine, started_at=now, beat_at=beat_at)
     panel = client_for(admin_user).get("/ui/ops/?panel=status", HTTP_HX_REQUEST="true").content.decode()
     row = re.search(r'<tr id="pool-default">(.*?)</tr>', panel, re.S)
     assert row, panel

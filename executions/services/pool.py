@@ -23,11 +23,12 @@ from django.db import DatabaseError, connections
 from django.db.models import F
 from django.utils import timezone
 
-from executions.models import Environment, Execution, PoolState, memory_bytes
-from executions.resilience import engine_seen, this_engine
+from executions.models import Environment, Execution, PoolState, ProcessBeat, memory_bytes
+from executions.resilience import this_engine
 from executions.sandbox import ContainerShape, PooledContainer, Sandbox, SandboxError, SandboxUnavailable, get_sandbox
 from executions.services.cleanup import containers_reap
 from executions.services.environments import environment_shape
+from executions.services.heartbeats import Heartbeat, live_engines
 
 logger = logging.getLogger(__name__)
 
@@ -58,7 +59,7 @@ class PoolKeeper:
         self._published: dict[str, tuple[int, int, int, int]] = {}
         self._claimed_since: dict[str, float] = {}
         self._reaped_at = 0.0
-        self._seen_at = 0.0
+        self.heartbeat = Heartbeat(ProcessBeat.Role.POOL, engine=self.engine)
         self._published_at = 0.0
 
     def run(self, stop: threading.Event) -> None:
@@ -93,6 +94,7 @@ class PoolKeeper:
 
     def tick(self, stop: threading.Event | None = None) -> None:
         """One round: remove what is no longer wanted, then start what is missing."""
+        self._say_alive()
         if time.monotonic() - self._reaped_at > REAP_EVERY_SECONDS:
             containers_reap()
             self._reaped_at = time.monotonic()
@@ -130,15 +132,9 @@ class PoolKeeper:
             self.wake.set()  # look again at once: jobs may have taken some meanwhile
 
     def _say_alive(self) -> None:
-        """This worker host is alive (whether or not its engine works): other processes choose
-        engines among the live ones."""
-        if time.monotonic() - self._seen_at < PUBLISH_EVERY_SECONDS:
-            return
-        try:
-            engine_seen(self.engine)
-            self._seen_at = time.monotonic()
-        except DatabaseError as exc:
-            logger.warning("Warm pool: could not record this engine as alive (%s)", exc)
+        """This keeper is alive (whether or not its engine works): its pool counts are shown only
+        while it beats."""
+        self.heartbeat.beat_if_due(time.monotonic())
 
     def _plans(self) -> list[PoolPlan]:
         if not settings.TAKO_POOL_ENABLED:
@@ -231,12 +227,13 @@ class PoolKeeper:
 
 
 def pool_stats() -> dict[str, dict[str, Any]]:
-    """Each environment's warm pool summed over the worker hosts whose keeper is alive, with the
+    """Each environment's warm pool summed over the worker hosts whose keeper is beating, with the
     hits (jobs that got a pooled container) and misses (jobs that wanted one and ran cold) since
-    each keeper started."""
+    each keeper started. A keeper that stopped beating counts for nothing."""
     live_since = timezone.now() - timedelta(seconds=STATE_MAX_AGE_SECONDS)
+    live_keepers = live_engines(ProcessBeat.Role.POOL)
     pools: dict[str, dict[str, Any]] = {}
-    for state in PoolState.objects.filter(updated_at__gte=live_since):
+    for state in PoolState.objects.filter(updated_at__gte=live_since, engine__in=live_keepers):
         totals = pools.setdefault(state.environment, _empty_stats())
         for name, value in state.to_dict().items():
             totals[name] += value

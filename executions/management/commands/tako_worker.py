@@ -19,6 +19,9 @@ from django.core.management.base import BaseCommand
 from django_q.models import Schedule
 
 from executions import services
+from executions.models import ProcessBeat
+from executions.resilience import this_engine
+from executions.services.heartbeats import Heartbeat
 from takoweb.supervise import Program, Supervisor
 
 
@@ -48,10 +51,15 @@ class Command(BaseCommand):
             else []
         )
         keeper.start_all()
+        # This host's cluster beats on its own (the keeper may be off): web-only hosts hand jobs
+        # to the engines of the clusters that beat.
+        heartbeat = Heartbeat(ProcessBeat.Role.WORKER, engine=this_engine())
+        heartbeat.beat_quietly()
         try:
             call_command("qcluster")  # returns once the cluster runs (in child processes) …
             while multiprocessing.active_children():  # … which end on SIGTERM/SIGINT (its own handler)
                 keeper.tick()
+                heartbeat.beat_if_due(time.monotonic())
                 time.sleep(0.5)
         finally:
             keeper.stop_all()  # the keeper drains the pool
