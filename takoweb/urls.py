@@ -2,6 +2,7 @@ from django.contrib import admin
 from django.urls import include, path
 from django.views.generic import RedirectView
 
+from executions.api.app import api
 from executions.views import errors as error_views
 
 urlpatterns = [
@@ -9,7 +10,7 @@ urlpatterns = [
     path("ui/", include("executions.urls")),
     path("docs", error_views.api_docs, name="api-docs"),
     path("admin/", admin.site.urls),
-    path("", include("executions.api.urls")),
+    path("", api.urls),  # the JSON API at Tako VM's paths (/execute, /jobs/{id}, /health, …)
 ]
 
 handler400 = "executions.views.errors.bad_request"

@@ -25,7 +25,7 @@ from jsonschema import Draft202012Validator
 from referencing import Registry
 from referencing.jsonschema import DRAFT202012
 
-from executions.api.openapi import openapi_document
+from executions.api.app import openapi_document
 from executions.models import Environment
 from executions.sandbox import get_sandbox
 from executions.sandbox.docker import POOL_NAME_PREFIX, DockerSandbox, managed_label_filter
@@ -124,6 +124,8 @@ def scratch_environment_name() -> Any:
 
 # -- an API client that checks every response against the OpenAPI document ----------------------
 class _Spec:
+    """The document generated from api/schemas.py, as /openapi.json serves it."""
+
     def __init__(self) -> None:
         self.document = openapi_document()
         self.registry = Registry().with_resource(SPEC_URI, DRAFT202012.create_resource(self.document))

@@ -1,8 +1,10 @@
-"""Who is calling the API, what they may do, and how fast.
+"""Who is calling the API, what they may do, and how fast: ninja's auth for every operation.
 
 Scripts send `X-API-Key: <key>` (or `Authorization: Bearer <key>`); the browser's login session
-works too (staff act with the admin scope). Anonymous calls are accepted only where the
-deployment allows them (TAKO_ALLOW_ANONYMOUS, meant for a loopback-only `make run`).
+works too (staff act with the admin scope), and must pass Django's CSRF check for a change, as a
+key in a header need not. Anonymous calls are accepted only where the deployment allows them
+(TAKO_ALLOW_ANONYMOUS, meant for a loopback-only `make run`). Refusals are ApiError 401/403 and
+RateLimited 429, answered by api/errors.py.
 """
 
 from __future__ import annotations
@@ -16,10 +18,12 @@ from django.db.models import QuerySet
 from django.http import HttpRequest, HttpResponse
 from django.middleware.csrf import CsrfViewMiddleware
 from django.utils import timezone
+from ninja.security import APIKeyHeader
 
 from executions.api.errors import ApiError
 from executions.models import ApiKey, Execution
 from executions.services.limits import rate_key, request_count
+from executions.services.submissions import Submitter
 
 QUERY_KEY_NAMES = ("api_key", "apikey", "key", "token", "access_token")
 LAST_USED_RESOLUTION = timedelta(minutes=1)  # last_used_at is written at most once a minute
@@ -114,3 +118,46 @@ def authorize(principal: Principal, scope: str) -> None:
 def rate_limit(principal: Principal) -> None:
     """At most TAKO_RATE_LIMIT_PER_MINUTE requests a minute per key, user or address (429)."""
     request_count(principal.rate_key)
+
+
+class ApiKeyAuth(APIKeyHeader):
+    """Ninja's auth for the operations that need `scope`: the caller, or ApiError 401/403 or 429.
+
+    Ninja marks its views csrf_exempt (a key in a header needs no token), so a caller known by
+    the session cookie is checked here instead."""
+
+    param_name = "X-API-Key"
+
+    def __init__(self, scope: str) -> None:
+        super().__init__()
+        self.scope = scope
+
+    def __call__(self, request: HttpRequest) -> Principal:
+        principal = authenticate(request)
+        if principal.by_session:
+            csrf_check(request)
+        authorize(principal, self.scope)
+        rate_limit(principal)
+        return principal
+
+    def authenticate(self, request: HttpRequest, key: str | None) -> Principal:
+        raise NotImplementedError("__call__ authenticates")  # (APIKeyHeader's abstract method)
+
+
+EXECUTE = ApiKeyAuth(ApiKey.Scope.EXECUTE)
+ADMIN = ApiKeyAuth(ApiKey.Scope.ADMIN)
+
+
+def caller(request: HttpRequest) -> Principal:
+    """The caller ApiKeyAuth let in."""
+    return request.auth  # type: ignore[attr-defined]
+
+
+def submitter(request: HttpRequest) -> Submitter:
+    """Who submits a job from this request (already counted for the rate limit)."""
+    principal = caller(request)
+    return Submitter(
+        user=principal.user,
+        client_ip=principal.client_ip or None,
+        correlation_id=request.correlation_id,  # type: ignore[attr-defined]
+    )

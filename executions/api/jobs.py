@@ -1,4 +1,5 @@
-"""The async job endpoints: submit, status, result (with wait), cancel, rerun, fork, artifacts."""
+"""Jobs and their records: status, result (with wait), cancel, rerun, fork, artifacts, and the
+list of execution records. A caller sees its own jobs (admins and anonymous use: all)."""
 
 from __future__ import annotations
 
@@ -6,17 +7,42 @@ import asyncio
 import itertools
 import time
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
+from uuid import UUID
 
 from asgiref.sync import sync_to_async
 from django.conf import settings
-from django.http import FileResponse, HttpRequest, HttpResponseBase, HttpResponseNotModified, JsonResponse
+from django.http import FileResponse, HttpRequest, HttpResponseBase, HttpResponseNotModified
+from ninja import Query
+from ninja.params.models import Path as PathParam
+from ninja.params.models import PathModel
+from ninja.responses import Status
 
 from executions import services
-from executions.api.decorators import api_view, parse_json_body, submitter
+from executions.api.auth import EXECUTE, caller, submitter
 from executions.api.errors import ApiError
-from executions.api.forms import parse_view, parse_wait
+from executions.api.execute import submitted
+from executions.api.routing import JsonBodyOrEmpty, Router
+from executions.api.schemas import (
+    AnyRecord,
+    Cancelled,
+    Error,
+    ExecutionPage,
+    ExecutionQuery,
+    ForkRequest,
+    JobInProgress,
+    JobStatus,
+    JobSubmitted,
+    RecordQuery,
+    RerunRequest,
+    ResultQuery,
+    Unavailable,
+    WaitTimeout,
+    paginated,
+)
 from executions.models import Artifact, Execution
+
+router = Router(auth=EXECUTE, tags=["jobs"])
 
 RESULT_POLL_SECONDS = 0.1
 # A waiting client looks often while most jobs end (a warm pool's run takes tens of milliseconds),
@@ -25,36 +51,21 @@ RESULT_FIRST_POLLS = (0.01, 0.01, 0.02, 0.02, 0.03, 0.05, 0.05)
 CANCEL_WAIT_SECONDS = 15
 
 
-def _job_or_404(request: HttpRequest, job_id: Any) -> Execution:
+def _job_or_404(request: HttpRequest, job_id: UUID) -> Execution:
     """The job, if this caller may see it (admins: any; others: their own)."""
-    execution = request.principal.executions().filter(pk=job_id).first()  # type: ignore[attr-defined]
+    execution = caller(request).executions().filter(pk=job_id).first()
     if execution is None:
         raise ApiError(404, "Job not found")
     return execution
 
 
-def _submitted(admitted: services.Admitted) -> JsonResponse:
-    execution = admitted.execution
-    body = {"job_id": str(execution.pk), "status": execution.status}
-    if execution.relationship:
-        body |= {"parent_execution_id": str(execution.parent_execution_id), "relationship": execution.relationship}
-    return JsonResponse(body, status=202 if admitted.created else 200)
-
-
-@api_view("POST")
-def execute_async(request: HttpRequest) -> JsonResponse:
-    job = services.execute_request_parse(parse_json_body(request))
-    admitted = services.execution_submit(job, submitter=submitter(request))
-    return _submitted(admitted)
-
-
-@api_view("GET")
-def job_status(request: HttpRequest, job_id: str) -> JsonResponse:
+@router.get("/jobs/{uuid:job_id}", response={200: JobStatus, 404: Error}, summary="A job's status")
+def job_status(request: HttpRequest, job_id: UUID) -> dict[str, Any]:
     execution = _job_or_404(request, job_id)
-    return JsonResponse({**execution.to_job_status(), "queue_position": services.queue_position(execution)})
+    return {**execution.to_job_status(), "queue_position": services.queue_position(execution)}
 
 
-def _result_body(request: HttpRequest, job_id: Any, full: bool) -> tuple[dict[str, Any], bool]:
+def _result_body(request: HttpRequest, job_id: UUID, full: bool) -> tuple[dict[str, Any], bool]:
     execution = _job_or_404(request, job_id)
     if not execution.is_terminal:
         return {
@@ -66,24 +77,31 @@ def _result_body(request: HttpRequest, job_id: Any, full: bool) -> tuple[dict[st
     return execution.to_dict(full=full), True
 
 
-@api_view("GET")
-async def job_result(request: HttpRequest, job_id: str) -> JsonResponse:
-    full = parse_view(request.GET)
-    wait, timeout = parse_wait(request.GET)
-    deadline = time.monotonic() + timeout
+@router.get(
+    "/jobs/{uuid:job_id}/result",
+    response={200: AnyRecord | JobInProgress, 400: Error, 404: Error, 408: WaitTimeout, 422: Error},
+    summary="A job's execution record, optionally waiting for it to end",
+)
+async def job_result(request: HttpRequest, job_id: UUID, query: Query[ResultQuery]) -> dict[str, Any]:
+    """The record once ended; without wait, the progress while it runs."""
+    deadline = time.monotonic() + query.timeout
     for poll in itertools.count():
-        body, ended = await sync_to_async(_result_body)(request, job_id, full)
-        if ended or not wait:
-            return JsonResponse(body)
+        body, ended = await sync_to_async(_result_body)(request, job_id, query.view == "full")
+        if ended or not query.wait:
+            return body
         if time.monotonic() >= deadline:
             raise ApiError(408, "Timeout waiting for job", error="Timeout waiting for job", job_id=str(job_id))
         await asyncio.sleep(RESULT_FIRST_POLLS[poll] if poll < len(RESULT_FIRST_POLLS) else RESULT_POLL_SECONDS)
     raise AssertionError("unreachable")
 
 
-@api_view("POST")
-async def job_cancel(request: HttpRequest, job_id: str) -> JsonResponse:
-    """Cancel a queued job, or stop a running one and answer once its container is gone."""
+@router.post(
+    "/jobs/{uuid:job_id}/cancel",
+    response={200: Cancelled, 404: Error, 409: Error},
+    summary="Cancel a queued job or stop a running one (answers once it has stopped)",
+)
+async def job_cancel(request: HttpRequest, job_id: UUID) -> dict[str, Any]:
+    """409 when the job had already ended."""
 
     def cancel() -> Execution:
         return services.execution_cancel(_job_or_404(request, job_id))
@@ -93,32 +111,68 @@ async def job_cancel(request: HttpRequest, job_id: str) -> JsonResponse:
     while not execution.is_terminal and time.monotonic() < deadline:
         await asyncio.sleep(RESULT_POLL_SECONDS)
         await execution.arefresh_from_db(fields=["status"])
-    return JsonResponse({"status": "cancelled", "job_id": str(execution.pk), "job_status": execution.status})
+    return {"status": "cancelled", "job_id": str(execution.pk), "job_status": execution.status}
 
 
-def _derive(request: HttpRequest, job_id: str, relationship: str) -> JsonResponse:
+class _VisibleJobModel(PathModel):
+    @classmethod
+    def resolve(cls, request: HttpRequest, api: Any, path_params: Any) -> Any:
+        values = super().resolve(request, api, path_params)
+        _job_or_404(request, values.job_id)  # type: ignore[attr-defined]  # (the operation's parameter)
+        return values
+
+
+class VisibleJob(PathParam):  # type: ignore[misc]
+    """A job_id path parameter whose job must exist (and be the caller's) before the body is read:
+    an unknown job is a 404 whatever was sent. It queries the database: sync operations only."""
+
+    _model = _VisibleJobModel
+
+    @classmethod
+    def _param_source(cls) -> str:
+        return "path"
+
+
+DERIVED = {202: JobSubmitted, 400: Error, 404: Error, 415: Error, 422: Error, 503: Unavailable}
+JobId = Annotated[UUID, VisibleJob(...)]
+
+
+@router.post("/jobs/{uuid:job_id}/rerun", response=DERIVED, summary="Run a job's code again, as a new job")
+def job_rerun(
+    request: HttpRequest, job_id: JobId, payload: Annotated[RerunRequest, JsonBodyOrEmpty({})]
+) -> Status[object]:
+    """Same code, input and settings; the body may change job_type and timeout."""
+    return _derive(request, job_id, "rerun", payload)
+
+
+@router.post("/jobs/{uuid:job_id}/fork", response=DERIVED, summary="Run new code on a job's input, as a new job")
+def job_fork(
+    request: HttpRequest, job_id: JobId, payload: Annotated[ForkRequest, JsonBodyOrEmpty({})]
+) -> Status[object]:
+    return _derive(request, job_id, "fork", payload)
+
+
+def _derive(request: HttpRequest, job_id: UUID, relationship: str, payload: RerunRequest) -> Status[object]:
     parent = _job_or_404(request, job_id)
-    changes = services.derive_request_parse(
-        parse_json_body(request, allow_empty=True), require_code=relationship == "fork"
-    )
+    changes = services.derive_request_parse(payload.model_dump(exclude_unset=True), require_code=relationship == "fork")
     admitted = services.execution_derive(
         parent, relationship=relationship, changes=changes, submitter=submitter(request)
     )
-    return _submitted(admitted)
+    return submitted(admitted)
 
 
-@api_view("POST")
-def job_rerun(request: HttpRequest, job_id: str) -> JsonResponse:
-    return _derive(request, job_id, "rerun")
-
-
-@api_view("POST")
-def job_fork(request: HttpRequest, job_id: str) -> JsonResponse:
-    return _derive(request, job_id, "fork")
-
-
-@api_view("GET")
-def job_artifact(request: HttpRequest, job_id: str, name: str) -> HttpResponseBase:
+@router.get(
+    "/jobs/{uuid:job_id}/artifacts/{str:name}",
+    response={200: None, 304: None, 404: Error},
+    summary="Download a file the job left in /output (HEAD too; ETag, If-None-Match → 304)",
+    openapi_extra={
+        "responses": {
+            200: {"description": "The file", "content": {"application/octet-stream": {}}},
+            304: {"description": "Not modified (If-None-Match matched the ETag)"},
+        }
+    },
+)
+def job_artifact(request: HttpRequest, job_id: UUID, name: str) -> HttpResponseBase:
     """One artifact: looked up by exact name among the job's own, never by building a path."""
     execution = _job_or_404(request, job_id)
     artifact = Artifact.objects.filter(execution=execution, name=name).first()
@@ -137,6 +191,27 @@ def job_artifact(request: HttpRequest, job_id: str, name: str) -> HttpResponseBa
     return response
 
 
-@api_view("GET")
-def pool_stats(request: HttpRequest) -> JsonResponse:
-    return JsonResponse({**services.queue_stats().to_dict(), "warm_pool": services.pool_stats()})
+# -- execution records ---------------------------------------------------------------------------------
+@router.get("/executions", response={200: ExecutionPage, 422: Error}, summary="List execution records, newest first")
+def execution_list(request: HttpRequest, query: Query[ExecutionQuery]) -> dict[str, Any]:
+    records = caller(request).executions()
+    if query.status:
+        records = records.filter(status=query.status)
+    if query.job_type:
+        records = records.filter(job_type=query.job_type)
+    full = query.view == "full"
+    if full:
+        records = records.prefetch_related("artifacts")
+    return paginated(records, query, lambda row: row.to_dict(full=full))
+
+
+@router.get(
+    "/executions/{uuid:execution_id}",
+    response={200: AnyRecord, 404: Error, 422: Error},
+    summary="One execution record",
+)
+def execution_detail(request: HttpRequest, execution_id: UUID, query: Query[RecordQuery]) -> dict[str, Any]:
+    execution = caller(request).executions().filter(pk=execution_id).first()
+    if execution is None:
+        raise ApiError(404, "Execution not found")
+    return execution.to_dict(full=query.view == "full")

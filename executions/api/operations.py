@@ -1,44 +1,83 @@
-"""Endpoints for operators: /health, /health/ready, the dead letter queue, /metrics."""
+"""Endpoints for operators: /health, /health/ready, /pool/stats, the dead letter queue, /metrics."""
 
 from __future__ import annotations
 
-from django.http import HttpRequest, HttpResponse, JsonResponse
+from typing import Any
+
+from django.http import HttpRequest, HttpResponse
+from ninja import Query
+from ninja.responses import Status
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 
 from executions import services
-from executions.api.decorators import api_view
+from executions.api.auth import ADMIN, EXECUTE, caller
 from executions.api.errors import ApiError, ServiceUnavailable
-from executions.api.forms import paginated, parse_page
+from executions.api.routing import Router
+from executions.api.schemas import (
+    DeadLetterPage,
+    DeadLetterQuery,
+    DeadLetterStats,
+    Error,
+    Health,
+    PoolStats,
+    Readiness,
+    Removed,
+    Requeued,
+    Unavailable,
+    paginated,
+)
 from executions.health import health_report, readiness_report
 from executions.metrics import DatabaseCollector
 from executions.models import DeadLetter
 from executions.resilience import no_engine_available
 
-
-@api_view("GET", scope=None)
-def health(request: HttpRequest) -> JsonResponse:
-    return JsonResponse(health_report())
+router = Router(auth=ADMIN, tags=["operations"])
 
 
-@api_view("GET", scope=None)
-def ready(request: HttpRequest) -> JsonResponse:
-    """For load balancers and the container's HEALTHCHECK: 200 only when this process can serve."""
+@router.get(
+    "/health",
+    auth=None,
+    response=Health,
+    summary="Health: the engine, the circuit breaker, the queue (answers fast even if Docker hangs)",
+)
+def health(request: HttpRequest) -> dict[str, Any]:
+    return health_report()
+
+
+@router.get(
+    "/health/ready",
+    auth=None,
+    response={200: Readiness, 503: Readiness},
+    summary="Readiness: 200 only when the database, its migrations, the queue and an engine all answer",
+)
+def ready(request: HttpRequest) -> Status[dict[str, Any]]:
+    """For load balancers and the container's HEALTHCHECK: 200 only when this process can serve;
+    503 names the checks that failed and why."""
     report = readiness_report()
-    return JsonResponse(report, status=200 if report["ready"] else 503)
+    return Status(200 if report["ready"] else 503, report)
 
 
-@api_view("GET", scope="admin")
-def dlq_list(request: HttpRequest) -> JsonResponse:
-    page = parse_page(request.GET)
+@router.get(
+    "/pool/stats",
+    auth=EXECUTE,
+    response=PoolStats,
+    summary="Queue, worker budget and the warm pool of each environment",
+)
+def pool_stats(request: HttpRequest) -> dict[str, Any]:
+    return {**services.queue_stats().to_dict(), "warm_pool": services.pool_stats()}
+
+
+@router.get("/dlq", response={200: DeadLetterPage, 422: Error}, summary="Dead letter queue entries, newest first")
+def dlq_list(request: HttpRequest, query: Query[DeadLetterQuery]) -> dict[str, Any]:
     entries = DeadLetter.objects.all()
-    if request.GET.get("error_type"):
-        entries = entries.filter(error_type=request.GET["error_type"])
-    return JsonResponse(paginated(entries, page, DeadLetter.to_dict))
+    if query.error_type:
+        entries = entries.filter(error_type=query.error_type)
+    return paginated(entries, query, DeadLetter.to_dict)
 
 
-@api_view("GET", scope="admin")
-def dlq_stats(request: HttpRequest) -> JsonResponse:
-    return JsonResponse(services.dlq_stats())
+@router.get("/dlq/stats", response=DeadLetterStats, summary="Dead letter queue counts")
+def dlq_stats(request: HttpRequest) -> dict[str, object]:
+    return services.dlq_stats()
 
 
 def _entry_or_404(entry_id: int) -> DeadLetter:
@@ -48,18 +87,23 @@ def _entry_or_404(entry_id: int) -> DeadLetter:
     return entry
 
 
-@api_view("DELETE", scope="admin")
-def dlq_entry(request: HttpRequest, entry_id: int) -> JsonResponse:
+@router.delete("/dlq/{int:entry_id}", response={200: Removed, 404: Error}, summary="Remove an entry")
+def dlq_entry(request: HttpRequest, entry_id: int) -> dict[str, Any]:
     _entry_or_404(entry_id).delete()
-    return JsonResponse({"status": "removed", "entry_id": entry_id})
+    return {"status": "removed", "entry_id": entry_id}
 
 
-@api_view("POST", scope="admin")
-def dlq_requeue(request: HttpRequest, entry_id: int) -> JsonResponse:
+@router.post(
+    "/dlq/{int:entry_id}/requeue",
+    response={202: Requeued, 404: Error, 409: Error, 503: Unavailable},
+    summary="Run an entry's job again, as a new job linked to it",
+)
+def dlq_requeue(request: HttpRequest, entry_id: int) -> Status[dict[str, Any]]:
+    """409: the entry was already requeued (existing_job_id names the job)."""
     entry = _entry_or_404(entry_id)
     if no_engine_available():
         raise ServiceUnavailable("Docker circuit breaker is open; requeue once it has closed")
-    user = request.principal.user  # type: ignore[attr-defined]
+    user = caller(request).user
     by = user.get_username() if user is not None else f"api {request.META.get('REMOTE_ADDR')}"
     try:
         execution = services.dlq_requeue(entry=entry, by=by, correlation_id=request.correlation_id)  # type: ignore[attr-defined]
@@ -67,12 +111,17 @@ def dlq_requeue(request: HttpRequest, entry_id: int) -> JsonResponse:
         raise ApiError(409, str(exc), existing_job_id=str(exc.entry.requeued_execution_id)) from None
     except services.QueueFull as exc:
         raise ServiceUnavailable(str(exc), retry_after=5) from None
-    return JsonResponse({"job_id": str(execution.pk), "status": execution.status, "entry_id": entry.pk}, status=202)
+    return Status(202, {"job_id": str(execution.pk), "status": execution.status, "entry_id": entry.pk})
 
 
-@api_view("GET", scope="admin")
+@router.get(
+    "/metrics",
+    response={200: None},
+    summary="Prometheus metrics (text format)",
+    openapi_extra={"responses": {200: {"description": "text/plain; version=0.0.4", "content": {"text/plain": {}}}}},
+)
 def metrics(request: HttpRequest) -> HttpResponse:
-    """Prometheus text format, computed from the database at scrape time (so every process agrees)."""
+    """Computed from the database at scrape time (so every process agrees)."""
     registry = CollectorRegistry()
     registry.register(DatabaseCollector())
     return HttpResponse(generate_latest(registry), content_type=CONTENT_TYPE_LATEST)

@@ -1,0 +1,68 @@
+"""POST /execute (run now, answer with the result) and POST /execute/async (queue a job)."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Annotated
+
+from asgiref.sync import sync_to_async
+from django.conf import settings
+from django.http import HttpRequest
+from ninja.responses import Status
+
+from executions import services
+from executions.api.auth import EXECUTE, submitter
+from executions.api.routing import JsonBody, Router, in_worker_thread
+from executions.api.schemas import (
+    Error,
+    ExecuteRequest,
+    ExecuteResponse,
+    IdempotencyConflict,
+    JobSubmitted,
+    Unavailable,
+)
+from executions.models import Execution
+
+router = Router(auth=EXECUTE, tags=["run"])
+
+SYNC_POLL_SECONDS = 0.02
+REFUSALS = {400: Error, 409: IdempotencyConflict, 415: Error, 422: Error, 503: Unavailable}
+
+
+@router.post("/execute", response={200: ExecuteResponse, **REFUSALS}, summary="Run code and wait for the result")
+async def execute(request: HttpRequest, payload: Annotated[ExecuteRequest, JsonBody(...)]) -> dict[str, object]:
+    """Tako VM's sync endpoint. The run ended (successfully or not), or an earlier one with the
+    same idempotency_key did."""
+    job = await sync_to_async(services.execute_request_parse)(payload.model_dump(exclude_unset=True))
+    admitted = await sync_to_async(services.execution_submit_sync)(job, submitter=submitter(request))
+    execution = admitted.execution
+    if admitted.created and settings.TAKO_WEB_USES_DOCKER:
+        # Runs here (not on the cluster) but within the same worker budget: it waits for a free slot.
+        execution = await in_worker_thread(services.execution_run, execution_id=execution.pk, role="web")
+    else:  # a worker runs it (a web-only machine), or it is a retry of a run: answer when it has ended
+        if admitted.created:
+            await sync_to_async(services.execution_dispatch)(execution)
+        while not execution.is_terminal:
+            await asyncio.sleep(SYNC_POLL_SECONDS)
+            await execution.arefresh_from_db()
+    return execution.to_sync_response()
+
+
+@router.post(
+    "/execute/async",
+    response={202: JobSubmitted, 200: JobSubmitted, **REFUSALS},
+    summary="Queue code to run on the worker cluster",
+)
+def execute_async(request: HttpRequest, payload: Annotated[ExecuteRequest, JsonBody(...)]) -> Status[object]:
+    """202: queued; 200: the job already submitted with this idempotency_key."""
+    job = services.execute_request_parse(payload.model_dump(exclude_unset=True))
+    return submitted(services.execution_submit(job, submitter=submitter(request)))
+
+
+def submitted(admitted: services.Admitted) -> Status[object]:
+    """A new job (202), or the one an idempotency key already made (200)."""
+    execution: Execution = admitted.execution
+    body: dict[str, object] = {"job_id": str(execution.pk), "status": execution.status}
+    if execution.relationship:
+        body |= {"parent_execution_id": str(execution.parent_execution_id), "relationship": execution.relationship}
+    return Status(202 if admitted.created else 200, body)
