@@ -204,6 +204,9 @@ class Execution(models.Model):
     warm_start = models.BooleanField(null=True, default=None)
     # When it was last handed to the worker clusters' queue (None: run by the web process itself).
     dispatched_at = models.DateTimeField(null=True, blank=True)
+    # Since when it has waited for an engine to work again (every engine failing; None: never).
+    # It waits up to TAKO_OUTAGE_GRACE, queued, before it ends service_unavailable.
+    engine_wait_since = models.DateTimeField(null=True, blank=True)
     correlation_id = models.CharField(max_length=128, default="")
     client_ip = models.GenericIPAddressField(null=True)
     idempotency_key = models.CharField(max_length=255, null=True)

@@ -9,11 +9,12 @@ from django.conf import settings
 from executions import services
 from executions.health import probe_breaker
 from executions.models import Execution
-from executions.resilience import breaker_is_open
+from executions.resilience import another_engine_available, breaker_is_open
 from executions.sandbox import get_sandbox
 
 MAX_HOPS = 5  # a job whose start failed this often on engines with a closed breaker runs where it lands
 HAND_OVER_PAUSE_SECONDS = 0.5
+OUTAGE_PAUSE_SECONDS = 3.0
 
 
 def run_execution(execution_id: str, hops: int = 0) -> None:
@@ -23,7 +24,12 @@ def run_execution(execution_id: str, hops: int = 0) -> None:
     the breaker still closed counts a hop, and after MAX_HOPS the job runs where it lands (and
     goes to the dead letter queue if that engine still fails)."""
     execution = services.execution_run(execution_id=execution_id, role="worker", may_hand_over=hops < MAX_HOPS)
-    if execution.status == Execution.Status.QUEUED:  # handed over: this engine fails, another works
+    if execution.status == Execution.Status.QUEUED and not another_engine_available():
+        # No engine works: it waits out the outage (within TAKO_OUTAGE_GRACE), queued; a pause
+        # between tries keeps the workers from spinning on a dead engine.
+        time.sleep(OUTAGE_PAUSE_SECONDS)
+        services.execution_dispatch(execution, hops=hops)
+    elif execution.status == Execution.Status.QUEUED:  # handed over: this engine fails, another works
         if breaker_is_open():
             time.sleep(HAND_OVER_PAUSE_SECONDS)  # let the healthy hosts take it
             services.execution_dispatch(execution, hops=hops)

@@ -229,6 +229,9 @@ TAKO_STALE_AFTER = envint("TAKO_STALE_AFTER", 30, minimum=10)
 # A job still queued this long after it was handed to the queue is handed to it again (in case
 # its task was lost); only one run can ever claim it.
 TAKO_REDISPATCH_AFTER = envint("TAKO_REDISPATCH_AFTER", 600, minimum=30)
+# An async job whose engine fails while no other engine works waits, queued, this many seconds
+# for one to work again (a daemon restart, a short outage) before it ends service_unavailable.
+TAKO_OUTAGE_GRACE = envint("TAKO_OUTAGE_GRACE", 300, minimum=0)
 # This worker host's name, recorded on the jobs it runs (one cluster per name).
 TAKO_WORKER_NAME = envstr("TAKO_WORKER_NAME", socket.gethostname())
 # The Docker engine this process uses, by name: one circuit breaker (and one warm pool) per engine.

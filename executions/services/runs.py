@@ -78,8 +78,13 @@ def execution_run(
                 handed_over = True
                 monitor.stop()
                 return _hand_over(execution, str(exc))
+            waits = role == "worker" and execution.is_async and not monitor.container_started
+            if waits and _within_outage_grace(execution):
+                handed_over = True
+                monitor.stop()
+                return _wait_for_engine(execution, str(exc))
             phase = "execution" if monitor.container_started else "startup"
-            outcome = failure("service_unavailable", f"Docker is unavailable: {exc}", phase=phase)
+            outcome = failure("service_unavailable", _unavailable_message(execution, exc), phase=phase)
         except (SandboxError, Environment.DoesNotExist) as exc:
             outcome = failure("internal_error", str(exc), phase="startup")
         except Exception:
@@ -103,6 +108,34 @@ def _hand_over(execution: Execution, error: str) -> Execution:
     lifecycle.requeue(execution)
     execution.refresh_from_db()
     return execution
+
+
+def _within_outage_grace(execution: Execution) -> bool:
+    """May this async job, whose engine fails while no other works, wait for one to work again?"""
+    since = execution.engine_wait_since or timezone.now()
+    return (timezone.now() - since).total_seconds() < settings.TAKO_OUTAGE_GRACE
+
+
+def _wait_for_engine(execution: Execution, error: str) -> Execution:
+    """Back to the queue to wait out an outage of every engine (its container never started);
+    the task hands it to the queue again after a pause (tasks.run_execution)."""
+    if execution.engine_wait_since is None:
+        execution.engine_wait_since = timezone.now()
+        Execution.objects.filter(pk=execution.pk).update(engine_wait_since=execution.engine_wait_since)
+        logger.warning("Execution %s: no engine works (%s); it waits for one, queued", execution.pk, error)
+    lifecycle.requeue(execution)
+    execution.refresh_from_db()
+    return execution
+
+
+def _unavailable_message(execution: Execution, exc: Exception) -> str:
+    message = f"Docker is unavailable: {exc}"
+    if execution.engine_wait_since is not None:
+        waited = (timezone.now() - execution.engine_wait_since).total_seconds()
+        message += (
+            f" (waited {waited:.0f} s for an engine to work again; TAKO_OUTAGE_GRACE is {settings.TAKO_OUTAGE_GRACE} s)"
+        )
+    return message
 
 
 def _run_with_retries(execution: Execution, sandbox: Sandbox, monitor: _RunMonitor, *, role: str) -> RunResult:
@@ -135,8 +168,12 @@ def _run_with_retries(execution: Execution, sandbox: Sandbox, monitor: _RunMonit
     raise AssertionError("unreachable: the last attempt returns or raises")
 
 
+MAX_ATTEMPTS_KEPT = 20  # a job waiting out a long outage fails every few seconds: keep the latest
+
+
 def _note_attempt(execution: Execution, attempt: int, error: str) -> None:
-    execution.attempts = [*execution.attempts, {"attempt": attempt, "error": error, "at": timezone.now().isoformat()}]
+    entry = {"attempt": attempt, "error": error, "at": timezone.now().isoformat()}
+    execution.attempts = [*execution.attempts, entry][-MAX_ATTEMPTS_KEPT:]
     Execution.objects.filter(pk=execution.pk).update(attempts=execution.attempts)
 
 
