@@ -52,6 +52,11 @@ def queue_stats() -> QueueStats:
     )
 
 
+def jobs_waiting_for_engine() -> int:
+    """Queued jobs that are waiting out an outage of every engine (runs._wait_for_engine)."""
+    return Execution.objects.filter(status=Execution.Status.QUEUED, engine_wait_since__isnull=False).count()
+
+
 def queue_position(execution: Execution) -> int | None:
     """1 for the next job to start; None once it has started."""
     if execution.status != Execution.Status.QUEUED:

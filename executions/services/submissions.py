@@ -14,7 +14,15 @@ from django.conf import settings
 from django.db import transaction
 from django.utils import timezone
 
-from executions.errors import AlreadyRequeued, EngineUnavailable, FieldErrors, IdempotencyConflict, NotFound, QueueFull
+from executions.errors import (
+    AlreadyRequeued,
+    EngineUnavailable,
+    FieldErrors,
+    IdempotencyConflict,
+    InvalidRequest,
+    NotFound,
+    QueueFull,
+)
 from executions.models import DeadLetter, Environment, Execution, Lock
 from executions.resilience import no_engine_available
 from executions.services.job_requests import (
@@ -119,6 +127,60 @@ def dlq_requeue(*, entry: DeadLetter, by: str, correlation_id: str = "") -> Exec
         locked.requeued_execution = admitted.execution
         locked.save(update_fields=["requeued_at", "requeued_by", "requeued_execution"])
     return admitted.execution
+
+
+@dataclass(frozen=True)
+class BulkRequeued:
+    requeued: list[Execution]  # the new jobs, one per entry requeued
+    skipped: list[tuple[int, str]]  # (entry id, why not) for entries named or matched but not requeued
+
+
+def dlq_requeue_matching(
+    *,
+    error_type: str | None = None,
+    created_after: Any = None,
+    created_before: Any = None,
+    ids: list[int] | None = None,
+    by: str,
+    correlation_id: str = "",
+) -> BulkRequeued:
+    """Requeue, once each, every DLQ entry not yet requeued that matches all the filters given
+    (an error type, a creation time range, a list of ids); at least one filter is required. With no
+    engine working nothing is requeued (EngineUnavailable); a queue that fills up midway stops it,
+    and the entries left are reported as skipped."""
+    if error_type is None and created_after is None and created_before is None and ids is None:
+        raise InvalidRequest({"filter": ["Give error_type, created_after/created_before or ids"]})
+    if no_engine_available():
+        raise EngineUnavailable(
+            "Docker circuit breaker is open; nothing is requeued until it closes", retry_after=ENGINE_RETRY_AFTER
+        )
+    entries = DeadLetter.objects.order_by("created_at", "id")
+    if error_type is not None:
+        entries = entries.filter(error_type=error_type)
+    if created_after is not None:
+        entries = entries.filter(created_at__gte=created_after)
+    if created_before is not None:
+        entries = entries.filter(created_at__lt=created_before)
+    skipped: list[tuple[int, str]] = []
+    if ids is None:  # by filter: what was requeued before is simply not a match
+        entries = entries.filter(requeued_at__isnull=True)
+    else:  # by id: each id named is answered for
+        entries = entries.filter(pk__in=ids)
+        found = set(entries.values_list("pk", flat=True))
+        skipped += [(entry_id, "no such entry matches") for entry_id in ids if entry_id not in found]
+    requeued: list[Execution] = []
+    pending = list(entries)
+    for position, entry in enumerate(pending):
+        try:
+            requeued.append(dlq_requeue(entry=entry, by=by, correlation_id=correlation_id))
+        except AlreadyRequeued:
+            skipped.append((entry.pk, "already requeued"))
+        except NotFound:
+            skipped.append((entry.pk, "deleted meanwhile"))
+        except QueueFull as exc:
+            skipped += [(rest.pk, str(exc)) for rest in pending[position:]]
+            break
+    return BulkRequeued(requeued, skipped)
 
 
 def _environment_of(name: str) -> Environment:

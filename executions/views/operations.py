@@ -11,6 +11,7 @@ from django.core.exceptions import PermissionDenied
 from django.db import connections
 from django.http import Http404, HttpResponse
 from django.shortcuts import get_object_or_404, render
+from django.utils import timezone
 from django.views.decorators.http import require_POST
 from django_htmx.http import trigger_client_event
 
@@ -66,6 +67,7 @@ def operations(request: PageRequest) -> HttpResponse:
     context: dict[str, Any] = {}
     if panel in (None, "status"):
         context["health"] = health_report()
+        context["waiting_for_engine"] = services.jobs_waiting_for_engine()
     if panel in (None, "dlq"):
         context.update(_dlq_context(request))
     if panel in (None, "environments"):
@@ -85,6 +87,8 @@ def dlq_entry(request: PageRequest, entry_id: int) -> HttpResponse:
 @require_POST
 def dlq_action(request: PageRequest, action: str) -> HttpResponse:
     """Requeue or delete the selected entries (one, from its row, or a checked selection)."""
+    if action == "requeue-matching":
+        return _requeue_matching(request)
     if action not in ("requeue", "delete"):
         raise Http404("No such action")
     ids = [int(i) for i in request.POST.getlist("ids") if i.isdigit()]
@@ -107,6 +111,25 @@ def dlq_action(request: PageRequest, action: str) -> HttpResponse:
     if not entries:
         return _toast(response, "Select at least one entry first.", "error")
     return _toast(response, f"{verb} {done} entr{'y' if done == 1 else 'ies'}.")
+
+
+def _requeue_matching(request: PageRequest) -> HttpResponse:
+    """Requeue every entry not yet requeued of the error type shown (all types when none is)."""
+    error_type = request.POST.get("error_type") or None
+    try:
+        done = services.dlq_requeue_matching(
+            error_type=error_type,
+            created_before=timezone.now(),  # what is listed now, not what fails while requeueing
+            by=request.user.get_username(),
+            correlation_id=request.correlation_id,
+        )
+    except ApplicationError as exc:
+        return _toast(render(request, "executions/operations.html#dlq", _dlq_context(request)), str(exc), "error")
+    response = render(request, "executions/operations.html#dlq", _dlq_context(request))
+    message = f"Requeued {len(done.requeued)} entr{'y' if len(done.requeued) == 1 else 'ies'}."
+    if done.skipped:
+        return _toast(response, f"{message} {len(done.skipped)} not: {done.skipped[0][1]}", "error")
+    return _toast(response, message)
 
 
 def _build_in_background(environment: Environment) -> None:
