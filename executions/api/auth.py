@@ -22,6 +22,7 @@ from ninja.security import APIKeyHeader
 
 from executions.api.errors import ApiError
 from executions.models import ApiKey, Execution
+from executions.selectors import executions_visible_to
 from executions.services.limits import rate_key, request_count
 from executions.services.submissions import Submitter
 
@@ -51,9 +52,7 @@ class Principal:
 
     def executions(self) -> QuerySet[Execution]:
         """The executions this caller may see: all for admins (and anonymous use), else their own."""
-        if self.is_admin:
-            return Execution.objects.all()
-        return Execution.objects.filter(submitted_by=self.user)
+        return executions_visible_to(self.user, sees_all=self.is_admin)
 
 
 def _presented_key(request: HttpRequest) -> str | None:
