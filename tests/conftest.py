@@ -409,8 +409,28 @@ def docker_proxy(_live_service: LiveService, tmp_path_factory: pytest.TempPathFa
     _live_service.restart()
 
 
-@pytest.hookimpl(trylast=True)
+# The tiers, from the fixtures a test uses (a marker set by hand is kept too):
+#   docker: needs the real engine;  system: starts processes of the service, or a browser.
+# `pytest -m "not docker and not system"` is the fast unit tier, on FakeSandbox and the database.
+ENGINE_FIXTURES = {
+    "docker_engine", "default_image", "shipped_images", "scratch_environment_name", "api", "container_path",
+    "own_deployment", "deploy_image",
+}  # fmt: skip
+SYSTEM_FIXTURES = {
+    "_live_service", "live_service", "live_url", "daphne_url", "docker_proxy", "cluster", "redis_server",
+    "page", "browser", "context", "service_logs",
+}  # fmt: skip
+
+
+@pytest.hookimpl(tryfirst=True)  # before `-m` deselects by marker
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    """Browser tests last: Playwright's sync API leaves an event loop running in the main thread,
-    after which Django's test client (async views through async_to_sync) cannot run there."""
+    """Marks each test with its tier; runs the browser tests last: Playwright's sync API leaves an
+    event loop running in the main thread, after which Django's test client (async views through
+    async_to_sync) cannot run there."""
+    for item in items:
+        used = set(getattr(item, "fixturenames", ()))
+        if used & SYSTEM_FIXTURES:
+            item.add_marker(pytest.mark.system)
+        if used & (ENGINE_FIXTURES | SYSTEM_FIXTURES):
+            item.add_marker(pytest.mark.docker)
     items.sort(key=lambda item: item.path.name == "test_browser.py")

@@ -19,6 +19,7 @@ def run_script(*args: str, env: dict[str, str] | None = None) -> subprocess.Comp
     )
 
 
+@pytest.mark.docker
 def test_the_test_setup_keeps_every_promise() -> None:
     result = run_script("scripts/check-setup.sh", "test")
     assert result.returncode == 0, result.stderr
