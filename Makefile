@@ -6,7 +6,7 @@ HOST ?= 127.0.0.1
 PORT ?= 8000
 export HOST PORT PY VENV
 
-.PHONY: setup setup-test run test lint bench docker clean compose-check lock
+.PHONY: setup setup-test run test test-unit lint bench docker clean compose-check lock
 
 setup:
 	scripts/setup.sh run
@@ -32,6 +32,10 @@ test: setup-test
 	$(MAKE) lint compose-check
 	$(VENV)/bin/pytest
 	. ./var/scaleout.env && test -n "$$DATABASE_URL" && $(VENV)/bin/pytest $(SCALEOUT_TESTS)
+
+# The fast unit tier alone (FakeSandbox and the database; no engine, no processes): about a minute.
+test-unit:
+	$(VENV)/bin/pytest -m "not docker and not system"
 
 # deploy/compose.yaml must stay valid (Debian ships Compose v1 as docker-compose; v2 where present).
 compose-check:
