@@ -102,3 +102,15 @@ class QueueFull(ServiceUnavailable):
 
 class EngineUnavailable(ServiceUnavailable):
     """Docker cannot be used: every engine's circuit breaker is open, or the engine is unreachable."""
+
+
+DATABASE_RETRY_AFTER = 5  # seconds: a database restart, a failover
+DATABASE_UNAVAILABLE = "The database is unavailable; nothing was changed. Try again in a few seconds."
+
+
+def database_unavailable(exc: BaseException | None) -> bool:
+    """Is this the database being away (refused, dropped, timed out), rather than a bug of ours?
+    Pages and the API answer it with 503 and Retry-After, never 500."""
+    from django.db import InterfaceError, OperationalError
+
+    return isinstance(exc, OperationalError | InterfaceError)

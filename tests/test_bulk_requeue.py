@@ -39,7 +39,7 @@ def test_by_error_type_every_entry_not_yet_requeued_is_requeued_once() -> None:
     other = dead("internal_error")
     done = dlq_requeue_matching(error_type="service_unavailable", by="ops")
     assert len(done.requeued) == 2 and done.skipped == []
-    assert all(job.status == "queued" and job.is_async for job in done.requeued)
+    assert all(job.status == "queued" and job.is_async for _, job in done.requeued)
     assert set(DeadLetter.objects.filter(requeued_by="ops").values_list("pk", flat=True)) == {first.pk, second.pk}
     assert DeadLetter.objects.get(pk=other.pk).requeued_at is None
     assert dlq_requeue_matching(error_type="service_unavailable", by="ops").requeued == []  # once
@@ -48,7 +48,9 @@ def test_by_error_type_every_entry_not_yet_requeued_is_requeued_once() -> None:
 def test_by_time_range_and_by_ids() -> None:
     old, recent = dead("internal_error", age=timedelta(hours=3)), dead("internal_error")
     done = dlq_requeue_matching(created_before=timezone.now() - timedelta(hours=1), by="ops")
-    assert [job.pk for job in done.requeued] == [DeadLetter.objects.get(pk=old.pk).requeued_execution_id]
+    assert [(entry, job.pk) for entry, job in done.requeued] == [
+        (old.pk, DeadLetter.objects.get(pk=old.pk).requeued_execution_id)
+    ]
     done = dlq_requeue_matching(ids=[recent.pk, old.pk, 999999], by="ops")
     assert len(done.requeued) == 1
     assert sorted(done.skipped) == sorted([(old.pk, "already requeued"), (999999, "no such entry matches")])
@@ -92,3 +94,14 @@ def test_the_operations_page_requeues_all_of_the_type_shown() -> None:
     assert DeadLetter.objects.filter(requeued_at__isnull=False).count() == 2
     page = client.get("/ui/ops/").content.decode()
     assert 'id="requeue-matching"' in page and 'id="waiting-for-engine"' in page and 'id="processes"' in page
+
+
+def test_the_api_requeues_by_filter_and_answers_for_each_entry(api_nodocker) -> None:
+    first, second = dead("service_unavailable"), dead("internal_error")
+    body = api_nodocker.post("/dlq/requeue", {"ids": [first.pk, second.pk, 424242]}).json()
+    assert body["requeued"] == 2 and {job["entry_id"] for job in body["jobs"]} == {first.pk, second.pk}
+    assert body["skipped"] == [{"entry_id": 424242, "reason": "no such entry matches"}]
+    assert api_nodocker.post("/dlq/requeue", {"error_type": "internal_error"}).json()["requeued"] == 0  # once
+    refused = api_nodocker.post("/dlq/requeue", {})
+    assert refused.status_code == 422 and "filter" in refused.json()["errors"]
+    assert api_nodocker.post("/dlq/requeue", {"error_type": "oom"}).status_code == 422

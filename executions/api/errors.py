@@ -19,6 +19,8 @@ from ninja.errors import HttpError, ValidationError
 from pydantic_core import PydanticCustomError
 
 from executions.errors import (
+    DATABASE_RETRY_AFTER,
+    DATABASE_UNAVAILABLE,
     AlreadyRequeued,
     ApplicationError,
     Conflict,
@@ -28,6 +30,7 @@ from executions.errors import (
     NotFound,
     ServiceUnavailable,
     TooManyRequests,
+    database_unavailable,
 )
 from executions.logging import current_correlation_id
 
@@ -157,5 +160,10 @@ def respond(request: HttpRequest, exc: Any) -> HttpResponse:
         return error(404, "Not found")
     if isinstance(exc, HttpError):
         return error(exc.status_code, str(exc))
+    if database_unavailable(exc):
+        logger.warning("%s %s: the database is unavailable (%s)", request.method, request.path, exc)
+        response = error(503, DATABASE_UNAVAILABLE)
+        response["Retry-After"] = str(DATABASE_RETRY_AFTER)
+        return response
     logger.exception("Unhandled error in %s %s", request.method, request.path, exc_info=exc)
     return error(500, "Internal error")

@@ -14,6 +14,8 @@ from executions.api.auth import ADMIN, EXECUTE, caller
 from executions.api.errors import ApiError, ServiceUnavailable
 from executions.api.routing import Router
 from executions.api.schemas import (
+    BulkRequeued,
+    BulkRequeueRequest,
     DeadLetterPage,
     DeadLetterQuery,
     DeadLetterStats,
@@ -112,6 +114,31 @@ def dlq_requeue(request: HttpRequest, entry_id: int) -> Status[dict[str, Any]]:
     except services.QueueFull as exc:
         raise ServiceUnavailable(str(exc), retry_after=5) from None
     return Status(202, {"job_id": str(execution.pk), "status": execution.status, "entry_id": entry.pk})
+
+
+@router.post(
+    "/dlq/requeue",
+    response={200: BulkRequeued, 422: Error, 503: Unavailable},
+    summary="Requeue every entry matching a filter (error type, time range, ids), once each",
+)
+def dlq_requeue_matching(request: HttpRequest, payload: BulkRequeueRequest) -> dict[str, Any]:
+    """503 (and nothing requeued) while no engine works; a queue that fills up midway stops it and
+    the entries left are listed in `skipped`."""
+    user = caller(request).user
+    by = user.get_username() if user is not None else f"api {request.META.get('REMOTE_ADDR')}"
+    done = services.dlq_requeue_matching(
+        error_type=payload.error_type,
+        created_after=payload.created_after,
+        created_before=payload.created_before,
+        ids=payload.ids,
+        by=by,
+        correlation_id=request.correlation_id,  # type: ignore[attr-defined]
+    )
+    return {
+        "requeued": len(done.requeued),
+        "jobs": [{"job_id": str(job.pk), "status": job.status, "entry_id": entry} for entry, job in done.requeued],
+        "skipped": [{"entry_id": entry_id, "reason": reason} for entry_id, reason in done.skipped],
+    }
 
 
 @router.get(

@@ -10,6 +10,7 @@ the job type exist?) or is not a shape (is input_data under 1 MB?) stays with ad
 from __future__ import annotations
 
 from collections.abc import Callable
+from datetime import datetime
 from typing import Any, Literal
 
 from ninja import Schema
@@ -394,6 +395,26 @@ class Requeued(Response):
     job_id: Uuid
     status: Execution.Status
     entry_id: int
+
+
+class BulkRequeueRequest(Request):
+    """Every entry not yet requeued that matches all the filters given; at least one is required."""
+
+    error_type: DeadLetterType | None = None
+    created_after: datetime | None = Field(None, description="Entries created at or after this time")
+    created_before: datetime | None = Field(None, description="Entries created before this time")
+    ids: list[int] | None = Field(None, max_length=1000, description="These entries (each answered for)")
+
+
+class BulkRequeueSkipped(Response):
+    entry_id: int
+    reason: str
+
+
+class BulkRequeued(Response):
+    requeued: int = Field(description="How many entries were requeued (one new job each)")
+    jobs: list[Requeued]
+    skipped: list[BulkRequeueSkipped]
 
 
 # -- error bodies (answered by api/errors.py; declared here for the document) ---------------------

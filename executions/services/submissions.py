@@ -131,7 +131,7 @@ def dlq_requeue(*, entry: DeadLetter, by: str, correlation_id: str = "") -> Exec
 
 @dataclass(frozen=True)
 class BulkRequeued:
-    requeued: list[Execution]  # the new jobs, one per entry requeued
+    requeued: list[tuple[int, Execution]]  # (entry id, the new job) for each entry requeued
     skipped: list[tuple[int, str]]  # (entry id, why not) for entries named or matched but not requeued
 
 
@@ -168,11 +168,11 @@ def dlq_requeue_matching(
         entries = entries.filter(pk__in=ids)
         found = set(entries.values_list("pk", flat=True))
         skipped += [(entry_id, "no such entry matches") for entry_id in ids if entry_id not in found]
-    requeued: list[Execution] = []
+    requeued: list[tuple[int, Execution]] = []
     pending = list(entries)
     for position, entry in enumerate(pending):
         try:
-            requeued.append(dlq_requeue(entry=entry, by=by, correlation_id=correlation_id))
+            requeued.append((entry.pk, dlq_requeue(entry=entry, by=by, correlation_id=correlation_id)))
         except AlreadyRequeued:
             skipped.append((entry.pk, "already requeued"))
         except NotFound:

@@ -3,9 +3,12 @@ and /docs, which renders the OpenAPI document."""
 
 from __future__ import annotations
 
+import sys
+
 from django.http import HttpRequest, HttpResponse, JsonResponse
 from django.shortcuts import render
 
+from executions.errors import DATABASE_RETRY_AFTER, DATABASE_UNAVAILABLE, database_unavailable
 from executions.logging import current_correlation_id
 
 # Paths that answer JSON only; anything else gets HTML error pages.
@@ -45,6 +48,25 @@ def not_found(request: HttpRequest, exception: Exception | None = None) -> HttpR
 
 
 def server_error(request: HttpRequest) -> JsonResponse | HttpResponse:
+    # Django calls this while handling the exception: sys.exc_info() is the error itself.
+    if database_unavailable(sys.exc_info()[1]):
+        return unavailable(request)
     if _is_page(request):
         return render(request, "500.html", status=500)
     return error(500, "Internal error")
+
+
+def unavailable(request: HttpRequest) -> JsonResponse | HttpResponse:
+    """503 while the database is unavailable: nothing accepted is lost, try again shortly."""
+    detail = DATABASE_UNAVAILABLE
+    response: HttpResponse
+    if _is_page(request):  # no template: rendering one may need the database (context processors)
+        response = HttpResponse(
+            f"<!doctype html><html lang=en><meta charset=utf-8><title>Unavailable · Tako VM</title>"
+            f"<main><h1>Service unavailable</h1><p>{detail}</p></main>",
+            status=503,
+        )
+    else:
+        response = error(503, detail)
+    response["Retry-After"] = str(DATABASE_RETRY_AFTER)
+    return response
