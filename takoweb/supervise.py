@@ -156,12 +156,20 @@ def _describe(code: int) -> str:
     return f"code {code}"
 
 
-def main() -> int:
-    supervisor = Supervisor(service_programs())
+def main(argv: Sequence[str] = ()) -> int:
+    """`python -m takoweb.supervise [NAME ...]`: the programs named (web, worker, images), or all."""
+    programs = service_programs()
+    if argv:
+        unknown = set(argv) - {p.name for p in programs}
+        if unknown:
+            log(f"no such program: {', '.join(sorted(unknown))} (there are {', '.join(p.name for p in programs)})")
+            return 2
+        programs = [p for p in programs if p.name in argv]
+    supervisor = Supervisor(programs)
     for signum in (signal.SIGTERM, signal.SIGINT):
         signal.signal(signum, supervisor.stop)
     return supervisor.run()
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(main(sys.argv[1:]))

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import os
 import signal
-import subprocess
 import sys
 import threading
 import time
@@ -16,7 +15,7 @@ import requests
 
 from takoweb.supervise import Program, Supervisor
 from tests.conftest import ROOT, ServiceProcess, _free_port
-from tests.test_jobs import submit, wait_for
+from tests.support import alive, environ_has, pids_of, submit, wait_for
 
 PY = sys.executable
 
@@ -67,17 +66,12 @@ def test_stopping_ends_every_child_and_what_it_forked(tmp_path: Path) -> None:
     supervisor.stop()
     thread.join(timeout=30)
     assert not thread.is_alive()
-    wait_for(lambda: not _alive(grandchild), timeout=5, what="the grandchild to be killed")
+    wait_for(lambda: not alive(grandchild), timeout=5, what="the grandchild to be killed")
 
 
 # -- the real service under its supervisor ------------------------------------------------------
-def pids_of(pattern: str) -> set[int]:
-    found = subprocess.run(["pgrep", "-f", pattern], capture_output=True, text=True, check=False).stdout
-    return {int(pid) for pid in found.split()}
-
-
 def worker_pids(name: str) -> set[int]:
-    return {pid for pid in pids_of("manage.py tako_worker") if _environ_has(pid, f"TAKO_WORKER_NAME={name}")}
+    return {pid for pid in pids_of("manage.py tako_worker") if environ_has(pid, f"TAKO_WORKER_NAME={name}")}
 
 
 def run_async(url: str, code: str, timeout: float = 60) -> dict:
@@ -102,7 +96,7 @@ def test_the_service_comes_back_after_its_processes_are_killed(
     url = f"http://127.0.0.1:{port}"
     worker_name = f"supervised-{port}"
     service = ServiceProcess(
-        ["-m", "takoweb.supervise"], tmp_path / "supervise.log",
+        ["-m", "takoweb.supervise", "web", "worker"], tmp_path / "supervise.log",
         HOST="127.0.0.1", PORT=str(port), TAKO_WORKER_NAME=worker_name, TAKO_MAX_WORKERS="2",
         TAKO_QUEUE_POLL="0.05", TAKO_POOL_ENABLED="0",
     )  # fmt: skip
@@ -110,7 +104,7 @@ def test_the_service_comes_back_after_its_processes_are_killed(
         wait_for(lambda: health(url) == 200, timeout=60, what="the supervised web server")
         assert run_async(url, "print(1)")["stdout"] == "1\n"
 
-        web = {pid for pid in pids_of("takoweb.serve") if _environ_has(pid, f"PORT={port}")}
+        web = {pid for pid in pids_of("takoweb.serve") if environ_has(pid, f"PORT={port}")}
         assert len(web) == 1
         os.kill(web.pop(), signal.SIGKILL)
         began = time.monotonic()
@@ -119,7 +113,7 @@ def test_the_service_comes_back_after_its_processes_are_killed(
         web_back = time.monotonic() - began
 
         workers = {
-            pid for pid in pids_of("manage.py tako_worker") if _environ_has(pid, f"TAKO_WORKER_NAME={worker_name}")
+            pid for pid in pids_of("manage.py tako_worker") if environ_has(pid, f"TAKO_WORKER_NAME={worker_name}")
         }
         assert workers
         for pid in workers:  # the whole cluster at once, as a crash would
@@ -132,22 +126,6 @@ def test_the_service_comes_back_after_its_processes_are_killed(
     finally:
         service.stop()
     assert not worker_pids(worker_name)
-
-
-def _alive(pid: int) -> bool:
-    """Running, not merely a zombie waiting for a parent (here, PID 1) to reap it."""
-    try:
-        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
-    except OSError:
-        return False
-    return state != "Z"
-
-
-def _environ_has(pid: int, entry: str) -> bool:
-    try:
-        return entry.encode() in Path(f"/proc/{pid}/environ").read_bytes().split(b"\0")
-    except OSError:
-        return False
 
 
 def test_make_runs_service_is_the_supervised_one() -> None:
