@@ -114,6 +114,7 @@ class Environment(models.Model):
 
     class BuildStatus(models.TextChoices):
         NONE = "none"
+        QUEUED = "queued"  # a worker will build it (services.environment_build_request)
         BUILDING = "building"
         BUILT = "built"
         FAILED = "failed"
@@ -131,11 +132,24 @@ class Environment(models.Model):
     def __str__(self) -> str:
         return self.name
 
+    BUILD_PENDING = (BuildStatus.QUEUED, BuildStatus.BUILDING)
+
     @property
     def image(self) -> str:
         return f"tako-vm-{self.name}:latest"
 
-    def to_dict(self, *, image_exists: bool) -> dict[str, Any]:
+    @property
+    def image_ref(self) -> str | None:
+        """`name@sha256:…` of the image the last build recorded: the stored truth pages and the
+        API read, so that no request asks Docker. If the image is removed behind our back, the next
+        run fails naming the build to run, and that build corrects this."""
+        return f"tako-vm-{self.name}@{self.image_digest}" if self.image_digest else None
+
+    @property
+    def build_pending(self) -> bool:
+        return self.build_status in self.BUILD_PENDING
+
+    def to_dict(self) -> dict[str, Any]:
         return {
             "name": self.name,
             "requirements": list(self.requirements),
@@ -147,7 +161,8 @@ class Environment(models.Model):
             "network_enabled": self.network_enabled,
             "pool_size": self.pool_size,
             "image": self.image,
-            "image_exists": image_exists,
+            "image_exists": self.image_ref is not None,
+            "image_ref": self.image_ref,
             "image_digest": self.image_digest or None,
             "built_at": iso_utc(self.built_at),
             "build_status": self.build_status,

@@ -37,6 +37,12 @@ def run_execution(execution_id: str, hops: int = 0) -> None:
             services.execution_dispatch(execution, hops=hops + 1)
 
 
+def build_environment(name: str) -> None:
+    """Build a job type's image, queued by services.environment_build_request; the outcome is
+    recorded on the environment, where the operations page and GET /job-types read it."""
+    services.environment_build_queued(name=name)
+
+
 def recover_stale_executions() -> int:
     """Scheduled every minute: jobs whose worker stopped beating are ended or run again, jobs
     whose task the queue lost are queued again, and containers left behind when the engine

@@ -1,70 +1,54 @@
-"""Job types (environments): list, one, and building one's image."""
+"""Job types (environments): list, one, and asking a worker to build one's image.
+
+What is read here is the stored state the last build recorded; no request asks Docker, so these
+answer on a web-only host (TAKO_WEB_USES_DOCKER=0) and while the engine is away."""
 
 from __future__ import annotations
 
 from typing import Any
 
 from django.http import HttpRequest
+from ninja.responses import Status
 
 from executions import services
-from executions.api.auth import ADMIN, EXECUTE
+from executions.api.auth import ADMIN, EXECUTE, caller
 from executions.api.errors import ApiError
-from executions.api.routing import Router, in_worker_thread
-from executions.api.schemas import BuildResult, Error, JobType, Unavailable
-from executions.errors import EngineUnavailable
+from executions.api.routing import Router
+from executions.api.schemas import Error, JobType, Unavailable
 from executions.models import Environment
-from executions.sandbox import SandboxError, SandboxUnavailable, get_sandbox
-from executions.sandbox.images import ImageBuildError
 
 router = Router(auth=EXECUTE, tags=["job types"])
 
 
-def _image_exists(environment: Environment) -> bool:
-    try:
-        return get_sandbox().image_ref(environment.image) is not None
-    except (SandboxUnavailable, SandboxError):
-        return False
+def _environment(name: str) -> Environment:
+    environment = Environment.objects.filter(name=name).first()
+    if environment is None:
+        raise ApiError(404, f"Job type '{name}' not found")
+    return environment
 
 
 @router.get("/job-types", response=list[JobType], summary="List job types (environments)")
 def job_type_list(request: HttpRequest) -> list[dict[str, Any]]:
-    return [env.to_dict(image_exists=_image_exists(env)) for env in Environment.objects.all()]
+    return [environment.to_dict() for environment in Environment.objects.all()]
 
 
 @router.get("/job-types/{str:name}", response={200: JobType, 404: Error}, summary="One job type")
 def job_type_detail(request: HttpRequest, name: str) -> dict[str, Any]:
-    environment = Environment.objects.filter(name=name).first()
-    if environment is None:
-        raise ApiError(404, f"Job type '{name}' not found")
-    return environment.to_dict(image_exists=_image_exists(environment))
+    return _environment(name).to_dict()
 
 
 @router.post(
     "/job-types/{str:name}/build",
     auth=ADMIN,
-    response={200: BuildResult, 404: Error, 409: Error, 422: Error, 503: Unavailable},
-    summary="Build the job type's image (no-op when up to date)",
+    response={202: JobType, 404: Error, 409: Error, 503: Unavailable},
+    summary="Queue a build of the job type's image (a worker builds it; no-op when up to date)",
 )
-async def job_type_build(request: HttpRequest, name: str) -> dict[str, Any]:
-    """Answers when the image is built and up to date. 409: a build of this job type is already
-    running; 422: the build failed (which package, and why), the previous image stays in use."""
-    environment = await Environment.objects.filter(name=name).afirst()
-    if environment is None:
-        raise ApiError(404, f"Job type '{name}' not found")
-    try:
-        result = await in_worker_thread(services.environment_build, environment=environment)
-    except ImageBuildError as exc:
-        raise ApiError(422, f"Build failed: {exc}") from None
-    except SandboxUnavailable as exc:
-        raise EngineUnavailable(f"Docker is unavailable: {exc}") from None
-    short = result.digest.removeprefix("sha256:")[:12]
-    return {
-        "status": "built",
-        "job_type": name,
-        "version": f"{name}@{short}",
-        "digest": result.digest,
-        "image_ref": result.image,
-        "rebuilt": result.built,
-        "seconds": round(result.seconds, 2),
-        "size_bytes": result.size_bytes,
-    }
+def job_type_build(request: HttpRequest, name: str) -> Status[dict[str, Any]]:
+    """202: queued (`build_status` "queued"); poll GET /job-types/{name} until `build_status` is
+    "built", or "failed" with `build_error` naming the package (the previous image stays in use).
+    409: a build of this job type is already queued or running."""
+    environment = _environment(name)
+    user = caller(request).user
+    by = user.get_username() if user is not None else f"api {request.META.get('REMOTE_ADDR')}"
+    environment = services.environment_build_request(environment=environment, by=by)
+    return Status(202, environment.to_dict())

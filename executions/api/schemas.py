@@ -252,22 +252,14 @@ class JobType(Response):
     network_enabled: bool
     pool_size: int
     image: str
-    image_exists: bool
+    image_exists: bool = Field(description="a build recorded the image (stored state; Docker is not asked)")
+    image_ref: str | None = Field(description="name@sha256:… of the image the last build recorded")
     image_digest: str | None
     built_at: Timestamp | None
-    build_status: Environment.BuildStatus
+    build_status: Environment.BuildStatus = Field(
+        description="queued or building while a worker has the build; then built, or failed (see build_error)"
+    )
     build_error: str | None
-
-
-class BuildResult(Response):
-    status: Literal["built"]
-    job_type: str
-    version: str = Field(description="name@short digest")
-    digest: str
-    image_ref: str
-    rebuilt: bool = Field(description="false when the image was already up to date")
-    seconds: float
-    size_bytes: int | None
 
 
 # -- responses: operations -------------------------------------------------------------------------

@@ -11,7 +11,12 @@ Refusals are executions.errors.ApplicationError.
 from executions.errors import AlreadyRequeued, QueueFull
 from executions.services.cleanup import containers_reap, containers_reap_quietly, executions_prune
 from executions.services.dlq import dead_letter_add, dlq_stats
-from executions.services.environments import environment_build, environment_builds_reset
+from executions.services.environments import (
+    environment_build,
+    environment_build_queued,
+    environment_build_request,
+    environment_builds_reset,
+)
 from executions.services.job_requests import (
     DeriveRequest,
     ExecuteRequest,
@@ -60,6 +65,8 @@ __all__ = [
     "dlq_requeue_matching",
     "dlq_stats",
     "environment_build",
+    "environment_build_queued",
+    "environment_build_request",
     "environment_builds_reset",
     "execute_request_parse",
     "execution_cancel",

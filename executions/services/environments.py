@@ -1,10 +1,19 @@
-"""Environments (job types): building their images and recording how that went."""
+"""Environments (job types): building their images and recording how that went.
+
+A build runs on a worker (the task `executions.tasks.build_environment`), never in the web
+process: `environment_build_request` marks the environment queued and enqueues it. What the last
+build recorded on the environment (status, image digest, size, error) is what pages and the API
+show; they never ask Docker.
+"""
 
 from __future__ import annotations
 
-from django.utils import timezone
+import logging
 
-from executions.errors import BuildInProgress
+from django.utils import timezone
+from django_q.tasks import async_task
+
+from executions.errors import BuildInProgress, ServiceUnavailable
 from executions.models import Environment
 from executions.sandbox import ContainerShape, SandboxError, SandboxUnavailable
 from executions.sandbox.images import BuildResult, ImageBuildError, ensure_image
@@ -23,8 +32,42 @@ def environment_shape(environment: Environment, image_ref: str, *, wheels_dir: s
     )
 
 
+logger = logging.getLogger(__name__)
+
+BUILD_TASK = "executions.tasks.build_environment"
+
+
+def environment_build_request(*, environment: Environment, by: str = "") -> Environment:
+    """Queue a build of the environment's image on a worker; returns the environment, queued.
+
+    Raises BuildInProgress when a build of it is already queued or running, and
+    ServiceUnavailable when the task queue cannot take it (the environment is marked failed).
+    """
+    queued = (
+        Environment.objects.filter(pk=environment.pk)
+        .exclude(build_status__in=Environment.BUILD_PENDING)
+        .update(build_status=Environment.BuildStatus.QUEUED, build_started_at=None)
+    )
+    if not queued:
+        environment.refresh_from_db(fields=["build_status"])
+        state = "running" if environment.build_status == Environment.BuildStatus.BUILDING else "queued"
+        raise BuildInProgress(f"A build of '{environment.name}' is already {state}")
+    logger.info("Build of %s requested by %s", environment.name, by or "anonymous")
+    try:
+        async_task(BUILD_TASK, environment.name, task_name=f"build-{environment.name}")
+    except Exception as exc:  # the broker is down: the environment must not stay "queued" forever
+        logger.exception("Could not enqueue the build of %s", environment.name)
+        Environment.objects.filter(pk=environment.pk, build_status=Environment.BuildStatus.QUEUED).update(
+            build_status=Environment.BuildStatus.FAILED, build_error=f"The task queue is unavailable: {exc}"[:4000]
+        )
+        raise ServiceUnavailable(f"The task queue is unavailable: {exc}", retry_after=5) from None
+    environment.refresh_from_db()
+    return environment
+
+
 def environment_build(*, environment: Environment, force: bool = False) -> BuildResult:
-    """Build (or confirm up to date) an environment's image, recording the outcome on it.
+    """Build (or confirm up to date) an environment's image here, recording the outcome on it
+    (the worker's task and `manage.py tako_images build` call it; requests queue a build instead).
 
     Raises BuildInProgress when another build of it runs, ImageBuildError when the build fails
     (the previous image stays in use) and SandboxUnavailable when Docker cannot be reached.
@@ -55,6 +98,20 @@ def environment_build(*, environment: Environment, force: bool = False) -> Build
     )
     environment.refresh_from_db()
     return result
+
+
+def environment_build_queued(*, name: str) -> None:
+    """A worker's part of a requested build: build it, the outcome recorded on the environment
+    (a failure included, which is why nothing is raised for one)."""
+    environment = Environment.objects.filter(name=name).first()
+    if environment is None:  # deleted while queued
+        return
+    try:
+        environment_build(environment=environment)
+    except BuildInProgress:
+        pass  # `tako_images build` took it meanwhile; that build records the outcome
+    except (ImageBuildError, SandboxUnavailable, SandboxError) as exc:
+        logger.warning("Build of %s failed: %s", name, exc)
 
 
 def environment_builds_reset() -> int:

@@ -2,13 +2,11 @@
 
 from __future__ import annotations
 
-import threading
 from collections.abc import Callable
 from functools import wraps
 from typing import Any
 
 from django.core.exceptions import PermissionDenied
-from django.db import connections
 from django.http import Http404, HttpResponse
 from django.shortcuts import get_object_or_404, render
 from django.utils import timezone
@@ -19,8 +17,6 @@ from executions import services
 from executions.errors import ApplicationError, BuildInProgress
 from executions.health import health_report
 from executions.models import DeadLetter, Environment
-from executions.sandbox import SandboxError, SandboxUnavailable, get_sandbox
-from executions.sandbox.images import ImageBuildError
 from executions.views.pages import PageRequest, page_login_required
 
 DLQ_PAGE = 50
@@ -49,16 +45,10 @@ def _dlq_context(request: PageRequest) -> dict[str, Any]:
     return {"entries": entries[:DLQ_PAGE], "dlq_stats": services.dlq_stats(), "error_type": error_type}
 
 
-def _environments_context(building: str = "") -> dict[str, Any]:
+def _environments_context() -> dict[str, Any]:
+    """What the last builds recorded (no Docker call: the page polls this while a build is pending)."""
     environments = list(Environment.objects.all())
-    sandbox = get_sandbox()
-    for environment in environments:  # the engine's word on the image, not only our records
-        try:
-            environment.image_ref = sandbox.image_ref(environment.image)  # type: ignore[attr-defined]
-        except (SandboxUnavailable, SandboxError):
-            environment.image_ref = "unknown"  # type: ignore[attr-defined]
-    any_building = bool(building) or any(e.build_status == Environment.BuildStatus.BUILDING for e in environments)
-    return {"environments": environments, "building": building, "any_building": any_building}
+    return {"environments": environments, "any_building": any(e.build_pending for e in environments)}
 
 
 @staff_required
@@ -132,21 +122,18 @@ def _requeue_matching(request: PageRequest) -> HttpResponse:
     return _toast(response, message)
 
 
-def _build_in_background(environment: Environment) -> None:
-    try:
-        services.environment_build(environment=environment)
-    except (ImageBuildError, SandboxUnavailable, SandboxError, BuildInProgress):
-        pass  # recorded on the environment (build_status, build_error) and shown on the page
-    finally:
-        connections.close_all()
-
-
 @staff_required
 @require_POST
 def environment_build(request: PageRequest, name: str) -> HttpResponse:
+    """Queue a build on a worker (as POST /job-types/{name}/build does); the panel polls until it ends."""
     environment = get_object_or_404(Environment, name=name)
-    already = environment.build_status == Environment.BuildStatus.BUILDING
-    if not already:
-        threading.Thread(target=_build_in_background, args=(environment,), daemon=True).start()
-    response = render(request, "executions/operations.html#environments", _environments_context(building=name))
-    return _toast(response, f"{name} is already being built" if already else f"Building the image of {name}…", "info")
+    try:
+        services.environment_build_request(environment=environment, by=request.user.get_username())
+    except BuildInProgress as exc:
+        message, level = str(exc), "info"
+    except ApplicationError as exc:  # the task queue is unavailable
+        message, level = str(exc), "error"
+    else:
+        message, level = f"Building the image of {name}…", "info"
+    response = render(request, "executions/operations.html#environments", _environments_context())
+    return _toast(response, message, level)
