@@ -38,7 +38,13 @@ async def execute(request: HttpRequest, payload: Annotated[ExecuteRequest, JsonB
     execution = admitted.execution
     if admitted.created and settings.TAKO_WEB_USES_DOCKER:
         # Runs here (not on the cluster) but within the same worker budget: it waits for a free slot.
-        execution = await in_worker_thread(services.execution_run, execution_id=execution.pk, role="web")
+        execution = await in_worker_thread(
+            services.execution_run,
+            execution_id=execution.pk,
+            execution=execution,
+            environment=job.environment,
+            role="web",
+        )
     else:  # a worker runs it (a web-only machine), or it is a retry of a run: answer when it has ended
         if admitted.created:
             await sync_to_async(services.execution_dispatch)(execution)

@@ -8,6 +8,7 @@ job once: the first one wins, the other is a no-op. Every move tells the job's o
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import logging
 import mimetypes
@@ -17,14 +18,16 @@ from pathlib import Path
 from typing import Any
 
 from django.conf import settings
-from django.db import transaction
+from django.db import connection, transaction
+from django.db.models import F, Func, IntegerField, QuerySet, Subquery, Value
+from django.db.models.lookups import LessThan
 from django.utils import timezone
 
 from executions import live
 from executions.models import Artifact, Execution, Lock
 from executions.sandbox import RunResult
 from executions.sandbox.classify import Outcome
-from executions.services.dlq import dead_letter_add
+from executions.services.dlq import DEAD_LETTER_TYPES, dead_letter_add
 from executions.services.pool import pool_count
 
 logger = logging.getLogger(__name__)
@@ -35,24 +38,39 @@ ACTIVE = (Execution.Status.QUEUED, Execution.Status.RUNNING)
 
 def claim(execution: Execution, *, worker: str) -> bool:
     """Move the execution from queued to running once fewer than TAKO_MAX_WORKERS run; waits for
-    a free slot. False when it was claimed elsewhere or ended (cancelled) while it waited."""
+    a free slot. False when it was claimed elsewhere or ended (cancelled) while it waited. When
+    claimed, `execution` holds the new status, start and worker (nothing else changed)."""
     while True:
-        with transaction.atomic():
-            # One claimer at a time (a row lock; SQLite's IMMEDIATE transactions serialise anyway).
-            Lock.objects.select_for_update().get_or_create(name="worker-budget")
-            if Execution.objects.filter(status=Execution.Status.RUNNING).count() < settings.TAKO_MAX_WORKERS:
-                now = timezone.now()
-                claimed = Execution.objects.filter(pk=execution.pk, status=Execution.Status.QUEUED).update(
-                    status=Execution.Status.RUNNING, started_at=now, heartbeat_at=now, worker=worker
-                )
-                break
-            waiting = Execution.objects.filter(pk=execution.pk, status=Execution.Status.QUEUED).exists()
-        if not waiting:
+        now = timezone.now()
+        moved = {"status": Execution.Status.RUNNING, "started_at": now, "heartbeat_at": now, "worker": worker}
+        if connection.features.has_select_for_update:
+            with transaction.atomic():
+                # One claimer at a time: a row lock, then the budget counted and the claim in one update.
+                Lock.objects.select_for_update().get_or_create(name="worker-budget")
+                claimed = _within_budget(execution).update(**moved)
+        else:  # SQLite: one UPDATE takes the write lock before it counts, so claimers are serialised
+            claimed = _within_budget(execution).update(**moved)
+        if claimed:
+            break
+        if not Execution.objects.filter(pk=execution.pk, status=Execution.Status.QUEUED).exists():
             return False
         time.sleep(CLAIM_POLL_SECONDS)
-    if claimed:
-        live.notify_execution_changed(execution.pk)
-    return bool(claimed)
+    for field, value in moved.items():
+        setattr(execution, field, value)
+    live.notify_execution_changed(execution.pk)
+    return True
+
+
+def _within_budget(execution: Execution) -> QuerySet[Execution]:
+    """The execution, if still queued and fewer than TAKO_MAX_WORKERS jobs run."""
+    running = (
+        Execution.objects.filter(status=Execution.Status.RUNNING)
+        .order_by()
+        .annotate(n=Func(F("pk"), function="COUNT", output_field=IntegerField()))
+        .values("n")
+    )
+    budget: LessThan = LessThan(Subquery(running, output_field=IntegerField()), Value(settings.TAKO_MAX_WORKERS))
+    return Execution.objects.filter(budget).filter(pk=execution.pk, status=Execution.Status.QUEUED)
 
 
 def requeue(execution: Execution) -> bool:
@@ -78,7 +96,7 @@ def end(
     this call ended it. With it go the timings, what the run left (`result`: its streams, exit
     code, timings, artifacts, the pool's hit or miss; `output`: its result.json), a dead letter
     for the error types kept for triage, and a word to its open pages. Afterwards `execution`
-    holds what is stored, whoever ended it."""
+    holds how it ended, whoever ended it (this call's values, else those stored by the other)."""
     now = timezone.now()
     fields: dict[str, Any] = {
         "status": outcome.status,
@@ -104,18 +122,22 @@ def end(
             "runtime": result.runtime,
             "warm_start": result.warm,
         }
-    with transaction.atomic():
+    # Artifacts and a dead letter are stored with the end, or not at all; a run leaving neither
+    # (the common case) ends in one statement.
+    leaves_more = bool(result is not None and result.artifacts) or outcome.error_type in DEAD_LETTER_TYPES
+    with transaction.atomic() if leaves_more else contextlib.nullcontext():
         ended = Execution.objects.filter(pk=execution.pk, status__in=list(expected)).update(**fields)
-        execution.refresh_from_db()
-        if ended:
-            if result is not None and result.warm is not None:
-                pool_count(environment=execution.job_type, warm=result.warm)
-            if result is not None:
-                _store_artifacts(execution, result)
-            dead_letter_add(execution)
-    if not ended:
-        logger.info("Execution %s had already ended (%s); not ended again", execution.pk, execution.status)
-        return False
+        if not ended:  # someone else ended it: what they stored
+            execution.refresh_from_db()
+            logger.info("Execution %s had already ended (%s); not ended again", execution.pk, execution.status)
+            return False
+        for field, value in fields.items():
+            setattr(execution, field, value)
+        if result is not None:
+            _store_artifacts(execution, result)
+        dead_letter_add(execution)
+    if result is not None and result.warm is not None:
+        pool_count(environment=execution.job_type, warm=result.warm)
     live.notify_execution_changed(execution.pk)
     return True
 

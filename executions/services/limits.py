@@ -1,4 +1,4 @@
-"""Per-caller limits: requests a minute, and jobs in progress at once."""
+"""Limits on callers (requests a minute, jobs in progress at once) and on the queue's length."""
 
 from __future__ import annotations
 
@@ -7,8 +7,9 @@ from typing import Any
 
 from django.conf import settings
 from django.core.cache import cache
+from django.db.models import Count, Q
 
-from executions.errors import QuotaExceeded, RateLimited
+from executions.errors import QueueFull, QuotaExceeded, RateLimited
 from executions.models import Execution
 
 QUOTA_RETRY_AFTER = 5  # jobs end in seconds; a caller over its quota looks again soon
@@ -41,16 +42,18 @@ def request_count(key: str) -> None:
         raise RateLimited(f"Rate limit exceeded: {limit} requests per minute", retry_after)
 
 
-def jobs_in_progress(*, user: Any, client_ip: str | None) -> int:
-    """The caller's queued or running jobs (anonymous callers are told apart by address)."""
+def room_check(*, user: Any, client_ip: str | None, counts_against_quota: bool = True) -> None:
+    """QuotaExceeded when the caller already has TAKO_MAX_JOBS_IN_PROGRESS jobs queued or running
+    (anonymous callers are told apart by address); else QueueFull when TAKO_MAX_QUEUE_SIZE jobs
+    wait. Both are counted in one query."""
+    quota = settings.TAKO_MAX_JOBS_IN_PROGRESS if counts_against_quota else 0
+    counts: dict[str, Count] = {"queued": Count("pk", filter=Q(status=Execution.Status.QUEUED))}
+    if quota:
+        caller = Q(submitted_by=user) if user is not None else Q(submitted_by=None, client_ip=client_ip)
+        counts["mine"] = Count("pk", filter=caller)
     active = Execution.objects.filter(status__in=[Execution.Status.QUEUED, Execution.Status.RUNNING])
-    if user is not None:
-        return active.filter(submitted_by=user).count()
-    return active.filter(submitted_by=None, client_ip=client_ip).count()
-
-
-def job_quota_check(*, user: Any, client_ip: str | None) -> None:
-    """QuotaExceeded when the caller already has TAKO_MAX_JOBS_IN_PROGRESS jobs queued or running."""
-    limit = settings.TAKO_MAX_JOBS_IN_PROGRESS
-    if limit and jobs_in_progress(user=user, client_ip=client_ip) >= limit:
-        raise QuotaExceeded(f"Too many jobs in progress ({limit}); wait for some to finish", QUOTA_RETRY_AFTER)
+    found = active.aggregate(**counts)
+    if quota and found["mine"] >= quota:
+        raise QuotaExceeded(f"Too many jobs in progress ({quota}); wait for some to finish", QUOTA_RETRY_AFTER)
+    if found["queued"] >= settings.TAKO_MAX_QUEUE_SIZE:
+        raise QueueFull(f"The queue is full ({settings.TAKO_MAX_QUEUE_SIZE} jobs waiting); retry later")

@@ -45,7 +45,13 @@ def worker_name(role: str) -> str:
 
 
 def execution_run(
-    *, execution_id: Any, sandbox: Sandbox | None = None, role: str = "worker", may_hand_over: bool = False
+    *,
+    execution_id: Any,
+    sandbox: Sandbox | None = None,
+    role: str = "worker",
+    may_hand_over: bool = False,
+    execution: Execution | None = None,
+    environment: Environment | None = None,
 ) -> Execution:
     """Claim a queued execution (waiting for a free slot of the worker budget), run it, record it.
 
@@ -54,20 +60,23 @@ def execution_run(
     and another engine works: then, its container never having started, it is returned queued
     again for another worker. If the execution was claimed elsewhere or cancelled while it
     waited, it is returned as it is.
+
+    Who just admitted it may pass the `execution` and its `environment` as loaded, saving their
+    reads; `execution_id` is then its pk.
     """
-    execution = Execution.objects.get(pk=execution_id)
+    if execution is None or execution.pk != execution_id:
+        execution = Execution.objects.get(pk=execution_id)
     with correlation_context(execution.correlation_id):
         if not lifecycle.claim(execution, worker=worker_name(role)):
             logger.info("Execution %s was claimed elsewhere or cancelled", execution.pk)
             return Execution.objects.get(pk=execution.pk)
-        execution.refresh_from_db()
         logger.info("Running execution %s on %s", execution.pk, execution.job_type)
         outcome: Outcome = failure("internal_error", "Internal error while running the job", phase="startup")
         result: RunResult | None = None
         monitor = _RunMonitor(execution)
         handed_over = False
         try:
-            result = _run_with_retries(execution, sandbox or get_sandbox(), monitor, role=role)
+            result = _run_with_retries(execution, sandbox or get_sandbox(), monitor, role=role, environment=environment)
             outcome = _outcome_of(result, execution)
         except PackageError as exc:
             outcome = failure("dependency_error", str(exc), phase="startup")
@@ -138,7 +147,9 @@ def _unavailable_message(execution: Execution, exc: Exception) -> str:
     return message
 
 
-def _run_with_retries(execution: Execution, sandbox: Sandbox, monitor: _RunMonitor, *, role: str) -> RunResult:
+def _run_with_retries(
+    execution: Execution, sandbox: Sandbox, monitor: _RunMonitor, *, role: str, environment: Environment | None
+) -> RunResult:
     """Run through the circuit breaker; transient engine faults before the container started are
     tried again with backoff. A run whose container started is never repeated (it may have had
     effects), and a sync run finds an open breaker refusing at once."""
@@ -152,7 +163,7 @@ def _run_with_retries(execution: Execution, sandbox: Sandbox, monitor: _RunMonit
                 raise
         else:
             try:
-                result = sandbox.run(_run_spec(execution, sandbox, monitor))
+                result = sandbox.run(_run_spec(execution, sandbox, monitor, environment))
             except SandboxUnavailable as exc:
                 breaker_failure(str(exc))
                 _note_attempt(execution, attempt, str(exc))
@@ -236,12 +247,16 @@ class StartupTimeout(Exception):
     """The startup phase (image, packages, container start) used up `startup_timeout`."""
 
 
-def _run_spec(execution: Execution, sandbox: Sandbox, monitor: _RunMonitor) -> RunSpec:
+def _run_spec(
+    execution: Execution, sandbox: Sandbox, monitor: _RunMonitor, environment: Environment | None = None
+) -> RunSpec:
+    """`environment`: the execution's, as its admission loaded it a moment ago (else read here)."""
     began = time.monotonic()
-    try:
-        environment = Environment.objects.get(name=execution.job_type)
-    except Environment.DoesNotExist:
-        raise Environment.DoesNotExist(f"Job type '{execution.job_type}' no longer exists") from None
+    if environment is None or environment.name != execution.job_type:
+        try:
+            environment = Environment.objects.get(name=execution.job_type)
+        except Environment.DoesNotExist:
+            raise Environment.DoesNotExist(f"Job type '{execution.job_type}' no longer exists") from None
     image_ref = _wait_for_image(environment, sandbox, deadline=began + execution.startup_timeout)
     wheels_dir = None
     if execution.requirements:

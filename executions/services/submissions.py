@@ -10,7 +10,6 @@ from __future__ import annotations
 from dataclasses import dataclass, replace
 from typing import Any
 
-from django.conf import settings
 from django.db import transaction
 from django.utils import timezone
 
@@ -34,7 +33,7 @@ from executions.services.job_requests import (
     sha256_hex,
 )
 from executions.services.jobs import execution_dispatch
-from executions.services.limits import job_quota_check, request_count
+from executions.services.limits import request_count, room_check
 
 ENGINE_RETRY_AFTER = 30  # the breaker's reset time, about
 
@@ -218,9 +217,7 @@ def _admit(
             raise EngineUnavailable(
                 "Docker circuit breaker is open; jobs are refused until it closes", retry_after=ENGINE_RETRY_AFTER
             )
-        if counts_against_quota:
-            job_quota_check(user=submitter.user, client_ip=submitter.client_ip)
-        queue_room_check()
+        room_check(user=submitter.user, client_ip=submitter.client_ip, counts_against_quota=counts_against_quota)
         execution = execution_create(
             **_fields(request),
             correlation_id=submitter.correlation_id,
@@ -245,11 +242,6 @@ def _fields(request: ExecuteRequest) -> dict[str, Any]:
         "requirements": request.requirements,
         "idempotency_key": request.idempotency_key,
     }
-
-
-def queue_room_check() -> None:
-    if Execution.objects.filter(status=Execution.Status.QUEUED).count() >= settings.TAKO_MAX_QUEUE_SIZE:
-        raise QueueFull(f"The queue is full ({settings.TAKO_MAX_QUEUE_SIZE} jobs waiting); retry later")
 
 
 # -- the record ------------------------------------------------------------------------------------
