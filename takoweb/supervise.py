@@ -22,7 +22,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 FIRST_PAUSE = 1.0
@@ -37,6 +37,7 @@ class Program:
     name: str
     argv: Sequence[str]
     one_shot: bool = False  # done when it exits 0; restarted only after a failure
+    env: Mapping[str, str] | None = None  # its environment (None: this process's)
 
 
 def service_programs(python: str = sys.executable) -> list[Program]:
@@ -91,7 +92,7 @@ class Supervisor:
             self._look_after(child, now)
 
     def _start(self, child: _Child) -> None:
-        child.process = subprocess.Popen(child.program.argv, start_new_session=True)
+        child.process = subprocess.Popen(child.program.argv, start_new_session=True, env=child.program.env)
         child.started_at = time.monotonic()
         child.restart_at = None
         log(f"{child.program.name} started (pid {child.process.pid})")

@@ -5,6 +5,8 @@ Runs until SIGTERM or SIGINT, then removes the pooled containers no job took.
 
 from __future__ import annotations
 
+import logging
+import os
 import signal
 import threading
 from typing import Any
@@ -12,6 +14,17 @@ from typing import Any
 from django.core.management.base import BaseCommand
 
 from executions.services import PoolKeeper
+
+# Set by tako_worker to its own pid: a keeper whose cluster was killed (SIGKILL leaves it no time
+# to stop its keeper) drains its pool and ends, so a restarted cluster's keeper is the only one.
+PARENT_ENV = "TAKO_KEEPER_PARENT_PID"
+
+
+def _stop_when_orphaned(parent: int, stop: threading.Event) -> None:
+    while not stop.wait(1.0):
+        if os.getppid() != parent:
+            logging.getLogger(__name__).warning("The worker cluster that started this keeper is gone; stopping")
+            stop.set()
 
 
 class Command(BaseCommand):
@@ -21,6 +34,8 @@ class Command(BaseCommand):
         stop = threading.Event()
         for signum in (signal.SIGTERM, signal.SIGINT):
             signal.signal(signum, lambda *_: stop.set())
+        if os.environ.get(PARENT_ENV):  # started by tako_worker: it goes when its cluster goes
+            threading.Thread(target=_stop_when_orphaned, args=(int(os.environ[PARENT_ENV]), stop), daemon=True).start()
         self.stdout.write("Keeping the warm pool (stop with SIGTERM or Ctrl-C).")
         PoolKeeper().run(stop)
         self.stdout.write("Warm pool drained.")

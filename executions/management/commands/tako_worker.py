@@ -9,6 +9,7 @@ in its own process (the cluster forks its workers, which must not inherit its th
 from __future__ import annotations
 
 import multiprocessing
+import os
 import sys
 import time
 from typing import Any
@@ -19,6 +20,7 @@ from django.core.management.base import BaseCommand
 from django_q.models import Schedule
 
 from executions import services
+from executions.management.commands.tako_pool import PARENT_ENV
 from executions.models import ProcessBeat
 from executions.resilience import this_engine
 from executions.services.heartbeats import Heartbeat
@@ -44,9 +46,12 @@ class Command(BaseCommand):
             name="tako: prune old executions",
             defaults={"func": "executions.tasks.prune_executions", "schedule_type": Schedule.DAILY, "repeats": -1},
         )
-        # The keeper is started again whenever it dies (an engine fault it did not survive, a kill).
+        # The keeper is started again whenever it dies (an engine fault it did not survive, a kill),
+        # and ends if this process is killed (tako_pool.PARENT_ENV).
+        keeper_env = {**os.environ, PARENT_ENV: str(os.getpid())}
+        manage = str(settings.BASE_DIR / "manage.py")
         keeper = Supervisor(
-            [Program("pool keeper", [sys.executable, str(settings.BASE_DIR / "manage.py"), "tako_pool"])]
+            [Program("pool keeper", [sys.executable, manage, "tako_pool"], env=keeper_env)]
             if settings.TAKO_POOL_ENABLED
             else []
         )
