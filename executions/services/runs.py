@@ -282,11 +282,11 @@ def _run_spec(
 
 
 def _wait_for_image(environment: Environment, sandbox: Sandbox, *, deadline: float) -> str:
-    """The image's `name@sha256:…`; a job on an environment whose image is being built waits for
-    the build (within startup)."""
+    """The image's `name@sha256:…`; a job on an environment whose image is being built (or queued
+    to be) waits for the build (within startup)."""
     while (image_ref := sandbox.image_ref(environment.image)) is None:
         environment.refresh_from_db(fields=["build_status", "build_error"])
-        if environment.build_status != Environment.BuildStatus.BUILDING:
+        if environment.build_status not in Environment.BUILD_PENDING:  # queued or building: wait
             reason = f" (the last build failed: {environment.build_error})" if environment.build_error else ""
             raise SandboxError(
                 f"The image of job type '{environment.name}' is not built{reason}; an admin can build it with "
