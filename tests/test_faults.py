@@ -114,7 +114,9 @@ def test_soak_200_jobs_with_docker_gone_for_20_seconds(live_service, engine: Doc
     def client(indexes: range) -> None:
         with requests.Session() as session:
             for n in indexes:
-                for _ in range(400):  # a well-behaved client: on 429 or 503 it waits and tries again
+                # A well-behaved client: on 429 or 503 it waits and tries again (for up to 5 minutes:
+                # jobs wait out the outage in the queue, so it stays full for a while after).
+                for _ in range(1200):
                     response = session.post(f"{url}/execute/async", json={"code": f"print({n})"}, timeout=30)
                     if response.status_code == 202:
                         with lock:

@@ -213,14 +213,14 @@ def test_the_keeper_survives_the_engine_going_away_and_refills_when_it_returns(o
 
     proxy = DockerProxy(tmp_path / "docker.sock")
     proxy.up()
-    client = docker.DockerClient(base_url=proxy.url, version="1.41", timeout=3)
+    client = docker.DockerClient(base_url=proxy.url, version="1.41", timeout=10)
     through_proxy = DockerSandbox(own_deployment.config, client=client)
     stop = threading.Event()
     keeper = PoolKeeper(through_proxy, engine="host-a")
     thread = threading.Thread(target=keeper.run, args=(stop,))
     thread.start()
     try:
-        wait_for(lambda: len(ready(own_deployment)) == 2, timeout=30, what="the pool to fill")
+        wait_for(lambda: len(ready(own_deployment)) == 2, timeout=60, what="the pool to fill")
         proxy.down()
         own_deployment.pool_remove(ready(own_deployment))  # what a daemon restart leaves: no pool
         time.sleep(6)  # several failing rounds
