@@ -30,6 +30,16 @@ def submit(url: str, code: str, **fields: Any) -> str:
     return str(response.json()["job_id"])
 
 
+def containers_of(job_id: str) -> list[dict[str, Any]]:
+    """The containers running a job: created for it (labelled), or taken from the warm pool."""
+    import docker
+
+    from executions.sandbox.docker import container_execution, managed_label_filter
+
+    found = docker.from_env(version="auto").api.containers(all=True, filters={"label": managed_label_filter()})
+    return [summary for summary in found if container_execution(summary) == job_id]
+
+
 # -- processes, found by what they run and an entry of their environment ------------------------
 def pids_of(pattern: str) -> set[int]:
     found = subprocess.run(["pgrep", "-f", pattern], capture_output=True, text=True, check=False).stdout

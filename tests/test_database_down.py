@@ -10,7 +10,7 @@ import pytest
 import requests
 
 from tests.conftest import ServiceProcess, _free_port
-from tests.test_jobs import wait_for
+from tests.support import wait_for
 
 
 @pytest.fixture

@@ -16,7 +16,7 @@ import requests
 from executions.models import DeadLetter, Execution
 from tests.conftest import job_containers
 from tests.dockerproxy import DockerProxy
-from tests.test_jobs import submit, wait_for
+from tests.support import submit, wait_for
 
 
 @pytest.fixture

@@ -14,7 +14,7 @@ from executions.models import ProcessBeat
 from executions.resilience import engines
 from executions.services.heartbeats import ALIVE_SECONDS, Heartbeat, processes
 from tests.conftest import start_worker
-from tests.test_jobs import wait_for
+from tests.support import wait_for
 
 
 @pytest.mark.django_db

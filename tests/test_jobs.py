@@ -5,36 +5,12 @@ from __future__ import annotations
 import time
 import uuid
 
-import docker
 import pytest
 import requests
 
 from executions.models import Execution
-from executions.sandbox.docker import container_execution, managed_label_filter
 from tests.conftest import job_containers
-
-
-def submit(url: str, code: str, **fields) -> str:
-    response = requests.post(f"{url}/execute/async", json={"code": code, **fields}, timeout=10)
-    assert response.status_code == 202, response.text
-    assert response.json()["status"] == "queued"
-    return response.json()["job_id"]
-
-
-def wait_for(predicate, timeout: float = 30, what: str = "condition"):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(0.1)
-    raise AssertionError(f"timed out waiting for {what}")
-
-
-def containers_of(job_id: str) -> list:
-    """The containers running a job: created for it (labelled), or taken from the warm pool."""
-    found = docker.from_env(version="auto").api.containers(all=True, filters={"label": managed_label_filter()})
-    return [summary for summary in found if container_execution(summary) == job_id]
+from tests.support import containers_of, submit, wait_for
 
 
 def test_submit_poll_result(live_url: str) -> None:

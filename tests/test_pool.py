@@ -22,7 +22,7 @@ from executions.models import Environment, Execution, PoolState
 from executions.sandbox import ContainerShape, RunSpec, get_sandbox
 from executions.services import PoolKeeper, containers_reap, execution_create, pool_stats
 from executions.services.environments import environment_shape
-from tests.test_jobs import containers_of, wait_for
+from tests.support import containers_of, wait_for
 
 
 @pytest.fixture

@@ -11,7 +11,7 @@ from django.utils import timezone
 from executions import services
 from executions.models import Environment, Execution
 from executions.sandbox.docker import managed_labels
-from tests.test_jobs import containers_of, submit, wait_for
+from tests.support import containers_of, submit, wait_for
 
 
 def test_a_worker_killed_mid_job_leaves_no_job_running_and_no_container(live_service) -> None:

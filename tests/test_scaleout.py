@@ -18,7 +18,7 @@ import requests
 
 from executions.models import Execution
 from tests.conftest import ROOT, ServiceProcess, _free_port, require_tool, start_daphne, start_worker
-from tests.test_jobs import submit, wait_for
+from tests.support import submit, wait_for
 
 
 class RedisServer:
