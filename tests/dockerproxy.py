@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import os
-import select
+import selectors
 import socket
 import threading
 import time
@@ -85,22 +85,27 @@ class DockerProxy:
         with self._lock:
             self._open.add(engine)
         pair = {client: engine, engine: client}
+        # A selector, not select(): a long test session has file descriptors past select's 1024.
+        watch = selectors.DefaultSelector()
+        for sock in pair:
+            watch.register(sock, selectors.EVENT_READ)
         try:
             while True:
                 if self.mode == "hang":  # open connections go silent too
                     time.sleep(0.1)
                     continue
-                readable, _, _ = select.select(list(pair), [], [], 0.2)
+                readable = [key.fileobj for key, _ in watch.select(0.2)]
                 if self.mode == "down":
                     return
                 for sock in readable:
-                    data = sock.recv(65536)
+                    data = sock.recv(65536)  # type: ignore[union-attr]
                     if not data:
                         return
-                    pair[sock].sendall(data)
+                    pair[sock].sendall(data)  # type: ignore[index]
         except OSError:
             return
         finally:
+            watch.close()
             for sock in (client, engine):
                 with contextlib.suppress(OSError):
                     sock.close()

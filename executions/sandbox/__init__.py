@@ -10,14 +10,14 @@ from __future__ import annotations
 import hashlib
 import json
 import threading
+from collections import OrderedDict
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from functools import cache
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
 if TYPE_CHECKING:
-    from executions.sandbox.docker import DockerConfig
+    from executions.sandbox.docker import DockerConfig, DockerSandbox
 
 
 class SandboxUnavailable(Exception):
@@ -198,8 +198,22 @@ def _database_identity(database: dict[str, Any]) -> str:
     return hashlib.sha256(identity.encode()).hexdigest()[:16]
 
 
-@cache
+# A service process has one configuration, so one sandbox; tests change TAKO_DEPLOYMENT_ID for
+# isolation, and every sandbox holds engine connections: the few latest are kept, older ones closed.
+KEEP_SANDBOXES = 4
+_sandboxes: OrderedDict[DockerConfig, DockerSandbox] = OrderedDict()
+_sandboxes_lock = threading.Lock()
+
+
 def _docker_sandbox(config: DockerConfig) -> Sandbox:
     from executions.sandbox.docker import DockerSandbox
 
-    return DockerSandbox(config)
+    with _sandboxes_lock:
+        sandbox = _sandboxes.get(config)
+        if sandbox is not None:
+            _sandboxes.move_to_end(config)
+            return sandbox
+        sandbox = _sandboxes[config] = DockerSandbox(config)
+        while len(_sandboxes) > KEEP_SANDBOXES:
+            _sandboxes.popitem(last=False)[1].close()
+        return sandbox

@@ -219,7 +219,9 @@ class PoolKeeper:
 
     def _drain_quietly(self) -> None:
         try:
-            self.sandbox.pool_remove([c for c in self.sandbox.pool_containers() if c.state != "in_use"])
+            # Ready and dead ones only: a "claimed" one may be a job's that is being taken this very
+            # moment (renamed, its owner not written yet); a fault's leftover goes after CLAIM_STUCK_SECONDS.
+            self.sandbox.pool_remove([c for c in self.sandbox.pool_containers() if c.state in ("ready", "dead")])
             PoolState.objects.filter(engine=self.engine).delete()
             self._published = {}
         except Exception as exc:  # draining is best effort: the reaper removes what is left

@@ -62,6 +62,10 @@ class DockerSandbox:
     def ping(self) -> bool:
         return self.engine.ping()
 
+    def close(self) -> None:
+        """Close its connections to the engine (used again, it opens new ones)."""
+        self.engine.close()
+
     # The pool's engine faults reach the keeper as SandboxUnavailable / SandboxError, never as the
     # SDK's or requests' own exceptions (a connection refused mid-rename once killed the keeper).
     def pool_start(self, shape: ContainerShape, pool: str) -> None:

@@ -81,6 +81,13 @@ class Engine:
     def api(self) -> docker.APIClient:
         return self.client.api
 
+    def close(self) -> None:
+        with self._lock:
+            clients, self._client, self._ping_client = (self._client, self._ping_client), None, None
+        for client in clients:
+            if client is not None:
+                client.close()
+
     def ping(self) -> bool:
         try:
             if self._ping_client is None:  # its own client: a short timeout, and never the lock
