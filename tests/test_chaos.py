@@ -80,7 +80,7 @@ def chaos_service(transactional_db: None, default_image: str, tmp_path: Path) ->
         ["-m", "takoweb.supervise", "web", "worker"], tmp_path / "service.log",
         HOST="127.0.0.1", PORT=str(port), TAKO_WORKER_NAME=name, TAKO_ENGINE_NAME=name, DOCKER_HOST=proxy.url,
         TAKO_MAX_WORKERS="2", TAKO_QUEUE_POLL="0.05", TAKO_BREAKER_RESET_SECONDS="5", TAKO_RETRY_BASE_DELAY="0.2",
-        TAKO_DOCKER_TIMEOUT="3", TAKO_STALE_AFTER="10", TAKO_POOL_ENABLED="1",
+        TAKO_DOCKER_TIMEOUT="3", TAKO_POOL_ENABLED="1",
         # A task a killed cluster had taken from the queue is handed out again after this (600 s
         # by default, so a long queue wait is never mistaken for a loss); the sweep runs each minute.
         TAKO_REDISPATCH_AFTER="30",
@@ -140,6 +140,8 @@ def test_the_service_survives_its_parts_being_killed(chaos_service: Any) -> None
     began = time.monotonic()
     os.killpg(main, signal.SIGKILL)
     wait_for(lambda: pids_with("manage.py tako_worker", env) - cluster, timeout=30, what="a new cluster")
+    # Its keeper, left without its cluster, drains its pool and ends (tako_pool.PARENT_ENV).
+    wait_for(lambda: len(pids_with("manage.py tako_pool", env)) == 1, timeout=30, what="one keeper again")
     settle("cluster killed", began)
 
     # 5. The engine gone for 20 s: /health says so; jobs wait for it; the pool refills after.

@@ -56,6 +56,10 @@ def translate_docker_errors(action: str) -> Iterator[None]:
         raise SandboxUnavailable(f"{action}: Docker engine unreachable") from exc
     except docker.errors.DockerException as exc:
         raise SandboxUnavailable(f"{action}: {exc}") from exc
+    # The engine's connection cut mid-call: a raw attach socket (broken pipe, reset), a response
+    # cut short. The engine going away, not a fault of ours.
+    except (ConnectionError, TimeoutError, requests.exceptions.RequestException) as exc:
+        raise SandboxUnavailable(f"{action}: the connection to the Docker engine was lost ({exc})") from exc
 
 
 class Engine:
