@@ -59,7 +59,9 @@ class WarmPool:
             if POOL_LABEL not in labels:
                 continue
             if name.startswith(POOL_NAME_PREFIX):
-                state = "ready" if summary.get("State") == "running" else "dead"
+                # Without its host folder (an engine fault cut its start short) it can serve no job.
+                usable = summary.get("State") == "running" and Path(labels.get(WORKDIR_LABEL, "/nonexistent")).is_dir()
+                state = "ready" if usable else "dead"
             elif name.startswith(CLAIMED_NAME_PREFIX):
                 # Taken by a job, or claimed for a moment (by a job, for removal), or left so by a fault.
                 state = "in_use" if container_execution(summary) else "claimed"
@@ -110,7 +112,13 @@ class WarmPool:
             name = _name_of(summary)
             if self._claim(name):
                 workdir = Path(summary["Labels"][WORKDIR_LABEL])
-                (workdir / OWNER_FILE).write_text(spec.execution_id)
+                try:
+                    (workdir / OWNER_FILE).write_text(spec.execution_id)
+                except FileNotFoundError:
+                    # Its folder is gone: an engine fault cut its start short after the engine had
+                    # made it (the keeper cleaned up what it believed failed). Unusable: remove it.
+                    remove_now(self.engine, CLAIMED_NAME_PREFIX + _token_of(name), None)
+                    continue
                 return str(summary["Id"]), workdir
         return None
 
