@@ -41,7 +41,7 @@ test-unit:
 compose-check:
 	scripts/check-compose.sh
 
-# Rewrites the hashed lock files in requirements/ after a change to pyproject.toml's dependencies.
+# Rewrites the hashed lock files (requirements.txt, requirements-dev.txt) after a change to pyproject.toml's dependencies.
 lock:
 	scripts/lock.sh
 

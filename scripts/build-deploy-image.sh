@@ -3,7 +3,7 @@
 # Online, its base is the digest-pinned python:3.11-slim of the Dockerfile. Where no container
 # registry answers, the same Dockerfile is built on a base made offline from the machine's Debian
 # mirror (debootstrap + docker import: python3, venv, CA certificates), kept as tako-deploy-base.
-# Python packages come from requirements/runtime.txt in both cases (--require-hashes); where the
+# Python packages come from requirements.txt in both cases (--require-hashes); where the
 # host's pip trusts its index through a CA bundle of its own, the build is given the same bundle.
 set -euo pipefail
 cd "$(dirname "$0")/.."

@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Refuses to install from a lock file that no longer matches pyproject.toml.
 
-Each lock in requirements/ records, in its first line, a digest of the dependency lists it was
+Each lock (requirements.txt, requirements-dev.txt) records, in its first line, a digest of the dependency lists it was
 compiled from. `make lock` writes the locks; this script (stdlib only, run before every install)
 compares. Usage: check_lock.py [NAME ...]  (default: every lock; --header NAME prints the first line
 the lock NAME must carry)
@@ -32,17 +32,24 @@ def inputs_digest(name: str) -> str:
     return hashlib.sha256("\n".join(lists).encode()).hexdigest()
 
 
+def lock_path(name: str) -> Path:
+    return ROOT / ("requirements.txt" if name == "runtime" else f"requirements-{name}.txt")
+
+
 def header(name: str) -> str:
     return f"# inputs: sha256:{inputs_digest(name)} (pyproject.toml; regenerate with `make lock`)"
 
 
 def main(argv: list[str]) -> int:
+    if argv[:1] == ["--path"]:
+        print(lock_path(argv[1]).relative_to(ROOT))
+        return 0
     if argv[:1] == ["--header"]:
         print(header(argv[1]))
         return 0
     stale = []
     for name in argv or LOCKS:
-        path = ROOT / "requirements" / f"{name}.txt"
+        path = lock_path(name)
         first = path.read_text().splitlines()[0] if path.exists() else ""
         if first != header(name):
             stale.append(str(path.relative_to(ROOT)))

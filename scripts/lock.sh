@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Writes the hashed lock files in requirements/ from pyproject.toml (`make lock`), with a pinned uv
+# Writes the hashed lock files requirements.txt and requirements-dev.txt from pyproject.toml (`make lock`), with a pinned uv
 # in a tools venv of its own. Installs never resolve: they take exactly these files (--require-hashes).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -9,16 +9,15 @@ if [ ! -x "$TOOLS/bin/uv" ] || [ "$("$TOOLS/bin/uv" --version | cut -d' ' -f2)" 
   python3 -m venv "$TOOLS"
   "$TOOLS/bin/pip" install --quiet "uv==$UV_VERSION"
 fi
-compile() {  # compile NAME ARGS...: requirements/NAME.txt for every platform, Python 3.11
+compile() {  # compile NAME ARGS...: the lock of NAME (check_lock.py) for every platform, Python 3.11
   local name=$1 body
   shift
   body=$("$TOOLS/bin/uv" pip compile --universal --python-version 3.11 --generate-hashes \
     --no-header "$@")
-  { python3 scripts/check_lock.py --header "$name"; echo "$body"; } > "requirements/$name.txt"
+  { python3 scripts/check_lock.py --header "$name"; echo "$body"; } > "$(python3 scripts/check_lock.py --path "$name")"
 }
-mkdir -p requirements
 compile runtime pyproject.toml
 # The test and browser tools, at the runtime's versions wherever they share a package.
-compile dev pyproject.toml --group test --group browser -c requirements/runtime.txt
+compile dev pyproject.toml --group test --group browser -c requirements.txt
 python3 scripts/check_lock.py
-echo "requirements/runtime.txt and requirements/dev.txt written"
+echo "requirements.txt and requirements-dev.txt written"

@@ -2,9 +2,9 @@
 # The one set-up step, run before anything else by `make run` (profile run) and `make test`
 # (profile test). Idempotent: it installs only what is missing and starts only what is down.
 #   run:  Docker engine (Debian's docker.io, containerd, runc) and debootstrap, the Python
-#         dependencies of requirements/runtime.txt, the database, static files, the default image.
+#         dependencies of requirements.txt, the database, static files, the default image.
 #   test: all of run, plus Chromium, PostgreSQL and Redis (started on loopback for the second test
-#         pass), Docker Compose (to check deploy/compose.yaml), and requirements/dev.txt.
+#         pass), Docker Compose (to check deploy/compose.yaml), and requirements-dev.txt.
 # It ends with one line that checks everything it promised, or fails naming what is missing.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -43,8 +43,8 @@ if [ "$PROFILE" = test ]; then
 fi
 
 # 3. Python dependencies, exactly as locked (hashes required; a stale lock refuses to install).
-LOCK=requirements/runtime.txt
-[ "$PROFILE" = test ] && LOCK=requirements/dev.txt
+LOCK=requirements.txt
+[ "$PROFILE" = test ] && LOCK=requirements-dev.txt
 python3 scripts/check_lock.py
 stamp="$VENV/.installed-$(basename "$LOCK" .txt)"
 lock_sum=$(sha256sum "$LOCK" | cut -d' ' -f1)
