@@ -141,6 +141,20 @@ def breaker_is_open(name: str | None = None) -> bool:
     return breaker_state(name)["state"] == CircuitBreaker.State.OPEN
 
 
+def breaker_refuses(name: str | None = None) -> bool:
+    """Would breaker_acquire refuse now? Open and not yet due to reset, or half_open with a probe
+    in flight. A read, no lock: workers ask it before claiming a job they could not start."""
+    breaker = CircuitBreaker.objects.filter(name=name or this_engine()).first()
+    if breaker is None or breaker.state == CircuitBreaker.State.CLOSED:
+        return False
+    now = timezone.now()
+    if breaker.state == CircuitBreaker.State.OPEN:
+        reset_at = (breaker.opened_at or now) + timedelta(seconds=settings.TAKO_BREAKER_RESET_SECONDS)
+        return now < reset_at
+    probing_since = breaker.probe_started_at
+    return probing_since is not None and now - probing_since <= timedelta(seconds=PROBE_STALE_SECONDS)
+
+
 def engine_seen(name: str | None = None) -> None:
     """A worker host's keeper says its engine is alive (at most every few seconds)."""
     CircuitBreaker.objects.update_or_create(name=name or this_engine(), defaults={"seen_at": timezone.now()})

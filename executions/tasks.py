@@ -9,7 +9,7 @@ from django.conf import settings
 from executions import services
 from executions.health import probe_breaker
 from executions.models import Execution
-from executions.resilience import another_engine_available, breaker_is_open
+from executions.resilience import another_engine_available, breaker_is_open, breaker_refuses
 from executions.sandbox import get_sandbox
 
 MAX_HOPS = 5  # a job whose start failed this often on engines with a closed breaker runs where it lands
@@ -23,6 +23,12 @@ def run_execution(execution_id: str, hops: int = 0) -> None:
     without counting (its queue consumer stops taking jobs within a second); a failed start with
     the breaker still closed counts a hop, and after MAX_HOPS the job runs where it lands (and
     goes to the dead letter queue if that engine still fails)."""
+    if breaker_refuses() and not another_engine_available():
+        held = services.execution_hold_for_engine(execution_id)
+        if held is not None:  # every engine fails: it waits, queued and unclaimed
+            time.sleep(OUTAGE_PAUSE_SECONDS)
+            services.execution_dispatch(held, hops=hops)
+            return
     execution = services.execution_run(execution_id=execution_id, role="worker", may_hand_over=hops < MAX_HOPS)
     if execution.status == Execution.Status.QUEUED and not another_engine_available():
         # No engine works: it waits out the outage (within TAKO_OUTAGE_GRACE), queued; a pause

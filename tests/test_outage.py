@@ -67,3 +67,47 @@ def test_the_engine_back_runs_the_waiting_job(engine_down: FakeSandbox) -> None:
     engine_down.available = True
     ran = execution_run(execution_id=waiting.pk, sandbox=engine_down, role="worker")
     assert (ran.status, ran.stdout) == (Execution.Status.SUCCEEDED, "1\n")
+
+
+def test_while_the_breaker_refuses_a_worker_holds_the_job_queued_without_claiming_it(settings, monkeypatch) -> None:
+    """Every engine failing, the task does not claim the job (its status never flickers to
+    running); it marks the wait once, pauses and hands the job to the queue again."""
+    from executions import tasks
+    from executions.models import CircuitBreaker
+    from executions.resilience import this_engine
+
+    settings.TAKO_OUTAGE_GRACE = 300
+    CircuitBreaker.objects.update_or_create(
+        name=this_engine(), defaults={"state": CircuitBreaker.State.OPEN, "opened_at": timezone.now()}
+    )
+    dispatched: list[tuple[str, int]] = []
+    monkeypatch.setattr(tasks.time, "sleep", lambda seconds: None)
+    monkeypatch.setattr(
+        tasks.services, "execution_dispatch", lambda execution, hops=0: dispatched.append((str(execution.pk), hops))
+    )
+    job = queued(is_async=True)
+    tasks.run_execution(str(job.pk))
+    job.refresh_from_db()
+    assert (job.status, job.started_at, job.worker) == (Execution.Status.QUEUED, None, "")
+    assert job.engine_wait_since is not None and dispatched == [(str(job.pk), 0)]
+
+    # Past the grace it is no longer held: it runs and ends service_unavailable, dead-lettered.
+    Execution.objects.filter(pk=job.pk).update(engine_wait_since=timezone.now() - timedelta(seconds=301))
+    tasks.run_execution(str(job.pk))
+    job.refresh_from_db()
+    assert (job.status, job.error_type) == (Execution.Status.FAILED, "service_unavailable")
+    assert DeadLetter.objects.filter(execution=job).exists() and len(dispatched) == 1
+
+
+def test_a_half_open_breaker_without_a_probe_in_flight_lets_a_job_be_the_probe(settings) -> None:
+    from executions.models import CircuitBreaker
+    from executions.resilience import breaker_refuses, this_engine
+
+    opened = timezone.now() - timedelta(seconds=settings.TAKO_BREAKER_RESET_SECONDS + 1)
+    breaker, _ = CircuitBreaker.objects.update_or_create(
+        name=this_engine(), defaults={"state": CircuitBreaker.State.OPEN, "opened_at": opened}
+    )
+    assert not breaker_refuses()  # due to reset: the next run probes
+    breaker.state, breaker.probe_started_at = CircuitBreaker.State.HALF_OPEN, timezone.now()
+    breaker.save()
+    assert breaker_refuses()  # a probe is in flight

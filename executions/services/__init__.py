@@ -35,7 +35,7 @@ from executions.services.jobs import (
     queue_stats,
 )
 from executions.services.pool import PoolKeeper, pool_stats
-from executions.services.runs import StartupTimeout, execution_run, worker_name
+from executions.services.runs import StartupTimeout, execution_hold_for_engine, execution_run, worker_name
 from executions.services.submissions import (
     Admitted,
     Submitter,
@@ -73,6 +73,7 @@ __all__ = [
     "execution_create",
     "execution_derive",
     "execution_dispatch",
+    "execution_hold_for_engine",
     "execution_run",
     "execution_submit",
     "execution_submit_sync",

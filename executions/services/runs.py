@@ -125,6 +125,25 @@ def _within_outage_grace(execution: Execution) -> bool:
     return (timezone.now() - since).total_seconds() < settings.TAKO_OUTAGE_GRACE
 
 
+def execution_hold_for_engine(execution_id: Any) -> Execution | None:
+    """Every engine is failing (this host's breaker is open and no other works): a queued async
+    job stays queued, unclaimed, while within TAKO_OUTAGE_GRACE, so its status never flickers to
+    running for a run that cannot start. Returns it when held, None when it should run now (to
+    end service_unavailable past the grace) or is no longer queued."""
+    execution = Execution.objects.get(pk=execution_id)
+    if execution.status != Execution.Status.QUEUED or not execution.is_async:
+        return None
+    if not _within_outage_grace(execution):
+        return None
+    if execution.engine_wait_since is None:
+        execution.engine_wait_since = timezone.now()
+        Execution.objects.filter(pk=execution.pk, engine_wait_since__isnull=True).update(
+            engine_wait_since=execution.engine_wait_since
+        )
+        logger.warning("Execution %s: every engine is failing; it waits for one, queued", execution.pk)
+    return execution
+
+
 def _wait_for_engine(execution: Execution, error: str) -> Execution:
     """Back to the queue to wait out an outage of every engine (its container never started);
     the task hands it to the queue again after a pause (tasks.run_execution)."""
