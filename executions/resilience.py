@@ -14,19 +14,38 @@ half_open --(TAKO_BREAKER_CLOSE_AFTER successes)--> closed;  half_open --(a fail
 from __future__ import annotations
 
 import random
+import time
 from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
 
 from django.conf import settings
 from django.db import transaction
-from django.db.models import F
 from django.utils import timezone
 
 from executions.models import CircuitBreaker, iso_utc
 
 PROBE_STALE_SECONDS = 120  # a probe that never reported back (its worker died) frees the slot
 ENGINE_ALIVE_SECONDS = 60  # an engine whose keeper has not been seen for this long is taken for gone
+
+
+HEALTHY_CACHE_SECONDS = 2.0  # how long this process trusts a read of a closed breaker with no failures
+
+# engine name -> time.monotonic() of the last read finding its breaker closed with no failures. On
+# the hot path, breaker_acquire and breaker_success then cost no statement. This process's own
+# failures clear it at once; another process's failures reach it within HEALTHY_CACHE_SECONDS
+# (meanwhile it only tries the engine, which fails on its own if it is down).
+_seen_healthy: dict[str, float] = {}
+
+
+def _recently_healthy(name: str) -> bool:
+    seen = _seen_healthy.get(name)
+    return seen is not None and time.monotonic() - seen < HEALTHY_CACHE_SECONDS
+
+
+def forget_breaker_reads() -> None:
+    """Drop what this process remembers of the breakers (tests that move a breaker by hand)."""
+    _seen_healthy.clear()
 
 
 def this_engine() -> str:
@@ -45,8 +64,13 @@ def _locked(name: str) -> CircuitBreaker:
 def breaker_acquire(name: str | None = None) -> None:
     """Ask to call the engine; raises CircuitOpen when the breaker refuses."""
     name = name or this_engine()
-    state = CircuitBreaker.objects.filter(name=name).values_list("state", flat=True).first()
-    if state in (None, CircuitBreaker.State.CLOSED):  # the common case: a read, no lock
+    if _recently_healthy(name):  # the common case: no statement at all
+        return
+    row = CircuitBreaker.objects.filter(name=name).values_list("state", "failure_count").first()
+    state, failures = row or (CircuitBreaker.State.CLOSED, 0)
+    if state == CircuitBreaker.State.CLOSED:  # a read, no lock
+        if failures == 0:
+            _seen_healthy[name] = time.monotonic()
         return
     now = timezone.now()
     with transaction.atomic():
@@ -76,8 +100,11 @@ def breaker_acquire(name: str | None = None) -> None:
 def breaker_success(name: str | None = None) -> bool:
     """Record a call that worked; True when this closed the breaker (the engine is back)."""
     name = name or this_engine()
+    if _recently_healthy(name):  # closed with no failures to forget: nothing to write
+        return False
     healthy = CircuitBreaker.objects.filter(name=name, state=CircuitBreaker.State.CLOSED, failure_count=0)
-    if healthy.update(success_count=F("success_count") + 1):  # the common case: one atomic update
+    if healthy.exists():  # a read: a closed breaker's successes are not counted
+        _seen_healthy[name] = time.monotonic()
         return False
     closed = False
     with transaction.atomic():
@@ -98,6 +125,7 @@ def breaker_success(name: str | None = None) -> bool:
 
 def breaker_failure(message: str, name: str | None = None) -> None:
     name = name or this_engine()
+    _seen_healthy.pop(name, None)
     now = timezone.now()
     with transaction.atomic():
         breaker = _locked(name)

@@ -27,6 +27,7 @@ from referencing.jsonschema import DRAFT202012
 
 from executions.api.app import openapi_document
 from executions.models import Environment
+from executions.resilience import forget_breaker_reads
 from executions.sandbox import get_sandbox
 from executions.sandbox.docker import POOL_NAME_PREFIX, DockerSandbox, managed_label_filter
 from executions.sandbox.images import ensure_image
@@ -97,6 +98,12 @@ def _anonymous_api(settings: Any) -> None:
     than a person would; test_auth turns both limits back on."""
     settings.TAKO_ALLOW_ANONYMOUS = True
     settings.TAKO_RATE_LIMIT_PER_MINUTE = 0
+
+
+@pytest.fixture(autouse=True)
+def _no_remembered_breaker_reads() -> None:
+    """Each test starts from the breaker's row: this process forgets what it last read of it."""
+    forget_breaker_reads()
 
 
 @pytest.fixture(autouse=True)

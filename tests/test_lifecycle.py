@@ -104,6 +104,25 @@ def test_the_recovery_sweeps_ending_notifies_open_pages(open_pages: None, monkey
     assert execution.dead_letters.count() == 1
 
 
+def test_a_sync_run_whose_web_process_died_ends_and_is_not_run_again(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A sync run records no container start (one statement fewer on the hot path): its caller's
+    connection died with the process, so recovery ends it rather than running it again later."""
+    from executions.services import jobs
+
+    monkeypatch.setattr(jobs, "get_sandbox", lambda: type("Sandbox", (), {"stop": lambda self, pk: None})())
+    dispatched: list[str] = []
+    monkeypatch.setattr(jobs, "execution_dispatch", lambda execution, **_: dispatched.append(str(execution.pk)))
+    stale = timezone.now() - timedelta(minutes=5)
+    execution = services.execution_create(
+        code="print(1)", input_data={}, environment=Environment.objects.get(name="default"), is_async=False
+    )
+    Execution.objects.filter(pk=execution.pk).update(status="running", worker="gone:web:41", heartbeat_at=stale)
+    assert services.executions_recover(stale_after=30) == 1
+    execution.refresh_from_db()
+    assert (execution.status, execution.error_type) == ("failed", "internal_error")
+    assert "web process running this request (gone:web:41)" in execution.error_message and dispatched == []
+
+
 def test_ending_twice_is_a_no_op_the_second_time(open_pages: None) -> None:
     from executions.sandbox.classify import failure
     from executions.services import lifecycle

@@ -38,7 +38,9 @@ def test_a_worker_killed_mid_job_leaves_no_job_running_and_no_container(live_ser
 
 def test_a_job_claimed_but_never_started_is_run_again(live_service) -> None:
     environment = Environment.objects.get(name="default")
-    execution = services.execution_create(code="print('second chance')", input_data={}, environment=environment)
+    execution = services.execution_create(
+        code="print('second chance')", input_data={}, environment=environment, is_async=True
+    )
     Execution.objects.filter(pk=execution.pk).update(
         status="running", worker=f"{live_service.WORKER_NAME}:worker", started_at=timezone.now()
     )  # as if the worker died between claiming it and starting its container

@@ -112,8 +112,9 @@ def executions_recover(*, worker_prefix: str | None = None, stale_after: int | N
 
     A job is orphaned when its worker name starts with `worker_prefix` (that worker is
     starting, so nothing of it still runs) or its heartbeat is older than `stale_after` seconds.
-    One whose container never started is queued again; one whose container ran is stopped and
-    ends failed with internal_error, saying why.
+    An async job whose container never started is queued again; one whose container ran is
+    stopped and ends failed with internal_error, saying why. So does a sync run: its caller's
+    connection went with the process that ran it, and a run nobody waits for is not repeated.
     """
     running = Execution.objects.filter(status=Execution.Status.RUNNING)
     if worker_prefix is not None:
@@ -123,7 +124,7 @@ def executions_recover(*, worker_prefix: str | None = None, stale_after: int | N
         orphans = running.filter(heartbeat_at__lt=cutoff)
     handled = 0
     for execution in orphans:
-        if execution.container_started_at is None and not execution.cancel_requested:
+        if execution.is_async and execution.container_started_at is None and not execution.cancel_requested:
             if lifecycle.requeue(execution):
                 logger.warning("Execution %s never started on its lost worker; queued again", execution.pk)
                 execution_dispatch(execution)
@@ -137,7 +138,10 @@ def executions_recover(*, worker_prefix: str | None = None, stale_after: int | N
         outcome = failure(
             "internal_error",
             f"The worker running this job ({worker}) stopped before the job finished; "
-            "its container was stopped. Rerun the job to try again.",
+            "its container was stopped. Rerun the job to try again."
+            if execution.is_async
+            else f"The web process running this request ({worker}) stopped before it finished; "
+            "its container was stopped. Send the request again.",
             phase="execution",
         )
         if lifecycle.end(execution, outcome, expected=[Execution.Status.RUNNING]):

@@ -10,6 +10,7 @@ is decided on the engine (see sandbox/docker/pool.py), not here; jobs never wait
 
 from __future__ import annotations
 
+import atexit
 import logging
 import os
 import threading
@@ -242,10 +243,56 @@ def pool_stats() -> dict[str, dict[str, Any]]:
     return dict(sorted(pools.items()))
 
 
+COUNTS_FLUSH_SECONDS = 1.0
+
+
+class _PoolCounts:
+    """Hits and misses added up in memory and written by a timer thread at most once a second, so
+    counting a run costs its request no statement. The figures lag by up to a second; a process
+    killed outright loses its last second of counts (statistics, not records)."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._pending: dict[tuple[str, str, str], int] = {}
+        self._timer: threading.Timer | None = None
+
+    def add(self, engine: str, environment: str, field: str) -> None:
+        with self._lock:
+            key = (engine, environment, field)
+            self._pending[key] = self._pending.get(key, 0) + 1
+            if self._timer is None:
+                self._timer = threading.Timer(COUNTS_FLUSH_SECONDS, self.flush_quietly)
+                self._timer.daemon = True
+                self._timer.start()
+
+    def flush(self) -> None:
+        with self._lock:
+            pending, self._pending = self._pending, {}
+            self._timer = None
+        for (engine, environment, field), n in pending.items():
+            PoolState.objects.filter(engine=engine, environment=environment).update(**{field: F(field) + n})
+
+    def flush_quietly(self) -> None:
+        try:
+            self.flush()
+        except Exception as exc:  # the database is away: these counts are lost, runs are not
+            logger.warning("Could not record the pool's hits and misses: %s", exc)
+        finally:
+            connections.close_all()  # this thread's own connection
+
+
+_pool_counts = _PoolCounts()
+atexit.register(_pool_counts.flush_quietly)  # a process ending normally keeps its last counts
+
+
 def pool_count(*, environment: str, warm: bool) -> None:
     """Count a run that got a pooled container (warm) or wanted one and started cold."""
-    field = "hits" if warm else "misses"
-    PoolState.objects.filter(engine=this_engine(), environment=environment).update(**{field: F(field) + 1})
+    _pool_counts.add(this_engine(), environment, "hits" if warm else "misses")
+
+
+def pool_counts_flush() -> None:
+    """Write the counts added up so far now (tests; a process about to end)."""
+    _pool_counts.flush()
 
 
 def _empty_stats() -> dict[str, Any]:

@@ -216,6 +216,7 @@ class _RunMonitor:
 
     def __init__(self, execution: Execution) -> None:
         self.execution_id = execution.pk
+        self.is_async = execution.is_async
         self.cancel = threading.Event()
         self.container_started = False
         self._output = {"stdout": "", "stderr": ""}
@@ -232,7 +233,8 @@ class _RunMonitor:
 
     def on_container_start(self) -> None:
         self.container_started = True
-        Execution.objects.filter(pk=self.execution_id).update(container_started_at=timezone.now())
+        if self.is_async:  # recovery re-runs a lost worker's job only if its container never started
+            Execution.objects.filter(pk=self.execution_id).update(container_started_at=timezone.now())
 
     def stop(self) -> None:
         self._stopped.set()

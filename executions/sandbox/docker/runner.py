@@ -336,6 +336,9 @@ def remove_now(engine: Engine, container_id: str | None, run_dir: Path | None) -
             engine.api.remove_container(container_id, force=True)
     except docker.errors.NotFound:
         pass
+    except docker.errors.APIError as exc:
+        if exc.status_code != 409:  # 409: its removal is already under way (the reaper, a test's clean-up)
+            logger.warning("Could not remove container %s", container_id, exc_info=True)
     except (docker.errors.DockerException, requests.exceptions.RequestException, SandboxUnavailable):
         # Left for the reaper (remove_stale_containers / containers_reap); its label finds it.
         logger.warning("Could not remove container %s", container_id, exc_info=True)
