@@ -2,15 +2,36 @@
 
 from __future__ import annotations
 
+import contextlib
+import json
+import os
+import re
+import shutil
+import signal
+import socket
 import subprocess
+import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any, TypeVar
 
+import docker
+import pytest
 import requests
+from django.conf import settings
+from django.test import Client
+from jsonschema import Draft202012Validator
+from referencing import Registry
+from referencing.jsonschema import DRAFT202012
+
+from executions.api.app import openapi_document
+from executions.sandbox.docker import POOL_NAME_PREFIX, managed_label_filter
 
 T = TypeVar("T")
+ROOT = Path(__file__).resolve().parent.parent
+SPEC_URI = "urn:tako:openapi"
+SCREENSHOTS = ROOT / "artifacts" / "screenshots"
 
 
 def wait_for(predicate: Callable[[], T], timeout: float = 30, what: str = "condition") -> T:
@@ -72,3 +93,187 @@ def alive(pid: int) -> bool:
     except OSError:
         return False
     return state != "Z"
+
+
+# Everything a test needs from the machine comes from the one set-up step, before any test runs.
+SETUP_HINT = "run `make setup-test` (scripts/setup.sh test; `make test` runs it first)"
+
+
+def require_tool(name: str) -> str:
+    """The path of a program set-up installs; fails the test naming the set-up step when it is missing."""
+    found = shutil.which(name)
+    if found is None:
+        pytest.fail(f"{name} is not installed: {SETUP_HINT}")
+    return found
+
+
+# -- an API client that checks every response against the OpenAPI document ----------------------
+class _Spec:
+    """The document generated from api/schemas.py, as /openapi.json serves it."""
+
+    def __init__(self) -> None:
+        self.document = openapi_document()
+        self.registry = Registry().with_resource(SPEC_URI, DRAFT202012.create_resource(self.document))
+        self.routes = [
+            (re.compile("^" + re.sub(r"\{[^}]+\}", "[^/]+", template) + "$"), template)
+            for template in self.document["paths"]
+        ]
+
+    def operation(self, path: str, method: str) -> dict[str, Any] | None:
+        for pattern, template in self.routes:
+            if pattern.match(path):
+                return self.document["paths"][template].get(method.lower())
+        return None
+
+    def check(self, method: str, path: str, response: Any) -> None:
+        operation = self.operation(path, method)
+        if operation is None or method == "HEAD":
+            return
+        documented = operation["responses"].get(str(response.status_code))
+        assert documented is not None, f"{method} {path} answered {response.status_code}, not documented"
+        if "application/json" not in documented.get("content", {}):
+            return  # a file or an empty 304
+        schema = documented["content"]["application/json"]["schema"]
+        body = json.loads(response.content)
+        validator = Draft202012Validator({"$id": "urn:tako:check", **_absolute_refs(schema)}, registry=self.registry)
+        errors = sorted(validator.iter_errors(body), key=str)
+        assert not errors, f"{method} {path} {response.status_code} does not match the spec: {errors[0]}"
+
+
+def _absolute_refs(schema: Any) -> Any:
+    if isinstance(schema, dict):
+        return {
+            k: (SPEC_URI + v if k == "$ref" and v.startswith("#") else _absolute_refs(v)) for k, v in schema.items()
+        }
+    if isinstance(schema, list):
+        return [_absolute_refs(v) for v in schema]
+    return schema
+
+
+SPEC = _Spec()
+
+
+class ApiClient:
+    """Django's test client speaking JSON; every API response is validated against /openapi.json."""
+
+    def __init__(self) -> None:
+        self.client = Client()
+
+    def request(self, method: str, path: str, body: Any = None, **extra: Any) -> Any:
+        """`extra` is Django's: WSGI names such as HTTP_X_CORRELATION_ID, or content_type."""
+        kwargs: dict[str, Any] = dict(extra)
+        if body is not None:
+            kwargs["data"] = body if isinstance(body, str | bytes) else json.dumps(body)
+            kwargs.setdefault("content_type", "application/json")
+        response = getattr(self.client, method.lower())(path, **kwargs)
+        SPEC.check(method, path.split("?")[0], response)
+        return response
+
+    def get(self, path: str, **extra: Any) -> Any:
+        return self.request("GET", path, **extra)
+
+    def post(self, path: str, body: Any = None, **extra: Any) -> Any:
+        return self.request("POST", path, body, **extra)
+
+
+def job_containers(*, settle: float = 20.0) -> list[tuple[str, str]]:
+    """(name, state) of this deployment's containers except ready pooled ones, once the background
+    removal of finished runs has had up to `settle` seconds."""
+    client = docker.from_env(version="auto").api
+    deadline = time.monotonic() + settle
+    while True:
+        summaries = client.containers(all=True, filters={"label": managed_label_filter()})
+        found = [(s["Names"][0].lstrip("/"), s["State"]) for s in summaries]
+        found = [
+            (name, state) for name, state in found if not (name.startswith(POOL_NAME_PREFIX) and state == "running")
+        ]
+        if not found or time.monotonic() > deadline:
+            return found
+        time.sleep(0.1)
+
+
+# -- the real service: daphne and a worker cluster on the test database -------------------------
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+class ServiceProcess:
+    """A `manage.py`-style process of the service, its output kept in a log file for assertions."""
+
+    def __init__(self, args: list[str], log: Path, **env: str) -> None:
+        self.args = args
+        self.log = log
+        environment = {
+            **os.environ,
+            **service_database_env(),
+            "TAKO_ALLOW_ANONYMOUS": "1",
+            "TAKO_RATE_LIMIT_PER_MINUTE": "0",
+            **env,
+        }
+        with log.open("ab") as out:
+            self.process = subprocess.Popen(
+                [sys.executable, *args], cwd=ROOT, env=environment, stdout=out, stderr=subprocess.STDOUT,
+                start_new_session=True,  # its own process group, so a test can kill all of it
+            )  # fmt: skip
+
+    def output(self) -> str:
+        return self.log.read_text(errors="replace")
+
+    def stop(self) -> None:
+        """Stop as a supervisor would (SIGTERM to the main process), killing what remains after 15 s."""
+        with contextlib.suppress(ProcessLookupError):
+            self.process.terminate()
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            self.process.wait(timeout=15)
+        self.kill()
+
+    def kill(self) -> None:
+        """SIGKILL to every process of it at once: a crash, nothing gets to clean up."""
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(self.process.pid, signal.SIGKILL)
+        self.process.wait(timeout=30)
+
+
+def service_database_env() -> dict[str, str]:
+    """Points a service process at the test database (whichever engine this pass uses)."""
+    database = settings.DATABASES["default"]
+    if database["ENGINE"] == "django.db.backends.sqlite3":
+        return {"TAKO_SQLITE_PATH": str(database["NAME"])}
+    user, password = database.get("USER", ""), database.get("PASSWORD", "")
+    url = f"postgres://{user}:{password}@{database['HOST']}:{database['PORT']}/{database['NAME']}"
+    return {"DATABASE_URL": url}
+
+
+def start_daphne(log: Path, **env: str) -> tuple[ServiceProcess, str]:
+    port = free_port()
+    args = ["-m", "daphne", "-b", "127.0.0.1", "-p", str(port), "takoweb.asgi:application"]
+    server = ServiceProcess(args, log, **env)
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=0.5).close()
+            return server, f"http://127.0.0.1:{port}"
+        except OSError:
+            time.sleep(0.1)
+    server.kill()
+    raise RuntimeError(f"daphne did not start: {server.output()}")
+
+
+def start_worker(log: Path, name: str, workers: int = 2, **env: str) -> ServiceProcess:
+    worker = ServiceProcess(
+        ["manage.py", "tako_worker"],
+        log,
+        TAKO_WORKER_NAME=name,
+        TAKO_MAX_WORKERS=str(workers),
+        TAKO_QUEUE_POLL="0.05",
+        **env,
+    )
+    deadline = time.monotonic() + 30
+    while "] running." not in worker.output():
+        if time.monotonic() > deadline or worker.process.poll() is not None:
+            worker.kill()
+            raise RuntimeError(f"the worker did not start: {worker.output()}")
+        time.sleep(0.1)
+    return worker

@@ -17,7 +17,7 @@ from django.utils import timezone
 
 from executions.models import ApiKey, Environment, Execution
 from executions.services import execution_create
-from tests.conftest import ROOT
+from tests.support import ROOT
 
 
 @pytest.fixture(autouse=True)

@@ -11,7 +11,7 @@ from django.contrib.auth.models import User
 from playwright.sync_api import Page, expect
 
 from executions.models import DeadLetter, Environment
-from tests.conftest import SCREENSHOTS
+from tests.support import SCREENSHOTS
 
 PASSWORD = "pw-for-browser-tests"
 FIVE_LINES = """import json, time

@@ -18,9 +18,8 @@ import pytest
 import requests
 
 from executions.models import DeadLetter, Execution
-from tests.conftest import ServiceProcess, _free_port
 from tests.dockerproxy import DockerProxy
-from tests.support import parent_of, pids_with, wait_for
+from tests.support import ServiceProcess, free_port, parent_of, pids_with, wait_for
 
 pytestmark = [pytest.mark.docker, pytest.mark.system]
 
@@ -74,7 +73,7 @@ def pool_ready(url: str) -> bool:
 def chaos_service(transactional_db: None, default_image: str, tmp_path: Path) -> Any:
     proxy = DockerProxy(tmp_path / "docker.sock")
     proxy.up()
-    port = _free_port()
+    port = free_port()
     name = f"chaos-{port}"
     service = ServiceProcess(
         ["-m", "takoweb.supervise", "web", "worker"], tmp_path / "service.log",

@@ -9,17 +9,16 @@ from pathlib import Path
 import pytest
 import requests
 
-from tests.conftest import ServiceProcess, _free_port
-from tests.support import wait_for
+from tests.support import ServiceProcess, free_port, wait_for
 
 
 @pytest.fixture
 def server_without_database(tmp_path: Path):
-    port = _free_port()
+    port = free_port()
     server = ServiceProcess(
         ["-m", "takoweb.serve"], tmp_path / "web.log",
         HOST="127.0.0.1", PORT=str(port), TAKO_DATA_DIR=str(tmp_path),
-        DATABASE_URL=f"postgres://tako:tako@127.0.0.1:{_free_port()}/tako",
+        DATABASE_URL=f"postgres://tako:tako@127.0.0.1:{free_port()}/tako",
     )  # fmt: skip
     url = f"http://127.0.0.1:{port}"
 

@@ -12,7 +12,7 @@ from collections.abc import Iterator
 import pytest
 import requests
 
-from tests.conftest import ROOT, _free_port
+from tests.support import ROOT, free_port
 
 pytestmark = [pytest.mark.docker, pytest.mark.system]
 
@@ -53,7 +53,7 @@ def test_a_bad_setting_stops_the_image_with_one_line(deploy_image: str) -> None:
 
 
 def test_the_image_serves_health_and_is_not_ready_without_an_engine(deploy_image: str) -> None:
-    port = _free_port()
+    port = free_port()
     started = docker(
         "run", "-d", "-p", f"127.0.0.1:{port}:8000", "-e", "TAKO_ALLOWED_HOSTS=127.0.0.1", deploy_image,
         "sh", "-c", "python manage.py migrate --noinput -v0 && exec python -m takoweb.serve",

@@ -14,9 +14,8 @@ import pytest
 import requests
 
 from executions.models import DeadLetter, Execution
-from tests.conftest import job_containers
 from tests.dockerproxy import DockerProxy
-from tests.support import submit, wait_for
+from tests.support import job_containers, submit, wait_for
 
 
 @pytest.fixture

@@ -13,8 +13,7 @@ from executions.health import health_report
 from executions.models import ProcessBeat
 from executions.resilience import engines
 from executions.services.heartbeats import ALIVE_SECONDS, Heartbeat, processes
-from tests.conftest import start_worker
-from tests.support import wait_for
+from tests.support import start_worker, wait_for
 
 
 @pytest.mark.django_db

@@ -10,7 +10,7 @@ import time
 
 import pytest
 
-from tests.conftest import job_containers
+from tests.support import job_containers
 
 
 @pytest.fixture

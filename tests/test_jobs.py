@@ -9,8 +9,7 @@ import pytest
 import requests
 
 from executions.models import Execution
-from tests.conftest import job_containers
-from tests.support import containers_of, submit, wait_for
+from tests.support import containers_of, job_containers, submit, wait_for
 
 
 def test_submit_poll_result(live_url: str) -> None:

@@ -1,5 +1,6 @@
 """The OpenAPI document generated from api/schemas.py: valid, complete, served, rendered, and
-bounded by the settings the server validates with. (conftest validates every response.)"""
+bounded by the settings the server validates with. (tests/support.py's ApiClient checks every
+response against it.)"""
 
 from __future__ import annotations
 
@@ -14,7 +15,7 @@ from django.urls import URLPattern, get_resolver
 from jsonschema import Draft202012Validator
 
 from executions.api.app import api, openapi_document
-from tests import conftest
+from tests import support
 
 API_PATHS = {
     "/execute", "/execute/async", "/jobs/{job_id}", "/jobs/{job_id}/result", "/jobs/{job_id}/cancel",
@@ -138,10 +139,10 @@ def test_a_higher_max_timeout_is_documented_and_accepted() -> None:
     """TAKO_MAX_TIMEOUT=600: the document says 600, and the server takes 600 and refuses 601."""
     from executions.models import Execution
 
-    env = {**os.environ, **conftest.test_database_env(), "TAKO_MAX_TIMEOUT": "600", "TAKO_ALLOW_ANONYMOUS": "1",
+    env = {**os.environ, **support.service_database_env(), "TAKO_MAX_TIMEOUT": "600", "TAKO_ALLOW_ANONYMOUS": "1",
            "DJANGO_SETTINGS_MODULE": "takoweb.settings"}  # fmt: skip
     done = subprocess.run(
-        [sys.executable, "-c", CHECK_BOUNDS], cwd=conftest.ROOT, env=env, capture_output=True, text=True, timeout=120
+        [sys.executable, "-c", CHECK_BOUNDS], cwd=support.ROOT, env=env, capture_output=True, text=True, timeout=120
     )
     assert done.returncode == 0, done.stderr[-3000:]
     seen = json.loads(done.stdout.strip().splitlines()[-1])

@@ -21,8 +21,8 @@ from django.utils import timezone
 from executions import health
 from executions.models import CircuitBreaker
 from executions.resilience import breaker_failure, engine_seen
-from tests.conftest import ROOT, ApiClient, ServiceProcess
-from tests.conftest import test_database_env as database_env  # (a name pytest would collect)
+from tests.support import ROOT, ApiClient, ServiceProcess
+from tests.support import service_database_env as database_env
 
 EVERY_INTERFACE = "0.0.0.0"  # noqa: S104  (what the checks refuse; nothing binds it)
 
@@ -131,7 +131,7 @@ def test_health_keeps_its_shape(db: None) -> None:
 
 
 # -- the web server entry point and the image's healthcheck -------------------------------------------
-def _free_port(host: str) -> int:
+def free_port(host: str) -> int:
     with socket.socket() as sock:
         sock.bind((host, 0))
         return int(sock.getsockname()[1])
@@ -139,7 +139,7 @@ def _free_port(host: str) -> int:
 
 def _serve(log: Path, host: str, **env: str) -> tuple[ServiceProcess, str]:
     """`python -m takoweb.serve` on a free port of `host` (HOST/PORT), once it accepts connections."""
-    port = _free_port(host)
+    port = free_port(host)
     server = ServiceProcess(["-m", "takoweb.serve"], log, HOST=host, PORT=str(port), **env)
     deadline = time.monotonic() + 30
     while time.monotonic() < deadline and server.process.poll() is None:
@@ -196,7 +196,7 @@ def test_the_web_server_refuses_anonymous_use_on_a_public_bind(tmp_path: Path) -
         **os.environ,
         "TAKO_ALLOW_ANONYMOUS": "1",
         "HOST": EVERY_INTERFACE,
-        "PORT": str(_free_port("127.0.0.1")),
+        "PORT": str(free_port("127.0.0.1")),
     }
     done = subprocess.run(
         [sys.executable, "-m", "takoweb.serve"], cwd=ROOT, env=environment, capture_output=True, text=True, timeout=60

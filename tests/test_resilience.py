@@ -18,7 +18,7 @@ from executions import services
 from executions.models import CircuitBreaker, DeadLetter, Environment, Execution
 from executions.resilience import CircuitOpen, breaker_acquire, breaker_failure, breaker_state, breaker_success
 from executions.sandbox.docker import DockerSandbox
-from tests.conftest import ROOT
+from tests.support import ROOT
 
 DEAD_ENGINE = "unix:///nonexistent/docker.sock"
 

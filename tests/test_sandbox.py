@@ -15,7 +15,7 @@ from executions import services
 from executions.models import Environment, Execution
 from executions.sandbox import ContainerShape, RunSpec, get_sandbox
 from executions.sandbox.docker import DockerSandbox, managed_labels
-from tests.conftest import job_containers
+from tests.support import job_containers
 
 
 def run_code(api, code: str, **fields) -> dict:

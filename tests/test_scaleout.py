@@ -17,14 +17,13 @@ import pytest
 import requests
 
 from executions.models import Execution
-from tests.conftest import ROOT, ServiceProcess, _free_port, require_tool, start_daphne, start_worker
-from tests.support import submit, wait_for
+from tests.support import ROOT, ServiceProcess, free_port, require_tool, start_daphne, start_worker, submit, wait_for
 
 
 class RedisServer:
     def __init__(self, folder: Path) -> None:
         self.folder = folder
-        self.port = _free_port()
+        self.port = free_port()
         self.url = f"redis://127.0.0.1:{self.port}/0"
         self.process: subprocess.Popen | None = None
         self.start()

@@ -14,7 +14,7 @@ from django.core.checks import run_checks
 from django.core.exceptions import ImproperlyConfigured
 
 from takoweb.env import envfloat, envlist, envloglevel
-from tests.conftest import ROOT
+from tests.support import ROOT
 
 # A PostgreSQL URL nothing listens on: reading the settings never connects.
 POSTGRES_URL = "postgres://tako:secret@127.0.0.1:9/tako"

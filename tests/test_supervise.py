@@ -14,8 +14,7 @@ import pytest
 import requests
 
 from takoweb.supervise import Program, Supervisor
-from tests.conftest import ROOT, ServiceProcess, _free_port
-from tests.support import alive, environ_has, pids_of, submit, wait_for
+from tests.support import ROOT, ServiceProcess, alive, environ_has, free_port, pids_of, submit, wait_for
 
 PY = sys.executable
 
@@ -92,7 +91,7 @@ def health(url: str) -> int:
 def test_the_service_comes_back_after_its_processes_are_killed(
     transactional_db: None, default_image: str, tmp_path: Path
 ) -> None:
-    port = _free_port()
+    port = free_port()
     url = f"http://127.0.0.1:{port}"
     worker_name = f"supervised-{port}"
     service = ServiceProcess(
