@@ -12,7 +12,7 @@ from asgiref.sync import iscoroutinefunction, markcoroutinefunction
 from django.conf import settings
 from django.http import HttpRequest, HttpResponseBase
 
-from executions.logging import _correlation_id, accept_or_new
+from executions.correlation import _correlation_id, accept_or_new
 
 HEADER = "X-Correlation-ID"
 

@@ -199,8 +199,8 @@ LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s [%(correlation_id)s] %(message)
 LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,
-    "filters": {"correlation_id": {"()": "executions.logging.CorrelationIdFilter"}},
-    "formatters": {"plain": {"format": LOG_FORMAT}, "json": {"()": "executions.logging.JsonFormatter"}},
+    "filters": {"correlation_id": {"()": "executions.correlation.CorrelationIdFilter"}},
+    "formatters": {"plain": {"format": LOG_FORMAT}, "json": {"()": "executions.correlation.JsonFormatter"}},
     "handlers": {
         "console": {
             "class": "logging.StreamHandler",

@@ -3,12 +3,12 @@ from django.urls import include, path
 from django.views.generic import RedirectView
 
 from executions.api.app import api
-from executions.views import errors as error_views
+from executions.views.docs import api_docs
 
 urlpatterns = [
     path("", RedirectView.as_view(pattern_name="ui-executions", permanent=False)),
     path("ui/", include("executions.urls")),
-    path("docs", error_views.api_docs, name="api-docs"),
+    path("docs", api_docs, name="api-docs"),
     path("admin/", admin.site.urls),
     path("", api.urls),  # the JSON API at Tako VM's paths (/execute, /jobs/{id}, /health, …)
 ]

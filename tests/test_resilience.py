@@ -206,7 +206,7 @@ def test_metrics_are_prometheus_text(api) -> None:
 
 def test_logs_can_be_json_lines_with_the_correlation_id() -> None:
     code = (
-        "import logging\nfrom executions.logging import correlation_context\n"
+        "import logging\nfrom executions.correlation import correlation_context\n"
         "with correlation_context('trace-json'):\n    logging.getLogger('tako.test').warning('hello')"
     )
     done = subprocess.run(

@@ -18,6 +18,7 @@ from ninja import NinjaAPI
 from ninja.errors import HttpError, ValidationError
 from pydantic_core import PydanticCustomError
 
+from executions.correlation import current_correlation_id
 from executions.errors import (
     DATABASE_RETRY_AFTER,
     DATABASE_UNAVAILABLE,
@@ -32,7 +33,6 @@ from executions.errors import (
     TooManyRequests,
     database_unavailable,
 )
-from executions.logging import current_correlation_id
 
 __all__ = ["ApiError", "ServiceUnavailable", "application_error_response", "error", "install", "invalid", "malformed"]
 

@@ -15,8 +15,8 @@ from django.conf import settings
 from django.db import connections
 from django.utils import timezone
 
+from executions.correlation import correlation_context
 from executions.live import notify_execution_changed
-from executions.logging import correlation_context
 from executions.models import Environment, Execution
 from executions.resilience import (
     CircuitOpen,

@@ -1,5 +1,4 @@
-"""The project's error handlers (HTML for pages, Tako VM's JSON error body for everything else)
-and /docs, which renders the OpenAPI document."""
+"""The project's error handlers: HTML for pages, Tako VM's JSON error body for everything else."""
 
 from __future__ import annotations
 
@@ -8,15 +7,11 @@ import sys
 from django.http import HttpRequest, HttpResponse, JsonResponse
 from django.shortcuts import render
 
+from executions.correlation import current_correlation_id
 from executions.errors import DATABASE_RETRY_AFTER, DATABASE_UNAVAILABLE, database_unavailable
-from executions.logging import current_correlation_id
 
 # Paths that answer JSON only; anything else gets HTML error pages.
 HTML_PREFIXES = ("/ui/", "/docs", "/admin/", "/static/")
-
-
-def api_docs(request: HttpRequest) -> HttpResponse:
-    return render(request, "executions/api_docs.html")
 
 
 def error(status: int, detail: str) -> JsonResponse:
