@@ -229,6 +229,15 @@ class Execution(models.Model):
     is_async = models.BooleanField(default=False)
     cancel_requested = models.BooleanField(default=False)
     worker = models.CharField(max_length=255, default="")  # the host running it
+    # Fair sharing (services/lifecycle.py): whose job it is (key:<id>, user:<id> or ip:<address>)
+    # and that caller's weight; what it takes of its host's budget while it runs; quick work (sync,
+    # or a declared timeout within TAKO_QUICK_TIMEOUT and no per-run requirements) may use the
+    # share of the budget that long jobs leave free.
+    caller = models.CharField(max_length=80, default="")
+    caller_weight = models.PositiveSmallIntegerField(default=1)
+    memory_bytes = models.BigIntegerField(default=0)
+    cpus = models.FloatField(default=0)
+    quick = models.BooleanField(default=True)
     container_started_at = models.DateTimeField(null=True)
     heartbeat_at = models.DateTimeField(null=True)
     attempts = models.JSONField(default=list)  # one entry per failed try of a transient engine fault
@@ -450,6 +459,11 @@ class ApiKey(models.Model):
     created_at = models.DateTimeField(auto_now_add=True)
     last_used_at = models.DateTimeField(null=True, blank=True, editable=False)
     revoked_at = models.DateTimeField(null=True, blank=True)
+    # Its share of the workers when callers' jobs wait together: a key of weight 2 gets twice the
+    # running jobs of a weight-1 caller (services/lifecycle.py).
+    weight = models.PositiveSmallIntegerField(
+        default=1, validators=[MinValueValidator(1), MaxValueValidator(100)], help_text="Share of the workers (1-100)"
+    )
 
     class Meta:
         ordering = ["-created_at"]

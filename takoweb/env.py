@@ -69,6 +69,34 @@ def envfloat(name: str, default: float, *, minimum: float | None = None, maximum
     return value
 
 
+_MEMORY = re.compile(r"^([0-9]+)([kmg]?)$", re.IGNORECASE)
+_MEMORY_UNITS = {"": 1, "k": 1024, "m": 1024**2, "g": 1024**3}
+
+
+def machine_memory() -> int:
+    """Bytes of memory this machine has."""
+    return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+
+
+def envmemory(name: str, default: int, *, minimum: int, maximum: int) -> int:
+    """A size in bytes, written as 512m, 16g or a number of bytes."""
+    raw = os.environ.get(name)
+    if raw is None:
+        return default
+    found = _MEMORY.match(raw.strip())
+    if not found:
+        raise ImproperlyConfigured(f"{name} must be a size such as 512m or 16g, got {raw!r}")
+    value = int(found.group(1)) * _MEMORY_UNITS[found.group(2).lower()]
+    if value < minimum:
+        raise ImproperlyConfigured(f"{name} must be at least {minimum // 1024**2}m, got {raw}")
+    if value > maximum:
+        raise ImproperlyConfigured(
+            f"{name}={raw} is more than this machine's memory ({maximum / 1024**3:.1f} GiB): "
+            "the budget would let containers run that the machine cannot hold"
+        )
+    return value
+
+
 def envchoice(name: str, default: str, choices: tuple[str, ...]) -> str:
     value = os.environ.get(name, default)
     if value not in choices:

@@ -24,7 +24,9 @@ from takoweb.env import (
     envint,
     envlist,
     envloglevel,
+    envmemory,
     envstr,
+    machine_memory,
 )
 
 BASE_DIR = Path(__file__).resolve().parent.parent
@@ -217,9 +219,22 @@ TAKO_ALLOW_REQUIREMENTS = envbool("TAKO_ALLOW_REQUIREMENTS", True)
 TAKO_WHEEL_CACHE = Path(envstr("TAKO_WHEEL_CACHE", str(DATA_DIR / "wheels"))).resolve()
 
 # --- Jobs ----------------------------------------------------------------------------------------
-# One budget for sync and async runs: at most TAKO_MAX_WORKERS containers at once; at most
-# TAKO_MAX_QUEUE_SIZE jobs waiting (more are refused with 503 and Retry-After).
-TAKO_MAX_WORKERS = envint("TAKO_MAX_WORKERS", os.cpu_count() or 2, minimum=1, maximum=256)
+# Each host runs as many containers at once (sync and async) as its budget allows
+# (services/lifecycle.py): the memory limits of its running containers add up to at most
+# TAKO_HOST_MEMORY; their CPU limits to at most TAKO_HOST_CPUS times TAKO_CPU_OVERSUBSCRIPTION (sleeping
+# and I/O-bound jobs cost little CPU); never more than TAKO_MAX_WORKERS containers (also the worker
+# cluster's size). Long jobs (a declared timeout over TAKO_QUICK_TIMEOUT, or per-run requirements)
+# may fill only (1 - TAKO_QUICK_RESERVE) of each, so sync requests and quick jobs always find room.
+# Queued jobs are taken fairly across callers (API key, else user, else address), weighted per key.
+# At most TAKO_MAX_QUEUE_SIZE jobs wait (more are refused with 503 and Retry-After).
+TAKO_HOST_CPUS = envint("TAKO_HOST_CPUS", os.cpu_count() or 2, minimum=1, maximum=os.cpu_count() or 2)
+TAKO_MAX_WORKERS = envint("TAKO_MAX_WORKERS", 4 * TAKO_HOST_CPUS, minimum=1, maximum=256)
+TAKO_HOST_MEMORY = envmemory(
+    "TAKO_HOST_MEMORY", machine_memory() * 3 // 4, minimum=32 * 1024**2, maximum=machine_memory()
+)
+TAKO_CPU_OVERSUBSCRIPTION = envfloat("TAKO_CPU_OVERSUBSCRIPTION", 4.0, minimum=0.1, maximum=64)
+TAKO_QUICK_TIMEOUT = envint("TAKO_QUICK_TIMEOUT", 30, minimum=1)
+TAKO_QUICK_RESERVE = envfloat("TAKO_QUICK_RESERVE", 0.25, minimum=0, maximum=0.9)
 TAKO_MAX_QUEUE_SIZE = envint("TAKO_MAX_QUEUE_SIZE", 100, minimum=1)
 TAKO_MAX_STARTUP_TIMEOUT = 600
 # A running job's worker writes a heartbeat this often; a job silent for TAKO_STALE_AFTER seconds

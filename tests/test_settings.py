@@ -53,6 +53,9 @@ BAD_VALUES = {
     "address": ("HOST", "0.0.0.0:8000"),
     "port": ("PORT", "80000"),
     "role": ("TAKO_PROCESS_ROLE", "both"),
+    "memory-size": ("TAKO_HOST_MEMORY", "lots"),
+    "memory-over-the-machine": ("TAKO_HOST_MEMORY", "4096g"),
+    "cpus-over-the-machine": ("TAKO_HOST_CPUS", "4096"),
 }
 
 

@@ -159,4 +159,5 @@ def submitter(request: HttpRequest) -> Submitter:
         user=principal.user,
         client_ip=principal.client_ip or None,
         correlation_id=request.correlation_id,  # type: ignore[attr-defined]
+        api_key=principal.key,
     )

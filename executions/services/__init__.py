@@ -31,9 +31,9 @@ from executions.services.jobs import (
     executions_recover,
     executions_redispatch,
     jobs_waiting_for_engine,
-    queue_position,
     queue_stats,
 )
+from executions.services.lifecycle import host_use, queue_position
 from executions.services.pool import PoolKeeper, pool_stats
 from executions.services.runs import StartupTimeout, execution_hold_for_engine, execution_run, worker_name
 from executions.services.submissions import (
@@ -80,6 +80,7 @@ __all__ = [
     "executions_prune",
     "executions_recover",
     "executions_redispatch",
+    "host_use",
     "jobs_waiting_for_engine",
     "pool_stats",
     "queue_position",

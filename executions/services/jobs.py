@@ -57,14 +57,6 @@ def jobs_waiting_for_engine() -> int:
     return Execution.objects.filter(status=Execution.Status.QUEUED, engine_wait_since__isnull=False).count()
 
 
-def queue_position(execution: Execution) -> int | None:
-    """1 for the next job to start; None once it has started."""
-    if execution.status != Execution.Status.QUEUED:
-        return None
-    ahead = Execution.objects.filter(status=Execution.Status.QUEUED, created_at__lt=execution.created_at).count()
-    return ahead + 1
-
-
 def execution_dispatch(execution: Execution, *, hops: int = 0) -> None:
     """Hand a queued execution to the worker clusters (`hops`: how often workers passed it on)."""
     Execution.objects.filter(pk=execution.pk).update(dispatched_at=timezone.now())

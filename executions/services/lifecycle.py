@@ -10,17 +10,34 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import heapq
 import logging
+import math
 import mimetypes
 import time
+from collections import defaultdict, deque
 from collections.abc import Collection
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from django.conf import settings
 from django.db import connection, transaction
-from django.db.models import F, Func, IntegerField, QuerySet, Subquery, Value
-from django.db.models.lookups import LessThan
+from django.db.models import (
+    BigIntegerField,
+    Count,
+    F,
+    FloatField,
+    Func,
+    IntegerField,
+    Q,
+    QuerySet,
+    Subquery,
+    Sum,
+    Value,
+)
+from django.db.models.functions import Coalesce
+from django.db.models.lookups import Exact, LessThan, LessThanOrEqual
 from django.utils import timezone
 
 from executions import live
@@ -33,44 +50,180 @@ from executions.services.pool import pool_count
 logger = logging.getLogger(__name__)
 
 CLAIM_POLL_SECONDS = 0.05
+CLAIM_POLL_LONGEST_SECONDS = 0.25  # workers waiting for room look again at least this often
 ACTIVE = (Execution.Status.QUEUED, Execution.Status.RUNNING)
 
 
-def claim(execution: Execution, *, worker: str) -> bool:
-    """Move the execution from queued to running once fewer than TAKO_MAX_WORKERS run; waits for
-    a free slot. False when it was claimed elsewhere or ended (cancelled) while it waited. When
-    claimed, `execution` holds the new status, start and worker (nothing else changed)."""
-    while True:
-        now = timezone.now()
-        moved = {"status": Execution.Status.RUNNING, "started_at": now, "heartbeat_at": now, "worker": worker}
-        if connection.features.has_select_for_update:
-            with transaction.atomic():
-                # One claimer at a time: a row lock, then the budget counted and the claim in one update.
-                Lock.objects.select_for_update().get_or_create(name="worker-budget")
-                claimed = _within_budget(execution).update(**moved)
-        else:  # SQLite: one UPDATE takes the write lock before it counts, so claimers are serialised
-            claimed = _within_budget(execution).update(**moved)
-        if claimed:
-            break
-        if not Execution.objects.filter(pk=execution.pk, status=Execution.Status.QUEUED).exists():
-            return False
-        time.sleep(CLAIM_POLL_SECONDS)
+# -- claiming: a host's budget, and fair turns between callers -------------------------------------
+@dataclass(frozen=True)
+class Budget:
+    """What a host may run at once: containers, the sum of their memory limits, of their CPU limits."""
+
+    containers: int
+    memory: int
+    cpus: float
+
+    @classmethod
+    def for_job(cls, *, quick: bool) -> Budget:
+        """The whole budget for quick work; long jobs leave TAKO_QUICK_RESERVE of each part free."""
+        containers, memory = settings.TAKO_MAX_WORKERS, settings.TAKO_HOST_MEMORY
+        cpus = settings.TAKO_HOST_CPUS * settings.TAKO_CPU_OVERSUBSCRIPTION
+        if quick:
+            return cls(containers, memory, cpus)
+        share = 1 - settings.TAKO_QUICK_RESERVE
+        return cls(max(1, math.floor(containers * share)), int(memory * share), cpus * share)
+
+
+def host_prefix() -> str:
+    """The start of the worker name of every run on this host (runs.worker_name)."""
+    return f"{settings.TAKO_WORKER_NAME}:"
+
+
+def _running_here() -> QuerySet[Execution]:
+    return Execution.objects.filter(status=Execution.Status.RUNNING, worker__startswith=host_prefix()).order_by()
+
+
+def host_use() -> dict[str, Any]:
+    """What runs on this host now, beside its budget (the operations page)."""
+    use = _running_here().aggregate(containers=Count("pk"), memory=Sum("memory_bytes"), cpus=Sum("cpus"))
+    full = Budget.for_job(quick=True)
+    return {
+        "containers": use["containers"],
+        "memory": use["memory"] or 0,
+        "cpus": round(use["cpus"] or 0, 2),
+        "budget": full,
+        "long_budget": Budget.for_job(quick=False),
+    }
+
+
+def _fits(execution: Execution) -> Q:
+    """Does `execution` fit in what this host's running jobs leave of its budget? A job alone on
+    its host always fits, so one larger than the whole budget still runs (by itself)."""
+    budget = Budget.for_job(quick=execution.quick)
+
+    def total(expression: Any, field: Any) -> Subquery:
+        return Subquery(_running_here().annotate(v=expression).values("v"), output_field=field)
+
+    count = total(Func(F("pk"), function="COUNT", output_field=IntegerField()), IntegerField())
+    memory = total(
+        Coalesce(Func(F("memory_bytes"), function="SUM", output_field=BigIntegerField()), 0), BigIntegerField()
+    )
+    cpus = total(Coalesce(Func(F("cpus"), function="SUM", output_field=FloatField()), 0.0), FloatField())
+    fits = (
+        LessThan(count, Value(budget.containers))
+        & LessThanOrEqual(memory + Value(execution.memory_bytes), Value(budget.memory))
+        & LessThanOrEqual(cpus + Value(float(execution.cpus)), Value(budget.cpus))
+    )
+    return Q(fits | Exact(count, Value(0)))
+
+
+def _claim_once(execution: Execution, worker: str) -> bool:
+    """Queued → running in one conditional update, if it fits this host's budget now."""
+    now = timezone.now()
+    moved = {"status": Execution.Status.RUNNING, "started_at": now, "heartbeat_at": now, "worker": worker}
+    still_queued = Execution.objects.filter(_fits(execution)).filter(pk=execution.pk, status=Execution.Status.QUEUED)
+    if connection.features.has_select_for_update:
+        with transaction.atomic():
+            # One claimer per host at a time: a row lock, then the budget counted and the claim in one update.
+            Lock.objects.select_for_update().get_or_create(name=f"budget:{host_prefix()}"[:100])
+            claimed = still_queued.update(**moved)
+    else:  # SQLite: one UPDATE takes the write lock before it counts, so claimers are serialised
+        claimed = still_queued.update(**moved)
+    if not claimed:
+        return False
     for field, value in moved.items():
         setattr(execution, field, value)
     live.notify_execution_changed(execution.pk)
     return True
 
 
-def _within_budget(execution: Execution) -> QuerySet[Execution]:
-    """The execution, if still queued and fewer than TAKO_MAX_WORKERS jobs run."""
-    running = (
-        Execution.objects.filter(status=Execution.Status.RUNNING)
-        .order_by()
-        .annotate(n=Func(F("pk"), function="COUNT", output_field=IntegerField()))
-        .values("n")
+def claim(execution: Execution, *, worker: str) -> bool:
+    """Move this execution from queued to running once it fits this host's budget; waits for
+    room. False when it was claimed elsewhere or ended (cancelled) while it waited. When claimed,
+    `execution` holds the new status, start and worker (nothing else changed)."""
+    while not _claim_once(execution, worker):
+        if not Execution.objects.filter(pk=execution.pk, status=Execution.Status.QUEUED).exists():
+            return False
+        time.sleep(CLAIM_POLL_SECONDS)
+    return True
+
+
+def claim_next(token: Execution, *, worker: str) -> Execution | None:
+    """A worker's claim: the queued job whose caller's turn it is (fair_order) that fits this
+    host's budget, waiting for room while jobs wait; None when no job is queued. Each job queued
+    has a task in the queue (its token); the task may run another caller's job first, and that
+    job's task, finding its job gone, runs the next one: as many runs as jobs, in fair order."""
+    delay = CLAIM_POLL_SECONDS
+    while True:
+        heads = caller_heads(including=token.pk)
+        if not heads:
+            return None
+        for head in heads:
+            if _claim_once(head, worker):
+                return head
+        time.sleep(delay)  # the budget is full: room comes when a run ends
+        delay = min(delay * 2, CLAIM_POLL_LONGEST_SECONDS)
+
+
+def _queued_rows(*, including: Any = None) -> list[Execution]:
+    """The jobs workers may take, oldest first: async ones, and `including` (a dispatched sync job)."""
+    fields = ("pk", "caller", "caller_weight", "created_at", "memory_bytes", "cpus", "quick", "is_async")
+    queued = Execution.objects.filter(status=Execution.Status.QUEUED)
+    queued = queued.filter(Q(is_async=True) | Q(pk=including)) if including is not None else queued
+    return list(queued.order_by("created_at", "pk").only(*fields))
+
+
+def _running_by_caller() -> dict[str, int]:
+    running = Execution.objects.filter(status=Execution.Status.RUNNING).order_by()
+    return dict(running.values_list("caller").annotate(n=Count("pk")))
+
+
+def _turn(served: int, weight: int, created_at: Any) -> tuple[float, Any]:
+    """Whose turn: the caller with the fewest running jobs for its weight; then the oldest job."""
+    return (served / max(weight, 1), created_at)
+
+
+def caller_heads(*, including: Any = None) -> list[Execution]:
+    """The oldest queued job of each caller, the caller whose turn it is first."""
+    heads: dict[str, Execution] = {}
+    for row in _queued_rows(including=including):
+        heads.setdefault(row.caller, row)
+    running = _running_by_caller()
+    return sorted(heads.values(), key=lambda j: _turn(running.get(j.caller, 0), j.caller_weight, j.created_at))
+
+
+def fair_order(queued: list[Execution], running: dict[str, int]) -> list[Execution]:
+    """The order `queued` (oldest first) would start in, were nothing to end meanwhile: turn by
+    turn, each start counting for its caller. Within a caller, the order of submission."""
+    waiting: dict[str, deque[Execution]] = defaultdict(deque)
+    for job in queued:
+        waiting[job.caller].append(job)
+    served = dict(running)
+    turns = [(_turn(served.get(c, 0), jobs[0].caller_weight, jobs[0].created_at), c) for c, jobs in waiting.items()]
+    heapq.heapify(turns)
+    order: list[Execution] = []
+    while turns:
+        _, caller = heapq.heappop(turns)
+        job = waiting[caller].popleft()
+        order.append(job)
+        served[caller] = served.get(caller, 0) + 1
+        if waiting[caller]:
+            following = waiting[caller][0]
+            heapq.heappush(turns, (_turn(served[caller], following.caller_weight, following.created_at), caller))
+    return order
+
+
+def queue_position(execution: Execution) -> int | None:
+    """1 for the next job to start, under fair turns between callers; None once it has started."""
+    if execution.status != Execution.Status.QUEUED:
+        return None
+    queued = list(
+        Execution.objects.filter(status=Execution.Status.QUEUED)
+        .order_by("created_at", "pk")
+        .only("pk", "caller", "caller_weight", "created_at")
     )
-    budget: LessThan = LessThan(Subquery(running, output_field=IntegerField()), Value(settings.TAKO_MAX_WORKERS))
-    return Execution.objects.filter(budget).filter(pk=execution.pk, status=Execution.Status.QUEUED)
+    order = [job.pk for job in fair_order(queued, _running_by_caller())]
+    return order.index(execution.pk) + 1 if execution.pk in order else None
 
 
 def requeue(execution: Execution) -> bool:

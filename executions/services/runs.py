@@ -66,10 +66,20 @@ def execution_run(
     """
     if execution is None or execution.pk != execution_id:
         execution = Execution.objects.get(pk=execution_id)
-    with correlation_context(execution.correlation_id):
-        if not lifecycle.claim(execution, worker=worker_name(role)):
-            logger.info("Execution %s was claimed elsewhere or cancelled", execution.pk)
+    if role == "worker":  # a worker runs the job whose caller's turn it is, not always this one
+        claimed = lifecycle.claim_next(execution, worker=worker_name(role))
+        if claimed is None:
+            logger.info("No job waits (execution %s was claimed elsewhere or cancelled)", execution.pk)
             return Execution.objects.get(pk=execution.pk)
+        if claimed.pk == execution.pk:
+            for field in ("status", "started_at", "heartbeat_at", "worker"):
+                setattr(execution, field, getattr(claimed, field))
+        else:
+            execution, environment = Execution.objects.get(pk=claimed.pk), None
+    elif not lifecycle.claim(execution, worker=worker_name(role)):
+        logger.info("Execution %s was claimed elsewhere or cancelled", execution.pk)
+        return Execution.objects.get(pk=execution.pk)
+    with correlation_context(execution.correlation_id):
         logger.info("Running execution %s on %s", execution.pk, execution.job_type)
         outcome: Outcome = failure("internal_error", "Internal error while running the job", phase="startup")
         result: RunResult | None = None

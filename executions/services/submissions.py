@@ -10,6 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass, replace
 from typing import Any
 
+from django.conf import settings
 from django.db import transaction
 from django.utils import timezone
 
@@ -22,7 +23,7 @@ from executions.errors import (
     NotFound,
     QueueFull,
 )
-from executions.models import DeadLetter, Environment, Execution, Lock
+from executions.models import DeadLetter, Environment, Execution, Lock, memory_bytes
 from executions.resilience import no_engine_available
 from executions.services.job_requests import (
     DeriveRequest,
@@ -33,7 +34,7 @@ from executions.services.job_requests import (
     sha256_hex,
 )
 from executions.services.jobs import execution_dispatch
-from executions.services.limits import request_count, room_check
+from executions.services.limits import rate_key, request_count, room_check
 
 ENGINE_RETRY_AFTER = 30  # the breaker's reset time, about
 
@@ -48,6 +49,16 @@ class Submitter:
     # The API counts every request against the rate limit as it arrives (reads too), so it passes
     # None; a page's submission is counted here, under the same key, so pages are no way around it.
     rate_key: str | None = None
+    api_key: Any = None  # the key a script called with: its jobs share the workers as that key's
+
+    @property
+    def caller(self) -> str:
+        """Whose share of the workers its jobs take (the rate limit's key: key, else user, else address)."""
+        return rate_key(api_key=self.api_key, user=self.user, client_ip=self.client_ip)
+
+    @property
+    def weight(self) -> int:
+        return int(self.api_key.weight) if self.api_key is not None else 1
 
 
 @dataclass(frozen=True)
@@ -223,6 +234,8 @@ def _admit(
             correlation_id=submitter.correlation_id,
             client_ip=submitter.client_ip,
             submitted_by=submitter.user,
+            caller=submitter.caller,
+            caller_weight=submitter.weight,
             is_async=is_async,
             parent=parent,
             relationship=relationship,
@@ -260,12 +273,19 @@ def execution_create(
     parent: Execution | None = None,
     relationship: str | None = None,
     submitted_by: Any = None,
+    caller: str = "",
+    caller_weight: int = 1,
 ) -> Execution:
     """The record alone, admitted by nothing: for _admit above, and for tests that set up records."""
     timeout = timeout or environment.timeout
     startup_timeout = startup_timeout or environment.startup_timeout
     requirements = requirements or []
     return Execution.objects.create(
+        caller=caller or (f"user:{submitted_by.pk}" if submitted_by is not None else f"ip:{client_ip}"),
+        caller_weight=caller_weight,
+        memory_bytes=memory_bytes(environment.memory_limit),
+        cpus=environment.cpu_limit,
+        quick=not is_async or (timeout <= settings.TAKO_QUICK_TIMEOUT and not requirements),
         job_type=environment.name,
         code=code,
         input_data=input_data,
