@@ -25,7 +25,8 @@ lint:
 # The tests that touch storage, queueing and live updates, again on PostgreSQL + Redis.
 SCALEOUT_TESTS := tests/test_jobs.py tests/test_jobs_api.py tests/test_executions.py tests/test_indexes.py \
 	tests/test_recovery.py tests/test_resilience.py tests/test_consumers.py tests/test_prune.py \
-	tests/test_pool.py tests/test_scaleout.py tests/test_load.py tests/test_pages.py
+	tests/test_pool.py tests/test_scaleout.py tests/test_load.py tests/test_pages.py tests/test_fair_sharing.py \
+	tests/test_fair_sharing_service.py
 
 # Set-up comes first, whole: nothing below it installs anything.
 test: setup-test

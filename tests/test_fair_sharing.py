@@ -164,3 +164,30 @@ def test_admission_records_the_caller_its_weight_and_the_jobs_share(budget: Any)
         ExecuteRequest(code="1", environment=default), submitter=Submitter(user=None, client_ip="10.0.0.7")
     ).execution
     assert (by_user.caller, anonymous.caller) == (f"user:{owner.pk}", "ip:10.0.0.7")
+
+
+def test_metrics_give_the_queue_wait_by_kind_of_caller_and_of_job() -> None:
+    from executions.metrics import queue_wait_histogram
+
+    def started(caller: str, *, waited: float, is_async: bool = True, quick: bool = True) -> None:
+        execution = job(caller, quick=quick)
+        Execution.objects.filter(pk=execution.pk).update(
+            status="succeeded", is_async=is_async, started_at=execution.created_at + timedelta(seconds=waited)
+        )
+
+    started("key:1", waited=0.2)
+    started("key:1", waited=3.0)
+    started("key:1", waited=40.0, quick=False)
+    started("ip:127.0.0.1", waited=0.01, is_async=False)
+    job("user:5")  # still queued: no wait to report yet
+    samples = {
+        (s.name, s.labels.get("caller_class"), s.labels.get("job_class"), s.labels.get("le")): s.value
+        for s in queue_wait_histogram().samples
+    }
+    assert samples[("tako_queue_wait_seconds_count", "api_key", "quick", None)] == 2
+    assert samples[("tako_queue_wait_seconds_bucket", "api_key", "quick", "0.25")] == 1
+    assert samples[("tako_queue_wait_seconds_bucket", "api_key", "quick", "5.0")] == 2
+    assert samples[("tako_queue_wait_seconds_sum", "api_key", "quick", None)] == pytest.approx(3.2)
+    assert samples[("tako_queue_wait_seconds_bucket", "api_key", "long", "30.0")] == 0
+    assert samples[("tako_queue_wait_seconds_count", "anonymous", "sync", None)] == 1
+    assert not any(caller_class == "user" for _, caller_class, _, _ in samples)

@@ -102,7 +102,8 @@ def test_sync_and_async_runs_share_one_worker_budget(default_image: str, setting
     settings.TAKO_MAX_WORKERS = 1
     environment = Environment.objects.get(name="default")
     busy = services.execution_create(code="1", input_data={}, environment=environment)
-    Execution.objects.filter(pk=busy.pk).update(status="running")  # one slot taken (by a worker)
+    # One slot taken, by this host's worker (another host's runs use that host's budget).
+    Execution.objects.filter(pk=busy.pk).update(status="running", worker=services.worker_name("worker"))
     waiting = services.execution_create(code="print('my turn')", input_data={}, environment=environment)
     runner = threading.Thread(target=lambda: services.execution_run(execution_id=waiting.pk, role="web"))
     runner.start()

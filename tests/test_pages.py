@@ -185,6 +185,24 @@ def test_the_operations_page_shows_breaker_dlq_and_environments(admin_user) -> N
     assert 'id="status-panel"' in panel and 'id="dlq-panel"' not in panel
 
 
+def test_the_operations_page_shows_the_hosts_budget_and_each_callers_use(admin_user, settings) -> None:
+    settings.TAKO_MAX_WORKERS, settings.TAKO_HOST_MEMORY, settings.TAKO_QUICK_RESERVE = 8, 4 * 1024**3, 0.25
+    default = Environment.objects.get(name="default")
+    running = services.execution_create(code="1", input_data={}, environment=default, caller="key:7", is_async=True)
+    Execution.objects.filter(pk=running.pk).update(status="running", worker=services.worker_name("worker"))
+    for _ in range(2):
+        services.execution_create(code="1", input_data={}, environment=default, caller="key:7", is_async=True)
+    services.execution_create(code="1", input_data={}, environment=default, caller="ip:10.0.0.9", is_async=True)
+    panel = client_for(admin_user).get("/ui/ops/?panel=status", HTTP_HX_REQUEST="true").content.decode()
+    containers = re.search(r'id="budget-containers">(.*?)</tr>', panel, re.S)
+    assert containers and re.findall(r"<td>(\d+)</td>", containers.group(1)) == ["1", "8", "6"]
+    assert "512.0\xa0MB" in panel and "4.0\xa0GB" in panel  # the running job's memory limit, the budget
+    callers = re.findall(
+        r'<tr class="caller"><th scope="row">([^<]+)</th><td>(\d+)</td><td>(\d+)</td><td>(\d+)</td>', panel
+    )
+    assert callers == [("key:7", "1", "1", "2"), ("ip:10.0.0.9", "1", "0", "1")]
+
+
 def test_the_operations_page_shows_each_warm_pool_live(admin_user) -> None:
     now = timezone.now()
     PoolState.objects.create(engine="host-a", environment="default", target=2, ready=1, in_use=1, starting=1,

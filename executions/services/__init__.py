@@ -33,7 +33,7 @@ from executions.services.jobs import (
     jobs_waiting_for_engine,
     queue_stats,
 )
-from executions.services.lifecycle import host_use, queue_position
+from executions.services.lifecycle import caller_use, host_use, queue_position
 from executions.services.pool import PoolKeeper, pool_stats
 from executions.services.runs import StartupTimeout, execution_hold_for_engine, execution_run, worker_name
 from executions.services.submissions import (
@@ -56,6 +56,7 @@ __all__ = [
     "QueueFull",
     "StartupTimeout",
     "Submitter",
+    "caller_use",
     "canonical_json",
     "containers_reap",
     "containers_reap_quietly",

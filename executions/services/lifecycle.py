@@ -30,6 +30,8 @@ from django.db.models import (
     FloatField,
     Func,
     IntegerField,
+    Max,
+    Min,
     Q,
     QuerySet,
     Subquery,
@@ -94,6 +96,18 @@ def host_use() -> dict[str, Any]:
         "budget": full,
         "long_budget": Budget.for_job(quick=False),
     }
+
+
+def caller_use() -> list[dict[str, Any]]:
+    """Each caller with jobs waiting or running: how many of each, its weight, its oldest wait."""
+    active = Execution.objects.filter(status__in=ACTIVE).order_by()
+    rows = active.values("caller").annotate(
+        queued=Count("pk", filter=Q(status=Execution.Status.QUEUED)),
+        running=Count("pk", filter=Q(status=Execution.Status.RUNNING)),
+        weight=Max("caller_weight"),
+        waiting_since=Min("created_at", filter=Q(status=Execution.Status.QUEUED)),
+    )
+    return sorted(rows, key=lambda row: (-row["running"], -row["queued"], row["caller"]))
 
 
 def _fits(execution: Execution) -> Q:

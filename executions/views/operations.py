@@ -58,6 +58,8 @@ def operations(request: PageRequest) -> HttpResponse:
     if panel in (None, "status"):
         context["health"] = health_report()
         context["waiting_for_engine"] = services.jobs_waiting_for_engine()
+        context["host_use"] = services.host_use()
+        context["callers"] = services.caller_use()
     if panel in (None, "dlq"):
         context.update(_dlq_context(request))
     if panel in (None, "environments"):
