@@ -43,6 +43,25 @@ def test_fork_bomb(after_each_attack) -> None:
     assert body["_seconds"] < 30
 
 
+def test_a_fork_bomb_does_not_stop_another_callers_job_from_starting_processes(after_each_attack) -> None:
+    """Every container runs as the same uid, so a per-uid process limit (RLIMIT_NPROC) would be one
+    pool for all of them: a fork bomb in one job made every other job fail to fork ("tini: fork
+    failed"). Each container's process count is bounded by its own pids cgroup instead."""
+    bomb = "import os\nwhile True:\n    try:\n        os.fork()\n    except OSError:\n        pass\n"
+    bombing = threading.Thread(target=attack, args=(after_each_attack, bomb), kwargs={"timeout": 8})
+    bombing.start()
+    try:
+        time.sleep(2)  # the bomb has filled its container's pids by now
+        body = attack(
+            after_each_attack,
+            "import subprocess, sys\n"
+            "print(subprocess.run([sys.executable, '-c', 'print(6 * 7)'], capture_output=True, text=True).stdout)",
+        )
+        assert (body["success"], body["stdout"]) == (True, "42\n\n"), body
+    finally:
+        bombing.join(timeout=60)
+
+
 def test_memory_bomb(after_each_attack) -> None:
     body = attack(after_each_attack, "chunks = []\nwhile True:\n    chunks.append(bytearray(50 * 1024 * 1024))\n")
     assert (body["error_type"], body["exit_code"]) == ("oom", 137)

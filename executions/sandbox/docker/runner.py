@@ -46,7 +46,7 @@ from executions.sandbox.docker.stream import (
 
 logger = logging.getLogger(__name__)
 
-SANDBOX_UID = 10001  # not 1000: nproc limits count per uid, and 1000 is often a real host user
+SANDBOX_UID = 10001  # not 1000, which is often a real host user
 CONTAINER_TMP = "/tmp"  # noqa: S108  (the container's own tmpfs, not the host's)
 FSIZE_LIMIT = 10 * 1024 * 1024  # per file the program writes
 FSIZE_LIMIT_WITH_PACKAGES = 1024 * 1024 * 1024  # the launcher raises it to unpack shared libraries
@@ -118,10 +118,12 @@ def create(
         mem_limit=shape.memory_limit,
         memswap_limit=shape.memory_limit,  # no swap beyond the limit
         nano_cpus=int(shape.cpu_limit * 1e9),
+        # Processes are bounded per container by its pids cgroup. Not by RLIMIT_NPROC: that counts
+        # per uid across the host, and every container runs as SANDBOX_UID, so one job's fork
+        # bomb would leave every other job unable to fork.
         pids_limit=128,
         ulimits=[
             Ulimit(name="nofile", soft=256, hard=256),
-            Ulimit(name="nproc", soft=128, hard=128),
             Ulimit(name="fsize", soft=FSIZE_LIMIT, hard=fsize_hard),
             Ulimit(name="core", soft=0, hard=0),
         ],
