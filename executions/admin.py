@@ -24,9 +24,10 @@ class ExecutionAdmin(admin.ModelAdmin):
 class ApiKeyAdmin(admin.ModelAdmin):
     """Keys are issued here; the secret is shown once, in the message after saving."""
 
-    list_display = ("name", "prefix", "owner", "scope", "created_at", "last_used_at", "revoked_at")
+    list_display = ("name", "prefix", "owner", "scope", "weight", "created_at", "last_used_at", "revoked_at")
+    list_editable = ("weight",)  # its share of the workers when callers' jobs wait together
     list_filter = ("scope",)
-    fields = ("name", "owner", "scope", "revoked_at")
+    fields = ("name", "owner", "scope", "weight", "revoked_at")
     actions = ["revoke"]
 
     def save_model(self, request: HttpRequest, obj: ApiKey, form: object, change: bool) -> None:
@@ -34,6 +35,7 @@ class ApiKeyAdmin(admin.ModelAdmin):
             super().save_model(request, obj, form, change)
             return
         key, secret = ApiKey.issue(name=obj.name, owner=obj.owner, scope=obj.scope)
+        ApiKey.objects.filter(pk=key.pk).update(weight=obj.weight)
         obj.pk, obj.prefix, obj.key_hash = key.pk, key.prefix, key.key_hash
         messages.warning(request, f"The new key (shown once, copy it now): {secret}")
 

@@ -191,3 +191,21 @@ def test_metrics_give_the_queue_wait_by_kind_of_caller_and_of_job() -> None:
     assert samples[("tako_queue_wait_seconds_bucket", "api_key", "long", "30.0")] == 0
     assert samples[("tako_queue_wait_seconds_count", "anonymous", "sync", None)] == 1
     assert not any(caller_class == "user" for _, caller_class, _, _ in samples)
+
+
+def test_an_admin_sets_a_keys_weight_when_issuing_it_and_afterwards(admin_user: User) -> None:
+    from django.test import Client
+
+    browser = Client()
+    browser.force_login(admin_user)
+    response = browser.post(
+        "/admin/executions/apikey/add/", {"name": "nightly", "owner": admin_user.pk, "scope": "execute", "weight": 3}
+    )
+    assert response.status_code == 302, response.content.decode()[:2000]
+    key = ApiKey.objects.get(name="nightly")
+    assert key.weight == 3
+    response = browser.post(
+        f"/admin/executions/apikey/{key.pk}/change/",
+        {"name": "nightly", "owner": admin_user.pk, "scope": "execute", "weight": 101},
+    )
+    assert response.status_code == 200 and "Ensure this value is less than or equal to 100" in response.content.decode()

@@ -87,6 +87,30 @@ def test_memory_and_cpu_limits_are_the_environments(api) -> None:
     assert run_code(api, code)["stdout"] == f"{512 * 1024 * 1024}\n"
 
 
+CPU_WEIGHT = (
+    "import os\n"
+    "for path in ('/sys/fs/cgroup/cpu/cpu.shares', '/sys/fs/cgroup/cpu.weight'):\n"
+    "    if os.path.exists(path):\n"
+    "        print(open(path).read().strip())\n"
+    "        break\n"
+)
+
+
+def test_a_long_jobs_container_weighs_a_quarter_of_a_quick_runs_on_the_cpu(api, settings) -> None:
+    quick = int(run_code(api, CPU_WEIGHT)["stdout"])
+    long = services.execution_create(
+        code=CPU_WEIGHT,
+        input_data={},
+        environment=Environment.objects.get(name="default"),
+        is_async=True,
+        timeout=settings.TAKO_QUICK_TIMEOUT + 1,
+    )
+    assert long.quick is False
+    ran = services.execution_run(execution_id=long.pk, role="web")
+    assert ran.status == "succeeded", ran.stderr
+    assert int(ran.stdout) * 3 < quick  # cgroup v1: 256 against 1024; v2: weight 10 against 39
+
+
 def test_tmp_is_size_capped(api) -> None:
     code = "open('/tmp/big', 'wb').write(b'x' * (100 * 1024 * 1024))"
     body = run_code(api, code)

@@ -73,6 +73,9 @@ class RunSpec:
     timeout: int  # seconds of code run time, counted from when the code starts
     startup_timeout: float = 60  # seconds for container start and package install
     warm_pool: bool = False  # take a pooled container of the same shape if one is ready
+    # Sync or quick work (False: a long job): a long job's container gets a quarter of the CPU
+    # weight, so on a busy host the quick runs beside it are not slowed down by it.
+    quick: bool = True
     # Called from a reader thread with ("stdout" | "stderr", text) as the program writes.
     on_output: Callable[[str, str], None] | None = None
     # Called once the container has started (before that, the run can safely be tried again).

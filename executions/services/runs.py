@@ -306,6 +306,7 @@ def _run_spec(
         timeout=execution.timeout,
         startup_timeout=max(execution.startup_timeout - (time.monotonic() - began), 0),
         warm_pool=settings.TAKO_POOL_ENABLED and environment.pool_size > 0,
+        quick=execution.quick,
         on_output=monitor.on_output,
         on_container_start=monitor.on_container_start,
         cancel=monitor.cancel,

@@ -46,6 +46,10 @@ from executions.sandbox.docker.stream import (
 
 logger = logging.getLogger(__name__)
 
+# CPU weights (Docker's cpu_shares; 1024 is every other process group's): when the host's cores
+# are all busy, a long job's container gets a quarter of a quick run's share.
+QUICK_CPU_SHARES = 1024
+LONG_CPU_SHARES = 256
 SANDBOX_UID = 10001  # not 1000, which is often a real host user
 CONTAINER_TMP = "/tmp"  # noqa: S108  (the container's own tmpfs, not the host's)
 FSIZE_LIMIT = 10 * 1024 * 1024  # per file the program writes
@@ -67,6 +71,8 @@ def run(engine: Engine, spec: RunSpec, take_pooled: TakePooled | None) -> RunRes
             if taken is not None:
                 container_id, run_dir = taken
                 write_job_files(run_dir, spec)
+                if not spec.quick:  # pooled containers start with the quick weight
+                    engine.api.update_container(container_id, cpu_shares=LONG_CPU_SHARES)
             else:
                 run_dir = make_run_dir(engine.config.work_dir / spec.execution_id)
                 write_job_files(run_dir, spec)
@@ -75,6 +81,7 @@ def run(engine: Engine, spec: RunSpec, take_pooled: TakePooled | None) -> RunRes
                     spec.shape,
                     run_dir,
                     labels={EXECUTION_LABEL: spec.execution_id, WORKDIR_LABEL: str(run_dir)},
+                    cpu_shares=QUICK_CPU_SHARES if spec.quick else LONG_CPU_SHARES,
                 )
             attachment = Attachment(engine.api, container_id)  # before start: no output lost
             if taken is None:
@@ -92,7 +99,13 @@ def run(engine: Engine, spec: RunSpec, take_pooled: TakePooled | None) -> RunRes
 
 
 def create(
-    engine: Engine, shape: ContainerShape, run_dir: Path, *, labels: dict[str, str], name: str | None = None
+    engine: Engine,
+    shape: ContainerShape,
+    run_dir: Path,
+    *,
+    labels: dict[str, str],
+    name: str | None = None,
+    cpu_shares: int = QUICK_CPU_SHARES,
 ) -> str:
     """Create (not start) a container of `shape` whose /code and /input are `run_dir`'s folders."""
     binds: dict[str, Any] = {
@@ -118,6 +131,7 @@ def create(
         mem_limit=shape.memory_limit,
         memswap_limit=shape.memory_limit,  # no swap beyond the limit
         nano_cpus=int(shape.cpu_limit * 1e9),
+        cpu_shares=cpu_shares,
         # Processes are bounded per container by its pids cgroup. Not by RLIMIT_NPROC: that counts
         # per uid across the host, and every container runs as SANDBOX_UID, so one job's fork
         # bomb would leave every other job unable to fork.
