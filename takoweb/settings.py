@@ -233,7 +233,7 @@ TAKO_HOST_MEMORY = envmemory(
     "TAKO_HOST_MEMORY", machine_memory() * 3 // 4, minimum=32 * 1024**2, maximum=machine_memory()
 )
 TAKO_CPU_OVERSUBSCRIPTION = envfloat("TAKO_CPU_OVERSUBSCRIPTION", 4.0, minimum=0.1, maximum=64)
-TAKO_QUICK_TIMEOUT = envint("TAKO_QUICK_TIMEOUT", 30, minimum=1)
+TAKO_QUICK_TIMEOUT = envint("TAKO_QUICK_TIMEOUT", 10, minimum=1)
 TAKO_QUICK_RESERVE = envfloat("TAKO_QUICK_RESERVE", 0.25, minimum=0, maximum=0.9)
 TAKO_MAX_QUEUE_SIZE = envint("TAKO_MAX_QUEUE_SIZE", 100, minimum=1)
 TAKO_MAX_STARTUP_TIMEOUT = 600

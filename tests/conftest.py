@@ -145,7 +145,7 @@ def service_logs(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 class LiveService:
-    """daphne + one worker cluster (2 workers), as `make run` starts them, on the test database."""
+    """daphne + one worker cluster (4 workers: 3 for long jobs), as `make run` starts them, on the test database."""
 
     WORKER_NAME = "pytest-worker"
 
@@ -189,7 +189,7 @@ def live_service(transactional_db: None, _live_service: LiveService) -> LiveServ
 
 @pytest.fixture
 def live_url(live_service: LiveService) -> str:
-    """The URL of the whole service (daphne + a qcluster of 2 workers), as `make run` starts it."""
+    """The URL of the whole service (daphne + a qcluster of 4 workers), as `make run` starts it."""
     return live_service.url
 
 

@@ -261,7 +261,7 @@ def start_daphne(log: Path, **env: str) -> tuple[ServiceProcess, str]:
     raise RuntimeError(f"daphne did not start: {server.output()}")
 
 
-def start_worker(log: Path, name: str, workers: int = 2, **env: str) -> ServiceProcess:
+def start_worker(log: Path, name: str, workers: int = 4, **env: str) -> ServiceProcess:
     worker = ServiceProcess(
         ["manage.py", "tako_worker"],
         log,
