@@ -9,6 +9,7 @@ from __future__ import annotations
 import os
 import secrets
 import socket
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -75,6 +76,7 @@ INSTALLED_APPS = [
     "django_htmx",
     "django_q",
     "template_partials",
+    "axes",
     "executions",
 ]
 
@@ -89,6 +91,7 @@ MIDDLEWARE = [
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
     "django_htmx.middleware.HtmxMiddleware",
+    "axes.middleware.AxesMiddleware",  # answers a locked-out login with its page (429)
 ]
 
 ROOT_URLCONF = "takoweb.urls"
@@ -146,6 +149,19 @@ CHANNEL_LAYERS = {
 LOGIN_URL = "login"
 LOGIN_REDIRECT_URL = "ui-executions"
 LOGOUT_REDIRECT_URL = "login"
+# Login throttling (django-axes): after TAKO_LOGIN_FAILURE_LIMIT failed logins for one user name
+# from one address, that pair is locked out for TAKO_LOGIN_LOCKOUT_MINUTES (429, on the login page
+# and /admin/ alike); a success resets the count; an admin unlocks early in /admin/ (Access
+# attempts: delete) or with `manage.py axes_reset_username NAME`.
+AUTHENTICATION_BACKENDS = ["axes.backends.AxesStandaloneBackend", "django.contrib.auth.backends.ModelBackend"]
+AXES_FAILURE_LIMIT = envint("TAKO_LOGIN_FAILURE_LIMIT", 5, minimum=1)
+AXES_COOLOFF_TIME = timedelta(minutes=envint("TAKO_LOGIN_LOCKOUT_MINUTES", 15, minimum=1))
+AXES_LOCKOUT_PARAMETERS = [["username", "ip_address"]]
+AXES_RESET_ON_SUCCESS = True
+AXES_LOCKOUT_TEMPLATE = "registration/locked_out.html"
+AXES_CLIENT_IP_CALLABLE = "executions.views.accounts.client_address"
+AXES_VERBOSE = False
+AXES_DISABLE_ACCESS_LOG = True  # successful logins are not kept; failures are (AccessAttempt)
 
 AUTH_PASSWORD_VALIDATORS = [
     {"NAME": "django.contrib.auth.password_validation.MinimumLengthValidator"},
