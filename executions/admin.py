@@ -22,13 +22,14 @@ class ExecutionAdmin(admin.ModelAdmin):
 
 @admin.register(ApiKey)
 class ApiKeyAdmin(admin.ModelAdmin):
-    """Keys are issued here; the secret is shown once, in the message after saving."""
+    """Keys are issued here; the key and its webhook secret are shown once, in the message after
+    saving. Rotating a webhook secret shows the new one once, the same way."""
 
     list_display = ("name", "prefix", "owner", "scope", "weight", "created_at", "last_used_at", "revoked_at")
     list_editable = ("weight",)  # its share of the workers when callers' jobs wait together
     list_filter = ("scope",)
     fields = ("name", "owner", "scope", "weight", "revoked_at")
-    actions = ["revoke"]
+    actions = ["revoke", "rotate_webhook_secret"]
 
     def save_model(self, request: HttpRequest, obj: ApiKey, form: object, change: bool) -> None:
         if change:
@@ -38,7 +39,16 @@ class ApiKeyAdmin(admin.ModelAdmin):
         ApiKey.objects.filter(pk=key.pk).update(weight=obj.weight)
         obj.pk, obj.prefix, obj.key_hash = key.pk, key.prefix, key.key_hash
         messages.warning(request, f"The new key (shown once, copy it now): {secret}")
+        messages.warning(
+            request, f"Its webhook secret (signs its jobs' webhooks; shown once, copy it now): {key.webhook_secret}"
+        )
 
     @admin.action(description="Revoke the selected keys")
     def revoke(self, request: HttpRequest, queryset: object) -> None:
         queryset.filter(revoked_at=None).update(revoked_at=timezone.now())  # type: ignore[attr-defined]
+
+    @admin.action(description="Rotate the webhook secret of the selected keys")
+    def rotate_webhook_secret(self, request: HttpRequest, queryset: object) -> None:
+        for key in queryset:  # type: ignore[attr-defined]
+            secret = key.rotate_webhook_secret()
+            messages.warning(request, f"New webhook secret of {key} (shown once, copy it now): {secret}")

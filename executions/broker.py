@@ -51,7 +51,7 @@ class GatedORM(EngineGate, ORM):
     pass
 
 
-class SQLiteWatchingORM(GatedORM):
+class _SQLiteWatching(ORM):
     def __init__(self, list_key: str | None = None) -> None:
         super().__init__(list_key)
         self._seen_version: int | None = None
@@ -73,3 +73,11 @@ class SQLiteWatchingORM(GatedORM):
         with connections[Conf.ORM].cursor() as cursor:
             cursor.execute("PRAGMA data_version")
             return int(cursor.fetchone()[0])
+
+
+class SQLiteWatchingORM(_SQLiteWatching, GatedORM):
+    """The jobs' queue on SQLite: the gate, then the watch, then django-q2's ORM broker."""
+
+
+class SQLiteWatchingUngatedORM(_SQLiteWatching):
+    """The webhooks' queue on SQLite: deliveries need no engine, so no gate."""

@@ -12,6 +12,7 @@ from django.conf import settings
 from django.core.exceptions import ValidationError
 from django.core.validators import MaxValueValidator, MinValueValidator, RegexValidator
 from django.db import models
+from django.utils import timezone
 
 JOB_TYPE_NAME_RE = r"^[a-zA-Z0-9_-]+$"
 MEMORY_LIMIT_RE = r"^[1-9][0-9]*[kmg]$"
@@ -24,6 +25,10 @@ REQUIREMENT_RE = re.compile(
 )
 MAX_REQUIREMENTS = 50
 MIN_MEMORY_BYTES = 32 * 1024 * 1024
+
+
+def new_webhook_secret() -> str:
+    return f"whsec_{secrets.token_urlsafe(32)}"
 
 
 def iso_utc(value: Any) -> str | None:
@@ -246,6 +251,8 @@ class Execution(models.Model):
         settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="executions"
     )
     relationship = models.CharField(max_length=8, null=True)  # rerun | fork
+    # POSTed the record when the job ends (services/webhooks.py); "" for none.
+    webhook_url = models.CharField(max_length=2048, blank=True, default="")
 
     class Meta:
         ordering = ["-created_at"]
@@ -464,6 +471,9 @@ class ApiKey(models.Model):
     weight = models.PositiveSmallIntegerField(
         default=1, validators=[MinValueValidator(1), MaxValueValidator(100)], help_text="Share of the workers (1-100)"
     )
+    # Signs the webhooks of the jobs this key submits (HMAC-SHA256). Kept in clear, as a signer
+    # must; shown once when made or rotated, never listed.
+    webhook_secret = models.CharField(max_length=64, default=new_webhook_secret, editable=False)
 
     class Meta:
         ordering = ["-created_at"]
@@ -482,6 +492,73 @@ class ApiKey(models.Model):
         secret = f"tako_{secrets.token_urlsafe(32)}"
         key = cls.objects.create(name=name, owner=owner, scope=scope, prefix=secret[:12], key_hash=cls.hash(secret))
         return key, secret
+
+    def rotate_webhook_secret(self) -> str:
+        """A new webhook secret, effective for every delivery from now on; returns it (shown once)."""
+        self.webhook_secret = new_webhook_secret()
+        self.save(update_fields=["webhook_secret"])
+        return self.webhook_secret
+
+
+class WebhookDelivery(models.Model):
+    """The webhook of one job (`Execution.webhook_url`): made at admission, queued when the job
+    ends, tried until a 2xx or the last attempt (services/webhooks.py). Its id is the
+    X-Tako-Delivery header, the same on every attempt so a receiver can drop repeats."""
+
+    class State(models.TextChoices):
+        WAITING = "waiting"  # the job has not ended
+        QUEUED = "queued"  # a task will make the next attempt
+        SENDING = "sending"  # a task is making it
+        RETRYING = "retrying"  # the next attempt is due at next_attempt_at
+        DELIVERED = "delivered"
+        FAILED = "failed"  # every attempt failed, or the target was refused
+
+    id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
+    execution = models.OneToOneField(Execution, on_delete=models.CASCADE, related_name="webhook")
+    # Whose secret signs it: the submitting key's, or (keyed=False) the deployment's TAKO_WEBHOOK_SECRET.
+    keyed = models.BooleanField(default=False)
+    api_key = models.ForeignKey(ApiKey, null=True, blank=True, on_delete=models.SET_NULL, related_name="webhooks")
+    state = models.CharField(max_length=16, choices=State.choices, default=State.WAITING)
+    attempts = models.PositiveSmallIntegerField(default=0)  # made so far
+    next_attempt_at = models.DateTimeField(null=True, blank=True)
+    state_changed_at = models.DateTimeField(default=timezone.now)
+
+    class Meta:
+        verbose_name_plural = "webhook deliveries"
+        indexes = [models.Index(fields=["state", "next_attempt_at"], name="webhooks_due")]
+
+    def __str__(self) -> str:
+        return f"webhook {self.pk} ({self.state})"
+
+
+class WebhookAttempt(models.Model):
+    """One POST of a webhook and how it went: the receiver's status, or why there was none."""
+
+    delivery = models.ForeignKey(WebhookDelivery, on_delete=models.CASCADE, related_name="attempt_log")
+    attempt = models.PositiveSmallIntegerField()  # 1, 2, …
+    status_code = models.PositiveSmallIntegerField(null=True, blank=True)
+    error = models.TextField(blank=True, default="")  # "" when the receiver answered 2xx
+    at = models.DateTimeField()
+    duration_ms = models.PositiveIntegerField(default=0)
+
+    class Meta:
+        ordering = ["delivery", "attempt"]
+        constraints = [models.UniqueConstraint(fields=["delivery", "attempt"], name="one_row_per_attempt")]
+
+    def __str__(self) -> str:
+        return f"attempt {self.attempt} of {self.delivery_id}"
+
+    @property
+    def ok(self) -> bool:
+        return not self.error
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "attempt": self.attempt,
+            "status_code": self.status_code,
+            "error": self.error or None,
+            "at": iso_utc(self.at),
+        }
 
 
 class PoolState(models.Model):

@@ -6,7 +6,7 @@ from typing import Any
 
 from django.db.models import QuerySet
 
-from executions.models import Execution
+from executions.models import Execution, WebhookAttempt, WebhookDelivery
 
 
 def sees_every_execution(user: Any) -> bool:
@@ -26,3 +26,15 @@ def executions_visible_to(user: Any, *, sees_all: bool | None = None) -> QuerySe
     if user is None or not user.is_authenticated:
         return Execution.objects.none()
     return Execution.objects.filter(submitted_by_id=user.pk)
+
+
+def webhook_of(execution: Execution) -> WebhookDelivery | None:
+    """The job's webhook delivery, if it asked for one."""
+    if not execution.webhook_url:
+        return None
+    return WebhookDelivery.objects.filter(execution=execution).first()
+
+
+def webhook_attempts_of(execution: Execution) -> QuerySet[WebhookAttempt]:
+    """Every attempt to deliver the job's webhook, first first."""
+    return WebhookAttempt.objects.filter(delivery__execution=execution).order_by("attempt")

@@ -57,7 +57,13 @@ def recover_stale_executions() -> int:
     recovered += services.executions_redispatch(older_than=settings.TAKO_REDISPATCH_AFTER)
     probe_breaker(get_sandbox().ping())
     services.containers_reap_quietly()
+    services.webhooks_recover()
     return recovered
+
+
+def deliver_webhook(execution_id: str) -> None:
+    """One attempt of a job's webhook (on the webhook queue's own cluster, never the jobs')."""
+    services.webhook_deliver(execution_id)
 
 
 def prune_executions() -> int:

@@ -308,6 +308,40 @@ Q_CLUSTER = {
     "label": "Task queue",
 }
 
+# --- Webhooks ----------------------------------------------------------------------------------
+# A job's webhook_url is POSTed its record when it ends, signed (HMAC-SHA256) with the submitting
+# API key's webhook secret, or this one for callers without a key (none: such callers may not ask
+# for a webhook).
+TAKO_WEBHOOK_SECRET = envstr("TAKO_WEBHOOK_SECRET", "")
+# Targets on loopback, private, link-local, shared or reserved addresses are refused (checked
+# after DNS resolution, at send time) unless this is on; cloud metadata addresses always are.
+TAKO_WEBHOOK_ALLOW_PRIVATE = envbool("TAKO_WEBHOOK_ALLOW_PRIVATE", False)
+TAKO_WEBHOOK_TIMEOUT = envfloat("TAKO_WEBHOOK_TIMEOUT", 10.0, minimum=0.1, maximum=60)  # per attempt, all in
+# Attempts in all, the first after `delay` seconds of backoff doubling each time: 6 attempts with
+# 20 s → retries after 20, 40, 80, 160 and 320 s (about 10 minutes).
+TAKO_WEBHOOK_ATTEMPTS = envint("TAKO_WEBHOOK_ATTEMPTS", 6, minimum=1, maximum=20)
+TAKO_WEBHOOK_BACKOFF_SECONDS = envfloat("TAKO_WEBHOOK_BACKOFF_SECONDS", 20.0, minimum=0.01, maximum=3600)
+# Deliveries run on a queue and cluster of their own (started by tako_worker beside the jobs'),
+# so a slow or dead receiver never holds a worker a job is waiting for.
+TAKO_WEBHOOK_WORKERS = envint("TAKO_WEBHOOK_WORKERS", 2, minimum=1, maximum=64)
+WEBHOOK_QUEUE = "tako-webhooks"
+# Deliveries need no engine: their cluster's broker takes tasks whatever the breaker says.
+_WEBHOOK_BROKER_CLASS = {
+    "executions.broker.GatedRedis": "django_q.brokers.redis_broker.Redis",
+    "executions.broker.GatedORM": "django_q.brokers.orm.ORM",
+    "executions.broker.SQLiteWatchingORM": "executions.broker.SQLiteWatchingUngatedORM",
+}[_BROKER["broker_class"]]
+Q_CLUSTER["ALT_CLUSTERS"] = {
+    WEBHOOK_QUEUE: {
+        "broker_class": _WEBHOOK_BROKER_CLASS,
+        "workers": TAKO_WEBHOOK_WORKERS,
+        "timeout": 120,  # an attempt is bounded by TAKO_WEBHOOK_TIMEOUT (and DNS by the same)
+        "retry": 180,
+        "recycle": 500,
+        "label": "Webhook queue",
+    }
+}
+
 # Executions (with their output and artifacts) are kept this many days; 0 keeps them forever.
 TAKO_RETENTION_DAYS = envint("TAKO_RETENTION_DAYS", 30, minimum=0)
 

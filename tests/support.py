@@ -277,3 +277,49 @@ def start_worker(log: Path, name: str, workers: int = 4, **env: str) -> ServiceP
             raise RuntimeError(f"the worker did not start: {worker.output()}")
         time.sleep(0.1)
     return worker
+
+
+# -- a webhook receiver on loopback ---------------------------------------------------------------
+class Receiver:
+    """An HTTP server on 127.0.0.1 that records every POST (headers, raw body, arrival time) and
+    answers with the next status of `answers` (200 once they run out)."""
+
+    def __init__(self, answers: list[int] | None = None) -> None:
+        import threading
+        from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+        self.answers = list(answers or [])
+        self.received: list[tuple[dict[str, str], bytes, float]] = []
+        self.lock = threading.Lock()
+        receiver = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self) -> None:
+                body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
+                with receiver.lock:
+                    receiver.received.append((dict(self.headers.items()), body, time.time()))
+                    status = receiver.answers.pop(0) if receiver.answers else 200
+                self.send_response(status)
+                self.send_header("Content-Length", "0")
+                self.end_headers()
+
+            def log_message(self, format: str, *args: Any) -> None:  # quiet
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.port = self.server.server_address[1]
+        self.url = f"http://127.0.0.1:{self.port}/hook"
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
+def verify_signature(headers: dict[str, str], body: bytes, secret: str) -> bool:
+    """What a receiver does: recompute the HMAC-SHA256 of the raw body and compare in constant time."""
+    import hashlib
+    import hmac
+
+    expected = "sha256=" + hmac.new(secret.encode(), body, hashlib.sha256).hexdigest()
+    return hmac.compare_digest(expected, headers.get("X-Tako-Signature", ""))

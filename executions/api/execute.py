@@ -14,6 +14,7 @@ from executions import services
 from executions.api.auth import EXECUTE, submitter
 from executions.api.routing import JsonBody, Router, in_worker_thread
 from executions.api.schemas import (
+    AsyncExecuteRequest,
     Error,
     ExecuteRequest,
     ExecuteResponse,
@@ -59,8 +60,9 @@ async def execute(request: HttpRequest, payload: Annotated[ExecuteRequest, JsonB
     response={202: JobSubmitted, 200: JobSubmitted, **REFUSALS},
     summary="Queue code to run on the worker cluster",
 )
-def execute_async(request: HttpRequest, payload: Annotated[ExecuteRequest, JsonBody(...)]) -> Status[object]:
-    """202: queued; 200: the job already submitted with this idempotency_key."""
+def execute_async(request: HttpRequest, payload: Annotated[AsyncExecuteRequest, JsonBody(...)]) -> Status[object]:
+    """202: queued; 200: the job already submitted with this idempotency_key. With webhook_url,
+    the record is POSTed there when the job ends (GET /jobs/{id}/webhooks lists the attempts)."""
     job = services.execute_request_parse(payload.model_dump(exclude_unset=True))
     return submitted(services.execution_submit(job, submitter=submitter(request)))
 

@@ -16,6 +16,7 @@ from executions.models import JOB_TYPE_NAME_RE, MAX_REQUIREMENTS, Execution, req
 from executions.sandbox.classify import ERROR_TYPES
 from executions.services.dlq import DEAD_LETTER_TYPES
 from executions.services.job_requests import IDEMPOTENCY_KEY_RE
+from executions.services.webhooks import MAX_URL_CHARS, webhook_url_problem
 
 JOB_TYPE_PATTERN = re.compile(JOB_TYPE_NAME_RE)
 
@@ -70,6 +71,13 @@ def _idempotency_key(value: Any) -> Any:
     return value
 
 
+def _webhook_url(value: Any) -> Any:
+    problem = webhook_url_problem(value)
+    if problem:
+        raise invalid(problem)
+    return value
+
+
 Code = Annotated[
     str,
     Field(min_length=1, max_length=settings.TAKO_MAX_CODE_CHARS, description="Python source, not blank"),
@@ -102,6 +110,17 @@ IdempotencyKey = Annotated[
         "and runs nothing; another payload is a 409",
     ),
     BeforeValidator(_idempotency_key),
+]
+WebhookUrl = Annotated[
+    str,
+    Field(
+        max_length=MAX_URL_CHARS,
+        json_schema_extra={"format": "uri"},
+        description="http(s) URL POSTed the execution record when the job ends, signed "
+        "(X-Tako-Signature: sha256=<HMAC-SHA256 of the body>); retried with backoff; no loopback, "
+        "private, link-local or metadata addresses (checked after DNS, at send time)",
+    ),
+    BeforeValidator(_webhook_url),
 ]
 ErrorType = Literal[ERROR_TYPES]  # type: ignore[valid-type]
 DEAD_LETTER_TYPE_NAMES = tuple(sorted(DEAD_LETTER_TYPES))

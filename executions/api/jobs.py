@@ -38,9 +38,11 @@ from executions.api.schemas import (
     ResultQuery,
     Unavailable,
     WaitTimeout,
+    WebhookAttempt,
     paginated,
 )
 from executions.models import Artifact, Execution
+from executions.selectors import webhook_attempts_of
 
 router = Router(auth=EXECUTE, tags=["jobs"])
 
@@ -189,6 +191,15 @@ def job_artifact(request: HttpRequest, job_id: UUID, name: str) -> HttpResponseB
         response["Content-Length"] = str(artifact.size_bytes)
     response["ETag"] = etag
     return response
+
+
+@router.get(
+    "/jobs/{uuid:job_id}/webhooks",
+    response={200: list[WebhookAttempt], 404: Error},
+    summary="Every attempt to deliver the job's webhook, first first (none: [])",
+)
+def job_webhooks(request: HttpRequest, job_id: UUID) -> list[dict[str, Any]]:
+    return [attempt.to_dict() for attempt in webhook_attempts_of(_job_or_404(request, job_id))]
 
 
 # -- execution records ---------------------------------------------------------------------------------

@@ -35,6 +35,7 @@ from executions.api.fields import (
     View,
     Wait,
     WaitSeconds,
+    WebhookUrl,
 )
 from executions.models import CircuitBreaker, Environment, Execution, ProcessBeat
 
@@ -67,6 +68,16 @@ class ExecuteRequest(Request):
     )
     requirements: Requirements | None = None
     idempotency_key: IdempotencyKey | None = None
+
+
+class WebhookTarget(Request):
+    """Where to POST each job's record when it ends (async submissions and batches)."""
+
+    webhook_url: WebhookUrl | None = None
+
+
+class AsyncExecuteRequest(ExecuteRequest, WebhookTarget):
+    """POST /execute/async: a job, and optionally its webhook."""
 
 
 class RerunRequest(Request):
@@ -200,6 +211,15 @@ class ExecutionRecordFull(ExecutionRecord):
 
 
 AnyRecord = ExecutionRecord | ExecutionRecordFull
+
+
+class WebhookAttempt(Response):
+    """One POST of the job's webhook: the receiver's status code, or why there was none."""
+
+    attempt: int = Field(ge=1)
+    status_code: int | None
+    error: str | None = Field(description="null when the receiver answered 2xx")
+    at: Timestamp
 
 
 class ExecutionPage(Response):

@@ -3,7 +3,7 @@
 job_requests.py: validating what a caller asks; submissions.py: admission, the one way a job is
 created; limits.py: per-caller limits; lifecycle.py: claim, requeue and end, the only writer of a
 job's status; runs.py: running one execution; jobs.py: dispatch, cancel and crash recovery;
-environments.py: building job-type images.
+environments.py: building job-type images; webhooks.py: a job's webhook, queued, sent, retried.
 Refusals are executions.errors.ApplicationError.
 """
 
@@ -46,6 +46,7 @@ from executions.services.submissions import (
     execution_submit,
     execution_submit_sync,
 )
+from executions.services.webhooks import webhook_deliver, webhooks_due, webhooks_recover
 
 __all__ = [
     "Admitted",
@@ -87,5 +88,8 @@ __all__ = [
     "queue_position",
     "queue_stats",
     "sha256_hex",
+    "webhook_deliver",
+    "webhooks_due",
+    "webhooks_recover",
     "worker_name",
 ]

@@ -17,6 +17,7 @@ from django.conf import settings
 
 from executions.errors import FieldErrors, InvalidRequest
 from executions.models import JOB_TYPE_NAME_RE, Environment, requirement_errors
+from executions.services.webhooks import webhook_url_problem
 
 EXECUTE_FIELDS = (
     "code",
@@ -26,6 +27,7 @@ EXECUTE_FIELDS = (
     "startup_timeout",
     "requirements",
     "idempotency_key",
+    "webhook_url",
 )
 IDEMPOTENCY_KEY_RE = re.compile(r"^[A-Za-z0-9_-]{8,255}$")
 
@@ -49,6 +51,7 @@ class ExecuteRequest:
     startup_timeout: int | None = None
     requirements: list[str] = field(default_factory=list)
     idempotency_key: str | None = None
+    webhook_url: str = ""  # POSTed the record when the job ends (services/webhooks.py); "": none
 
     def fingerprint(self) -> str:
         """What makes two submissions the same job (for idempotency keys), defaults filled in."""
@@ -59,6 +62,7 @@ class ExecuteRequest:
             timeout=self.timeout,
             startup_timeout=self.startup_timeout,
             requirements=self.requirements,
+            webhook_url=self.webhook_url,
         )
 
 
@@ -93,6 +97,10 @@ def execute_request_parse(body: Any) -> ExecuteRequest:
     key = body.get("idempotency_key")
     if key is not None and (not isinstance(key, str) or not IDEMPOTENCY_KEY_RE.match(key)):
         errors.add("idempotency_key", "idempotency_key must be 8-255 characters of letters, digits, - and _")
+    webhook_url = body.get("webhook_url") or ""
+    problem = webhook_url_problem(webhook_url) if webhook_url else None
+    if problem:
+        errors.add("webhook_url", problem)
     environment = environment_named("default" if body.get("job_type") is None else body["job_type"], errors)
     errors.raise_if_any()
     assert environment is not None and code is not None
@@ -104,6 +112,7 @@ def execute_request_parse(body: Any) -> ExecuteRequest:
         startup_timeout=startup_timeout,
         requirements=requirements,
         idempotency_key=key,
+        webhook_url=webhook_url,
     )
 
 
@@ -191,6 +200,7 @@ def request_hash(
     timeout: int | None,
     startup_timeout: int | None,
     requirements: list[str] | None,
+    webhook_url: str = "",
 ) -> str:
     """What makes two submissions the same job (for idempotency keys), defaults filled in."""
     request = {
@@ -201,4 +211,6 @@ def request_hash(
         "startup_timeout": startup_timeout or environment.startup_timeout,
         "requirements": requirements or [],
     }
+    if webhook_url:  # (absent otherwise: the hashes of jobs without one are as they always were)
+        request["webhook_url"] = webhook_url
     return sha256_hex(canonical_json(request))

@@ -18,6 +18,7 @@ import time
 from collections import defaultdict, deque
 from collections.abc import Collection
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -48,6 +49,7 @@ from executions.sandbox import RunResult
 from executions.sandbox.classify import Outcome
 from executions.services.dlq import DEAD_LETTER_TYPES, dead_letter_add
 from executions.services.pool import pool_count
+from executions.services.webhooks import webhook_queue
 
 logger = logging.getLogger(__name__)
 
@@ -305,6 +307,8 @@ def end(
         dead_letter_add(execution)
     if result is not None and result.warm is not None:
         pool_count(environment=execution.job_type, warm=result.warm)
+    if execution.webhook_url:  # queued for its own workers once the end is committed, never sent here
+        transaction.on_commit(partial(webhook_queue, execution.pk))
     live.notify_execution_changed(execution.pk)
     return True
 

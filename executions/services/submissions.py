@@ -35,6 +35,7 @@ from executions.services.job_requests import (
 )
 from executions.services.jobs import execution_dispatch
 from executions.services.limits import rate_key, request_count, room_check
+from executions.services.webhooks import webhook_delivery_create
 
 ENGINE_RETRY_AFTER = 30  # the breaker's reset time, about
 
@@ -49,7 +50,8 @@ class Submitter:
     # The API counts every request against the rate limit as it arrives (reads too), so it passes
     # None; a page's submission is counted here, under the same key, so pages are no way around it.
     rate_key: str | None = None
-    api_key: Any = None  # the key a script called with: its jobs share the workers as that key's
+    api_key: Any = None  # the key a script called with: its jobs share the workers as that key's,
+    # and its webhook secret signs their webhooks
 
     @property
     def caller(self) -> str:
@@ -240,6 +242,8 @@ def _admit(
             parent=parent,
             relationship=relationship,
         )
+        if request.webhook_url:
+            webhook_delivery_create(execution, api_key=submitter.api_key)
         if is_async:
             transaction.on_commit(lambda: execution_dispatch(execution))
     return Admitted(execution, created=True)
@@ -254,6 +258,7 @@ def _fields(request: ExecuteRequest) -> dict[str, Any]:
         "startup_timeout": request.startup_timeout,
         "requirements": request.requirements,
         "idempotency_key": request.idempotency_key,
+        "webhook_url": request.webhook_url,
     }
 
 
@@ -275,6 +280,7 @@ def execution_create(
     submitted_by: Any = None,
     caller: str = "",
     caller_weight: int = 1,
+    webhook_url: str = "",
 ) -> Execution:
     """The record alone, admitted by nothing: for _admit above, and for tests that set up records."""
     timeout = timeout or environment.timeout
@@ -301,6 +307,7 @@ def execution_create(
             timeout=timeout,
             startup_timeout=startup_timeout,
             requirements=requirements,
+            webhook_url=webhook_url,
         ),
         correlation_id=correlation_id,
         client_ip=client_ip,
@@ -309,4 +316,5 @@ def execution_create(
         parent_execution=parent,
         relationship=relationship,
         submitted_by=submitted_by,
+        webhook_url=webhook_url,
     )

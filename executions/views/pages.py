@@ -23,8 +23,9 @@ from executions import services
 from executions.errors import AlreadyEnded, ApplicationError
 from executions.hints import HINTS
 from executions.models import Environment, Execution
-from executions.selectors import executions_visible_to, sees_every_execution
+from executions.selectors import executions_visible_to, sees_every_execution, webhook_attempts_of, webhook_of
 from executions.services.limits import rate_key
+from executions.services.webhooks import PENDING as WEBHOOK_PENDING
 from executions.views.forms import ExecutionForm
 
 PAGE_SIZE = 50
@@ -144,7 +145,23 @@ def execution_list(request: PageRequest) -> HttpResponse:
 @page_login_required
 def execution_detail(request: PageRequest, execution_id: Any) -> HttpResponse:
     execution = _execution_or_404(request, execution_id)
-    return render(request, "executions/detail.html", {"execution": execution, "hints": HINTS})
+    context = {"execution": execution, "hints": HINTS, **_webhook_context(execution)}
+    if request.htmx and request.GET.get("panel") == "webhooks":
+        return render(request, "executions/detail.html#webhooks", context)
+    return render(request, "executions/detail.html", context)
+
+
+def _webhook_context(execution: Execution) -> dict[str, Any]:
+    """The job's webhook and its attempts (no query for a job without one); the panel polls
+    while a delivery is still to come."""
+    webhook = webhook_of(execution)
+    if webhook is None:
+        return {"webhook": None}
+    return {
+        "webhook": webhook,
+        "webhook_attempts": list(webhook_attempts_of(execution)),
+        "webhook_pending": webhook.state in WEBHOOK_PENDING,
+    }
 
 
 @page_login_required

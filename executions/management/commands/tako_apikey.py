@@ -1,4 +1,5 @@
-"""API keys for scripts: `manage.py tako_apikey create NAME --user U [--scope admin]`, `list`, `revoke ID`."""
+"""API keys for scripts: `manage.py tako_apikey create NAME --user U [--scope admin]`, `list`, `revoke ID`,
+`rotate-webhook-secret ID`."""
 
 from __future__ import annotations
 
@@ -23,6 +24,8 @@ class Command(BaseCommand):
         sub.add_parser("list", help="list keys (never their secrets)")
         revoke = sub.add_parser("revoke", help="revoke a key by id")
         revoke.add_argument("id", type=int)
+        rotate = sub.add_parser("rotate-webhook-secret", help="a new webhook secret for a key, printed once")
+        rotate.add_argument("id", type=int)
 
     def handle(self, *args: Any, **options: Any) -> None:
         if options["action"] == "create":
@@ -31,13 +34,19 @@ class Command(BaseCommand):
                 raise CommandError(f"No user named {options['user']!r}")
             key, secret = ApiKey.issue(name=options["name"], owner=owner, scope=options["scope"])
             self.stdout.write(f"API key {key.pk} ({key.scope}) for {owner.get_username()}:\n{secret}")
-            self.stdout.write("Shown once; send it as X-API-Key.")
+            self.stdout.write(f"Webhook secret (verifies X-Tako-Signature):\n{key.webhook_secret}")
+            self.stdout.write("Both shown once; send the key as X-API-Key.")
         elif options["action"] == "list":
             for key in ApiKey.objects.select_related("owner"):
                 state = f"revoked {key.revoked_at:%Y-%m-%d}" if key.revoked_at else "active"
                 self.stdout.write(
                     f"{key.pk}\t{key.prefix}…\t{key.scope}\t{key.owner.get_username()}\t{key.name}\t{state}"
                 )
+        elif options["action"] == "rotate-webhook-secret":
+            found = ApiKey.objects.filter(pk=options["id"]).first()
+            if found is None:
+                raise CommandError(f"No key {options['id']}")
+            self.stdout.write(f"New webhook secret of key {found.pk} (shown once):\n{found.rotate_webhook_secret()}")
         else:
             updated = ApiKey.objects.filter(pk=options["id"], revoked_at=None).update(revoked_at=timezone.now())
             if not updated:

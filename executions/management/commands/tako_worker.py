@@ -1,5 +1,7 @@
 """Start this host's worker cluster: `manage.py tako_worker` (django-q2's qcluster, after recovery).
 
+Beside it, supervised: the webhook cluster (`tako_webhooks`, deliveries on a queue of their own).
+
 Jobs left running by this host's previous cluster (it crashed or was killed) are ended or queued
 again first; the every-minute sweep for jobs whose worker stopped beating and the daily pruning of
 old executions are scheduled. The host's warm pool keeper (`tako_pool`) runs beside the cluster,
@@ -21,6 +23,7 @@ from django_q.models import Schedule
 
 from executions import services
 from executions.management.commands.tako_pool import PARENT_ENV
+from executions.management.commands.tako_webhooks import PARENT_ENV as WEBHOOKS_PARENT_ENV
 from executions.models import ProcessBeat
 from executions.resilience import this_engine
 from executions.services.heartbeats import Heartbeat
@@ -46,14 +49,18 @@ class Command(BaseCommand):
             name="tako: prune old executions",
             defaults={"func": "executions.tasks.prune_executions", "schedule_type": Schedule.DAILY, "repeats": -1},
         )
-        # The keeper is started again whenever it dies (an engine fault it did not survive, a kill),
-        # and ends if this process is killed (tako_pool.PARENT_ENV).
+        # The keeper and the webhook cluster are started again whenever they die (an engine fault
+        # the keeper did not survive, a kill), and end if this process is killed (their PARENT_ENV).
         keeper_env = {**os.environ, PARENT_ENV: str(os.getpid())}
+        webhooks_env = {**os.environ, WEBHOOKS_PARENT_ENV: str(os.getpid()), "Q_CLUSTER_NAME": settings.WEBHOOK_QUEUE}
         manage = str(settings.BASE_DIR / "manage.py")
         keeper = Supervisor(
-            [Program("pool keeper", [sys.executable, manage, "tako_pool"], env=keeper_env)]
-            if settings.TAKO_POOL_ENABLED
-            else []
+            [Program("webhook cluster", [sys.executable, manage, "tako_webhooks"], env=webhooks_env)]
+            + (
+                [Program("pool keeper", [sys.executable, manage, "tako_pool"], env=keeper_env)]
+                if settings.TAKO_POOL_ENABLED
+                else []
+            )
         )
         keeper.start_all()
         # This host's cluster beats on its own (the keeper may be off): web-only hosts hand jobs
