@@ -282,9 +282,9 @@ def start_worker(log: Path, name: str, workers: int = 4, **env: str) -> ServiceP
 # -- a webhook receiver on loopback ---------------------------------------------------------------
 class Receiver:
     """An HTTP server on 127.0.0.1 that records every POST (headers, raw body, arrival time) and
-    answers with the next status of `answers` (200 once they run out)."""
+    answers with the next status of `answers` (200 once they run out), after `delay` seconds."""
 
-    def __init__(self, answers: list[int] | None = None) -> None:
+    def __init__(self, answers: list[int] | None = None, delay: float = 0.0) -> None:
         import threading
         from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
@@ -299,6 +299,7 @@ class Receiver:
                 with receiver.lock:
                     receiver.received.append((dict(self.headers.items()), body, time.time()))
                     status = receiver.answers.pop(0) if receiver.answers else 200
+                time.sleep(delay)
                 self.send_response(status)
                 self.send_header("Content-Length", "0")
                 self.end_headers()
