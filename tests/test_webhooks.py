@@ -28,7 +28,7 @@ from tests.support import Receiver, verify_signature
 
 pytestmark = pytest.mark.django_db
 SECRET = "deployment-secret-for-tests"
-HOOK = "https://hooks.example.com/tako"
+HOOK = "https://hooks.example.invalid/tako"
 SUCCEEDED = Outcome("succeeded")
 
 
@@ -235,7 +235,7 @@ def test_a_name_with_any_refused_address_is_refused_without_connecting() -> None
         HOOK, b"{}", {}, timeout=2, allow_private=False, resolver=network.resolve, connector=network.connect
     )
     assert (sent.ok, sent.refused, sent.status_code) == (False, True, None)
-    assert sent.error == "Refused target hooks.example.com (10.0.0.7): a private address"
+    assert sent.error == "Refused target hooks.example.invalid (10.0.0.7): a private address"
     assert network.connects == []
 
 
@@ -252,7 +252,7 @@ def test_https_connects_to_the_checked_address_with_the_names_tls_server_name() 
         HOOK, b"{}", {}, timeout=2, allow_private=False, resolver=network.resolve,
         connector=network.connect, tls=RecordingContext(),  # type: ignore[arg-type]
     )  # fmt: skip
-    assert network.connects == [("93.184.216.34", 443)] and wrapped == ["hooks.example.com"]
+    assert network.connects == [("93.184.216.34", 443)] and wrapped == ["hooks.example.invalid"]
     assert not sent.ok and not sent.refused
 
 
@@ -537,3 +537,21 @@ def test_the_key_command_shows_and_rotates_the_webhook_secret(capsys: Any) -> No
     rotated = capsys.readouterr().out.splitlines()[1]
     key.refresh_from_db()
     assert rotated == key.webhook_secret != lines[3]
+
+
+def test_an_admin_sees_a_new_keys_webhook_secret_once_and_rotates_it() -> None:
+    admin = User.objects.create_superuser("root", password="pw-for-tests-only")
+    client = Client()
+    client.force_login(admin)
+    made = client.post(
+        "/admin/executions/apikey/add/", {"name": "ci", "owner": admin.pk, "scope": "execute"}, follow=True
+    ).content.decode()
+    key = ApiKey.objects.get()
+    assert key.webhook_secret in made  # in the message after saving, once
+    assert key.webhook_secret not in client.get(f"/admin/executions/apikey/{key.pk}/change/").content.decode()
+    old = key.webhook_secret
+    rotated = client.post(
+        "/admin/executions/apikey/", {"action": "rotate_webhook_secret", "_selected_action": [key.pk]}, follow=True
+    ).content.decode()
+    key.refresh_from_db()
+    assert key.webhook_secret != old and key.webhook_secret in rotated
