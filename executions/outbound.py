@@ -217,7 +217,7 @@ def post(
             error = f"Could not connect to {address}: {_reason(exc)}"
         except TimeoutError:
             return Sent(None, f"No answer within {timeout:g} s", address=address)
-        except (OSError, http.client.HTTPException) as exc:
+        except (OSError, http.client.HTTPException, ValueError) as exc:
             return Sent(None, f"{type(exc).__name__}: {_reason(exc)}", address=address)
         finally:
             connection.close()

@@ -72,6 +72,8 @@ def submit(api: Any, url: str, **extra: Any) -> Any:
         ("https://example.com:99999/", "webhook_url must be an http or https URL such as https://example.com/hook"),
         ("https://user:pw@example.com/", "webhook_url must not contain credentials (deliveries are signed instead)"),
         ("https://example.com/a b", "webhook_url must not contain spaces or control characters"),
+        ("https://bücher.example/", "webhook_url must be ASCII: write an international name in punycode (xn--…) and escape the rest (%XX)"),  # noqa: E501
+        ("https://example.com/\ud800", "webhook_url must be ASCII: write an international name in punycode (xn--…) and escape the rest (%XX)"),  # noqa: E501
         ("https://example.com/" + "x" * 2030, "webhook_url exceeds size limit (2048 characters)"),
         ("http://127.0.0.1:8000/hook", refused("127.0.0.1", "a loopback address")),
         ("http://2130706433/", refused("127.0.0.1", "a loopback address")),

@@ -56,6 +56,8 @@ def webhook_url_problem(value: Any) -> str | None:
         return f"webhook_url exceeds size limit ({MAX_URL_CHARS} characters)"
     if any(c.isspace() or ord(c) < 32 or ord(c) == 127 for c in value):
         return "webhook_url must not contain spaces or control characters"
+    if not value.isascii():
+        return "webhook_url must be ASCII: write an international name in punycode (xn--…) and escape the rest (%XX)"
     try:
         parts = urlsplit(value)
         port = parts.port
