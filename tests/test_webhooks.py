@@ -546,7 +546,7 @@ def test_an_admin_sees_a_new_keys_webhook_secret_once_and_rotates_it() -> None:
     client = Client()
     client.force_login(admin)
     made = client.post(
-        "/admin/executions/apikey/add/", {"name": "ci", "owner": admin.pk, "scope": "execute"}, follow=True
+        "/admin/executions/apikey/add/", {"name": "ci", "owner": admin.pk, "scope": "execute", "weight": 1}, follow=True
     ).content.decode()
     key = ApiKey.objects.get()
     assert key.webhook_secret in made  # in the message after saving, once
