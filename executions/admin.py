@@ -1,8 +1,11 @@
+from typing import Any
+
 from django.contrib import admin, messages
 from django.http import HttpRequest
 from django.utils import timezone
 
-from executions.models import ApiKey, Environment, Execution
+from executions.models import ApiKey, AuditEvent, Environment, Execution
+from executions.services.audit import audit_record
 
 
 @admin.register(Environment)
@@ -44,11 +47,35 @@ class ApiKeyAdmin(admin.ModelAdmin):
         )
 
     @admin.action(description="Revoke the selected keys")
-    def revoke(self, request: HttpRequest, queryset: object) -> None:
-        queryset.filter(revoked_at=None).update(revoked_at=timezone.now())  # type: ignore[attr-defined]
+    def revoke(self, request: HttpRequest, queryset: Any) -> None:
+        for key in queryset.filter(revoked_at=None):
+            ApiKey.objects.filter(pk=key.pk, revoked_at=None).update(revoked_at=timezone.now())
+            audit_record("apikey.revoke", actor=request.user.get_username(), target=f"apikey:{key.pk} {key.name}")
 
     @admin.action(description="Rotate the webhook secret of the selected keys")
     def rotate_webhook_secret(self, request: HttpRequest, queryset: object) -> None:
         for key in queryset:  # type: ignore[attr-defined]
             secret = key.rotate_webhook_secret()
             messages.warning(request, f"New webhook secret of {key} (shown once, copy it now): {secret}")
+            audit_record(
+                "apikey.rotate_webhook_secret", actor=request.user.get_username(), target=f"apikey:{key.pk} {key.name}"
+            )
+
+
+@admin.register(AuditEvent)
+class AuditEventAdmin(admin.ModelAdmin):
+    """Read-only: the audit log is written by the service, never edited."""
+
+    list_display = ("at", "actor", "action", "target", "client_ip", "correlation_id")
+    list_filter = ("action",)
+    search_fields = ("actor", "target", "correlation_id")
+    readonly_fields = [f.name for f in AuditEvent._meta.fields]
+
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        return False
+
+    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False
+
+    def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False

@@ -6,4 +6,4 @@ class ExecutionsConfig(AppConfig):
     verbose_name = "Executions"
 
     def ready(self) -> None:
-        from executions import checks  # noqa: F401  (registers the system checks)
+        from executions import checks, signals  # noqa: F401  (registers the system checks, the audit's receivers)

@@ -616,3 +616,38 @@ class ProcessBeat(models.Model):
 
     def __str__(self) -> str:
         return f"{self.role} {self.pid} on {self.host}"
+
+
+class AuditEvent(models.Model):
+    """Who did what to the service, when: every admin action (services/audit.py records them)."""
+
+    at = models.DateTimeField(default=timezone.now)
+    actor = models.CharField(max_length=150)  # a user name, `key:<prefix>` or `api <address>`
+    action = models.CharField(max_length=64)  # dlq.requeue, environment.build, login.failed, …
+    target = models.CharField(max_length=255, blank=True, default="")  # what it was done to
+    detail = models.JSONField(default=dict, blank=True)
+    correlation_id = models.CharField(max_length=128, blank=True, default="")
+    client_ip = models.GenericIPAddressField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["-at", "-id"]
+        indexes = [
+            models.Index(fields=["-at", "-id"], name="audit_newest"),
+            models.Index(fields=["action", "-at"], name="audit_by_action"),
+            models.Index(fields=["actor", "-at"], name="audit_by_actor"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.at:%Y-%m-%d %H:%M:%S} {self.actor} {self.action} {self.target}"
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "id": self.pk,
+            "at": iso_utc(self.at),
+            "actor": self.actor,
+            "action": self.action,
+            "target": self.target,
+            "detail": self.detail,
+            "correlation_id": self.correlation_id,
+            "client_ip": self.client_ip,
+        }

@@ -20,4 +20,5 @@ urlpatterns = [
     path("ops/dlq/<int:entry_id>/", operations.dlq_entry, name="ui-dlq-entry"),
     path("ops/dlq/<str:action>/", operations.dlq_action, name="ui-dlq-action"),
     path("ops/environments/<str:name>/build/", operations.environment_build, name="ui-build"),
+    path("audit/", operations.audit, name="ui-audit"),
 ]

@@ -23,7 +23,7 @@ API_PATHS = {
     "/pool/stats",
     "/executions", "/executions/{execution_id}", "/job-types", "/job-types/{name}", "/job-types/{name}/build",
     "/health", "/health/ready", "/dlq", "/dlq/stats", "/dlq/{entry_id}", "/dlq/{entry_id}/requeue", "/dlq/requeue",
-    "/metrics",
+    "/audit", "/metrics",
 }  # fmt: skip
 
 

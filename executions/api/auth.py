@@ -47,6 +47,14 @@ class Principal:
         return self.key is None and self.user is not None
 
     @property
+    def actor(self) -> str:
+        """Who acts, as the audit log and the DLQ name them: the user (with the key used), else the address."""
+        if self.user is None:
+            return f"anonymous {self.client_ip}"
+        name = self.user.get_username()
+        return f"{name} (key {self.key.prefix}…)" if self.key is not None else name
+
+    @property
     def rate_key(self) -> str:
         return rate_key(api_key=self.key, user=self.user, client_ip=self.client_ip)
 

@@ -48,7 +48,6 @@ def job_type_build(request: HttpRequest, name: str) -> Status[dict[str, Any]]:
     "built", or "failed" with `build_error` naming the package (the previous image stays in use).
     409: a build of this job type is already queued or running."""
     environment = _environment(name)
-    user = caller(request).user
-    by = user.get_username() if user is not None else f"api {request.META.get('REMOTE_ADDR')}"
+    by = caller(request).actor
     environment = services.environment_build_request(environment=environment, by=by)
     return Status(202, environment.to_dict())

@@ -14,6 +14,8 @@ from executions.api.auth import ADMIN, EXECUTE, caller
 from executions.api.errors import ApiError, ServiceUnavailable
 from executions.api.routing import Router
 from executions.api.schemas import (
+    AuditPage,
+    AuditQuery,
     BulkRequeued,
     BulkRequeueRequest,
     DeadLetterPage,
@@ -30,6 +32,7 @@ from executions.api.schemas import (
 )
 from executions.health import health_report, readiness_report
 from executions.metrics import DatabaseCollector
+from executions.models import AuditEvent as AuditEventModel
 from executions.models import DeadLetter
 from executions.resilience import no_engine_available
 
@@ -77,6 +80,12 @@ def dlq_list(request: HttpRequest, query: Query[DeadLetterQuery]) -> dict[str, A
     return paginated(entries, query, DeadLetter.to_dict)
 
 
+@router.get("/audit", response={200: AuditPage, 422: Error}, summary="The audit log: admin actions, newest first")
+def audit(request: HttpRequest, query: Query[AuditQuery]) -> dict[str, Any]:
+    events = services.audit_events(action=query.action, actor=query.actor, since=query.since, until=query.until)
+    return paginated(events, query, AuditEventModel.to_dict)
+
+
 @router.get("/dlq/stats", response=DeadLetterStats, summary="Dead letter queue counts")
 def dlq_stats(request: HttpRequest) -> dict[str, object]:
     return services.dlq_stats()
@@ -91,7 +100,7 @@ def _entry_or_404(entry_id: int) -> DeadLetter:
 
 @router.delete("/dlq/{int:entry_id}", response={200: Removed, 404: Error}, summary="Remove an entry")
 def dlq_entry(request: HttpRequest, entry_id: int) -> dict[str, Any]:
-    _entry_or_404(entry_id).delete()
+    services.dlq_delete(_entry_or_404(entry_id), by=caller(request).actor)
     return {"status": "removed", "entry_id": entry_id}
 
 
@@ -105,8 +114,7 @@ def dlq_requeue(request: HttpRequest, entry_id: int) -> Status[dict[str, Any]]:
     entry = _entry_or_404(entry_id)
     if no_engine_available():
         raise ServiceUnavailable("Docker circuit breaker is open; requeue once it has closed")
-    user = caller(request).user
-    by = user.get_username() if user is not None else f"api {request.META.get('REMOTE_ADDR')}"
+    by = caller(request).actor
     try:
         execution = services.dlq_requeue(entry=entry, by=by, correlation_id=request.correlation_id)  # type: ignore[attr-defined]
     except services.AlreadyRequeued as exc:
@@ -124,8 +132,7 @@ def dlq_requeue(request: HttpRequest, entry_id: int) -> Status[dict[str, Any]]:
 def dlq_requeue_matching(request: HttpRequest, payload: BulkRequeueRequest) -> dict[str, Any]:
     """503 (and nothing requeued) while no engine works; a queue that fills up midway stops it and
     the entries left are listed in `skipped`."""
-    user = caller(request).user
-    by = user.get_username() if user is not None else f"api {request.META.get('REMOTE_ADDR')}"
+    by = caller(request).actor
     done = services.dlq_requeue_matching(
         error_type=payload.error_type,
         created_after=payload.created_after,

@@ -118,6 +118,15 @@ class DeadLetterQuery(PageQuery):
     error_type: DeadLetterTypeFilter = None
 
 
+class AuditQuery(PageQuery):
+    action: str | None = Field(
+        None, max_length=64, description="An action (dlq.requeue) or its family (dlq): every action under it"
+    )
+    actor: str | None = Field(None, max_length=150, description="Who acted, exactly as recorded")
+    since: datetime | None = Field(None, description="Events at or after this time")
+    until: datetime | None = Field(None, description="Events before this time")
+
+
 # -- responses: runs and records -------------------------------------------------------------------
 class ExecuteResponse(Response):
     """Tako VM's ExecuteResponse, plus error_type, execution_id and runtime."""
@@ -387,6 +396,28 @@ class DeadLetter(Response):
 
 class DeadLetterPage(Response):
     items: list[DeadLetter]
+    limit: int
+    offset: int
+    has_more: bool
+    count: int
+
+
+class AuditEvent(Response):
+    """One admin action: who (a user, with the API key used, or an address), what, to what, when."""
+
+    id: int
+    at: Timestamp
+    actor: str
+    action: str = Field(description="dlq.requeue, dlq.delete, environment.build, apikey.create, apikey.revoke, "
+                        "admin.<model>.<add|change|delete>, login.failed, login.locked_out, …")  # fmt: skip
+    target: str
+    detail: dict[str, Any]
+    correlation_id: str
+    client_ip: str | None
+
+
+class AuditPage(Response):
+    items: list[AuditEvent]
     limit: int
     offset: int
     has_more: bool

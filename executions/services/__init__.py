@@ -9,8 +9,9 @@ Refusals are executions.errors.ApplicationError.
 
 # api/operations.py catches these two as services.*; everything else imports executions.errors.
 from executions.errors import AlreadyRequeued, QueueFull
+from executions.services.audit import audit_events, audit_record
 from executions.services.cleanup import containers_reap, containers_reap_quietly, executions_prune
-from executions.services.dlq import dead_letter_add, dlq_stats
+from executions.services.dlq import dead_letter_add, dlq_delete, dlq_stats
 from executions.services.environments import (
     environment_build,
     environment_build_queued,
@@ -57,12 +58,15 @@ __all__ = [
     "QueueFull",
     "StartupTimeout",
     "Submitter",
+    "audit_events",
+    "audit_record",
     "caller_use",
     "canonical_json",
     "containers_reap",
     "containers_reap_quietly",
     "dead_letter_add",
     "derive_request_parse",
+    "dlq_delete",
     "dlq_requeue",
     "dlq_requeue_matching",
     "dlq_stats",

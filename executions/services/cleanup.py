@@ -11,7 +11,7 @@ from django.conf import settings
 from django.db import transaction
 from django.utils import timezone
 
-from executions.models import DeadLetter, Execution
+from executions.models import AuditEvent, DeadLetter, Execution
 from executions.sandbox import SandboxError, SandboxUnavailable, get_sandbox
 
 
@@ -59,4 +59,5 @@ def executions_prune(*, older_than_days: int, batch_size: int = 1000) -> int:
             shutil.rmtree(Path(settings.DATA_DIR) / "artifacts" / str(execution_id), ignore_errors=True)
         deleted += len(ids)
     DeadLetter.objects.filter(created_at__lt=cutoff).delete()
+    AuditEvent.objects.filter(at__lt=cutoff).delete()  # the audit log is kept as long as the jobs
     return deleted

@@ -9,6 +9,7 @@ import logging
 from django.db.models import Count
 
 from executions.models import DeadLetter, Execution
+from executions.services.audit import audit_record
 
 logger = logging.getLogger(__name__)
 
@@ -42,3 +43,10 @@ def dead_letter_add(execution: Execution) -> DeadLetter | None:
 def dlq_stats() -> dict[str, object]:
     by_type = dict(DeadLetter.objects.values_list("error_type").annotate(n=Count("id")).order_by())
     return {"total": sum(by_type.values()), "by_error_type": by_type}
+
+
+def dlq_delete(entry: DeadLetter, *, by: str) -> None:
+    """Remove an entry (its execution stays), recording who did."""
+    entry_id, error_type = entry.pk, entry.error_type
+    entry.delete()
+    audit_record("dlq.delete", actor=by, target=f"dlq:{entry_id}", detail={"error_type": error_type})

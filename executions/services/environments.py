@@ -17,6 +17,7 @@ from executions.errors import BuildInProgress, ServiceUnavailable
 from executions.models import Environment
 from executions.sandbox import ContainerShape, SandboxError, SandboxUnavailable
 from executions.sandbox.images import BuildResult, ImageBuildError, ensure_image
+from executions.services.audit import audit_record
 
 
 def environment_shape(environment: Environment, image_ref: str, *, wheels_dir: str | None = None) -> ContainerShape:
@@ -53,6 +54,7 @@ def environment_build_request(*, environment: Environment, by: str = "") -> Envi
         state = "running" if environment.build_status == Environment.BuildStatus.BUILDING else "queued"
         raise BuildInProgress(f"A build of '{environment.name}' is already {state}")
     logger.info("Build of %s requested by %s", environment.name, by or "anonymous")
+    audit_record("environment.build", actor=by or "anonymous", target=f"environment:{environment.name}")
     try:
         async_task(BUILD_TASK, environment.name, task_name=f"build-{environment.name}")
     except Exception as exc:  # the broker is down: the environment must not stay "queued" forever

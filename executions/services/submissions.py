@@ -25,6 +25,7 @@ from executions.errors import (
 )
 from executions.models import DeadLetter, Environment, Execution, Lock, memory_bytes
 from executions.resilience import no_engine_available
+from executions.services.audit import audit_record
 from executions.services.job_requests import (
     DeriveRequest,
     ExecuteRequest,
@@ -138,6 +139,12 @@ def dlq_requeue(*, entry: DeadLetter, by: str, correlation_id: str = "") -> Exec
         locked.requeued_by = by[:150]
         locked.requeued_execution = admitted.execution
         locked.save(update_fields=["requeued_at", "requeued_by", "requeued_execution"])
+        audit_record(
+            "dlq.requeue",
+            actor=by,
+            target=f"dlq:{locked.pk}",
+            detail={"execution_id": str(admitted.execution.pk), "from_execution_id": str(locked.execution_id or "")},
+        )
     return admitted.execution
 
 

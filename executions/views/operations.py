@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from functools import wraps
 from typing import Any
+from urllib.parse import urlencode
 
 from django.core.exceptions import PermissionDenied
 from django.http import Http404, HttpResponse
@@ -88,7 +89,7 @@ def dlq_action(request: PageRequest, action: str) -> HttpResponse:
     done, problems = 0, []
     for entry in entries:
         if action == "delete":
-            entry.delete()
+            services.dlq_delete(entry, by=request.user.get_username())
             done += 1
             continue
         try:
@@ -139,3 +140,28 @@ def environment_build(request: PageRequest, name: str) -> HttpResponse:
         message, level = f"Building the image of {name}…", "info"
     response = render(request, "executions/operations.html#environments", _environments_context())
     return _toast(response, message, level)
+
+
+AUDIT_PAGE_SIZE = 50
+
+
+@staff_required
+def audit(request: PageRequest) -> HttpResponse:
+    """The audit log, newest first, filtered by action (or its family) and actor."""
+    action = request.GET.get("action", "").strip()[:64]
+    actor = request.GET.get("actor", "").strip()[:150]
+    page = max(int(request.GET["page"]), 1) if request.GET.get("page", "").isdigit() else 1
+    events = services.audit_events(action=action or None, actor=actor or None)
+    start = (page - 1) * AUDIT_PAGE_SIZE
+    rows = list(events[start : start + AUDIT_PAGE_SIZE + 1])
+    query = urlencode({k: v for k, v in (("action", action), ("actor", actor)) if v})
+    context = {
+        "events": rows[:AUDIT_PAGE_SIZE],
+        "action": action,
+        "actor": actor,
+        "page": page,
+        "has_more": len(rows) > AUDIT_PAGE_SIZE,
+        "query": query,
+        "families": ["dlq", "environment", "apikey", "admin", "login"],
+    }
+    return render(request, "executions/audit.html", context)

@@ -10,6 +10,9 @@ from django.core.management.base import BaseCommand, CommandError, CommandParser
 from django.utils import timezone
 
 from executions.models import ApiKey
+from executions.services.audit import audit_record
+
+COMMAND_LINE = "manage.py tako_apikey"
 
 
 class Command(BaseCommand):
@@ -33,6 +36,7 @@ class Command(BaseCommand):
             if owner is None:
                 raise CommandError(f"No user named {options['user']!r}")
             key, secret = ApiKey.issue(name=options["name"], owner=owner, scope=options["scope"])
+            audit_record("apikey.create", actor=COMMAND_LINE, target=f"apikey:{key.pk} {key.name}")
             self.stdout.write(f"API key {key.pk} ({key.scope}) for {owner.get_username()}:\n{secret}")
             self.stdout.write(f"Webhook secret (verifies X-Tako-Signature):\n{key.webhook_secret}")
             self.stdout.write("Both shown once; send the key as X-API-Key.")
@@ -47,8 +51,10 @@ class Command(BaseCommand):
             if found is None:
                 raise CommandError(f"No key {options['id']}")
             self.stdout.write(f"New webhook secret of key {found.pk} (shown once):\n{found.rotate_webhook_secret()}")
+            audit_record("apikey.rotate_webhook_secret", actor=COMMAND_LINE, target=f"apikey:{found.pk} {found.name}")
         else:
             updated = ApiKey.objects.filter(pk=options["id"], revoked_at=None).update(revoked_at=timezone.now())
             if not updated:
                 raise CommandError(f"No active key {options['id']}")
+            audit_record("apikey.revoke", actor=COMMAND_LINE, target=f"apikey:{options['id']}")
             self.stdout.write(f"Revoked key {options['id']}")
