@@ -26,7 +26,7 @@ lint:
 SCALEOUT_TESTS := tests/test_jobs.py tests/test_jobs_api.py tests/test_executions.py tests/test_indexes.py \
 	tests/test_recovery.py tests/test_resilience.py tests/test_consumers.py tests/test_prune.py \
 	tests/test_pool.py tests/test_scaleout.py tests/test_load.py tests/test_pages.py tests/test_fair_sharing.py \
-	tests/test_fair_sharing_service.py
+	tests/test_fair_sharing_service.py tests/test_key_lifecycle.py tests/test_audit.py
 
 # Set-up comes first, whole: nothing below it installs anything.
 test: setup-test

@@ -1,5 +1,7 @@
+from datetime import timedelta
 from typing import Any
 
+from django.conf import settings
 from django.contrib import admin, messages
 from django.http import HttpRequest
 from django.utils import timezone
@@ -28,18 +30,23 @@ class ApiKeyAdmin(admin.ModelAdmin):
     """Keys are issued here; the key and its webhook secret are shown once, in the message after
     saving. Rotating a webhook secret shows the new one once, the same way."""
 
-    list_display = ("name", "prefix", "owner", "scope", "weight", "created_at", "last_used_at", "revoked_at")
+    list_display = (
+        "name", "prefix", "owner", "scope", "weight", "rate_limit_per_minute", "created_at", "last_used_at",
+        "expires_at", "rotated_at", "revoked_at",
+    )  # fmt: skip
     list_editable = ("weight",)  # its share of the workers when callers' jobs wait together
     list_filter = ("scope",)
-    fields = ("name", "owner", "scope", "weight", "revoked_at")
-    actions = ["revoke", "rotate_webhook_secret"]
+    fields = ("name", "owner", "scope", "weight", "rate_limit_per_minute", "expires_at", "revoked_at")
+    actions = ["revoke", "rotate", "rotate_webhook_secret"]
 
     def save_model(self, request: HttpRequest, obj: ApiKey, form: object, change: bool) -> None:
         if change:
             super().save_model(request, obj, form, change)
             return
         key, secret = ApiKey.issue(name=obj.name, owner=obj.owner, scope=obj.scope)
-        ApiKey.objects.filter(pk=key.pk).update(weight=obj.weight)
+        ApiKey.objects.filter(pk=key.pk).update(
+            weight=obj.weight, rate_limit_per_minute=obj.rate_limit_per_minute, expires_at=obj.expires_at
+        )
         obj.pk, obj.prefix, obj.key_hash = key.pk, key.prefix, key.key_hash
         messages.warning(request, f"The new key (shown once, copy it now): {secret}")
         messages.warning(
@@ -51,6 +58,18 @@ class ApiKeyAdmin(admin.ModelAdmin):
         for key in queryset.filter(revoked_at=None):
             ApiKey.objects.filter(pk=key.pk, revoked_at=None).update(revoked_at=timezone.now())
             audit_record("apikey.revoke", actor=request.user.get_username(), target=f"apikey:{key.pk} {key.name}")
+
+    @admin.action(description="Rotate the selected keys (a new secret; the old one works for the grace period)")
+    def rotate(self, request: HttpRequest, queryset: Any) -> None:
+        grace = timedelta(hours=settings.TAKO_KEY_ROTATION_GRACE_HOURS)
+        for key in queryset.filter(revoked_at=None):
+            secret = key.rotate(grace=grace)
+            messages.warning(
+                request,
+                f"New secret of {key} (shown once, copy it now; the old one works until "
+                f"{key.previous_valid_until:%Y-%m-%d %H:%M} UTC): {secret}",
+            )
+            audit_record("apikey.rotate", actor=request.user.get_username(), target=f"apikey:{key.pk} {key.name}")
 
     @admin.action(description="Rotate the webhook secret of the selected keys")
     def rotate_webhook_secret(self, request: HttpRequest, queryset: object) -> None:

@@ -75,7 +75,11 @@ class TooManyRequests(ApplicationError):
 
 
 class RateLimited(TooManyRequests):
-    """Too many requests a minute."""
+    """Too many requests a minute; `state` says where the caller stands (the RateLimit-* headers)."""
+
+    def __init__(self, message: str, retry_after: int, *, state: Any = None) -> None:
+        super().__init__(message, retry_after)
+        self.state = state
 
 
 class QuotaExceeded(TooManyRequests):

@@ -53,6 +53,13 @@ class CorrelationIdMiddleware:
     @staticmethod
     def _finish(request: HttpRequest, response: HttpResponseBase) -> HttpResponseBase:
         response[HEADER] = request.correlation_id  # type: ignore[attr-defined]
+        # Where the caller stands against its rate limit, when the request was counted (the API's
+        # auth counts it: api/auth.py), as the IETF RateLimit header fields name it.
+        state = getattr(request, "rate_state", None)
+        if state is not None:
+            response["RateLimit-Limit"] = str(state.limit)
+            response["RateLimit-Remaining"] = str(state.remaining)
+            response["RateLimit-Reset"] = str(state.reset)
         return response
 
 

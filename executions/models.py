@@ -6,6 +6,7 @@ import hashlib
 import re
 import secrets
 import uuid
+from datetime import timedelta
 from typing import Any
 
 from django.conf import settings
@@ -474,6 +475,14 @@ class ApiKey(models.Model):
     # Signs the webhooks of the jobs this key submits (HMAC-SHA256). Kept in clear, as a signer
     # must; shown once when made or rotated, never listed.
     webhook_secret = models.CharField(max_length=64, default=new_webhook_secret, editable=False)
+    expires_at = models.DateTimeField(null=True, blank=True, help_text="After this, the key is refused (401)")
+    # Rotation: the secret it had before its last rotation still works until previous_valid_until.
+    previous_key_hash = models.CharField(max_length=64, null=True, blank=True, unique=True, editable=False)
+    previous_valid_until = models.DateTimeField(null=True, blank=True, editable=False)
+    rotated_at = models.DateTimeField(null=True, blank=True, editable=False)
+    rate_limit_per_minute = models.PositiveIntegerField(
+        null=True, blank=True, help_text="Requests a minute for this key (empty: TAKO_RATE_LIMIT_PER_MINUTE; 0: none)"
+    )
 
     class Meta:
         ordering = ["-created_at"]
@@ -492,6 +501,15 @@ class ApiKey(models.Model):
         secret = f"tako_{secrets.token_urlsafe(32)}"
         key = cls.objects.create(name=name, owner=owner, scope=scope, prefix=secret[:12], key_hash=cls.hash(secret))
         return key, secret
+
+    def rotate(self, *, grace: timedelta) -> str:
+        """A new secret for the key; the old one keeps working for `grace`. Returns the new one (shown once)."""
+        secret = f"tako_{secrets.token_urlsafe(32)}"
+        now = timezone.now()
+        self.previous_key_hash, self.previous_valid_until = self.key_hash, now + grace
+        self.key_hash, self.prefix, self.rotated_at = self.hash(secret), secret[:12], now
+        self.save(update_fields=["previous_key_hash", "previous_valid_until", "key_hash", "prefix", "rotated_at"])
+        return secret
 
     def rotate_webhook_secret(self) -> str:
         """A new webhook secret, effective for every delivery from now on; returns it (shown once)."""
@@ -651,3 +669,18 @@ class AuditEvent(models.Model):
             "correlation_id": self.correlation_id,
             "client_ip": self.client_ip,
         }
+
+
+class RateCounter(models.Model):
+    """Requests of one caller (a key, user or address) in one minute, shared by every process and
+    host (services/limits.py counts with one atomic upsert; without Redis, this is the store)."""
+
+    key = models.CharField(max_length=100)
+    window = models.BigIntegerField()  # minutes since the epoch
+    count = models.PositiveIntegerField(default=0)
+
+    class Meta:
+        constraints = [models.UniqueConstraint(fields=["key", "window"], name="one_counter_per_minute")]
+
+    def __str__(self) -> str:
+        return f"{self.key} @ {self.window}: {self.count}"

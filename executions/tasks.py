@@ -11,6 +11,7 @@ from executions.health import probe_breaker
 from executions.models import Execution
 from executions.resilience import another_engine_available, breaker_is_open, breaker_refuses
 from executions.sandbox import get_sandbox
+from executions.services.limits import rate_counters_prune
 
 MAX_HOPS = 5  # a job whose start failed this often on engines with a closed breaker runs where it lands
 HAND_OVER_PAUSE_SECONDS = 0.5
@@ -55,6 +56,7 @@ def recover_stale_executions() -> int:
     failed during their removal are removed."""
     recovered = services.executions_recover()
     recovered += services.executions_redispatch(older_than=settings.TAKO_REDISPATCH_AFTER)
+    rate_counters_prune()
     probe_breaker(get_sandbox().ping())
     services.containers_reap_quietly()
     services.webhooks_recover()

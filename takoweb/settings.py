@@ -139,6 +139,15 @@ DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 # Live output reaches the browser from the database (the worker is another process); with
 # REDIS_URL the worker also pushes through Redis, so pages hear of new output at once.
 REDIS_URL = env_redis_url("REDIS_URL")
+# Rate limits are counted where every process and host sees them: Redis when there is one (this
+# cache), else the database (services/limits.py).
+CACHES = {
+    "default": (
+        {"BACKEND": "django.core.cache.backends.redis.RedisCache", "LOCATION": REDIS_URL}
+        if REDIS_URL
+        else {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"}
+    )
+}
 CHANNEL_LAYERS = {
     "default": (
         {"BACKEND": "channels_redis.core.RedisChannelLayer", "CONFIG": {"hosts": [REDIS_URL]}}
@@ -358,6 +367,7 @@ TAKO_DOCKER_TIMEOUT = envint("TAKO_DOCKER_TIMEOUT", 30, minimum=1)
 # Anonymous API use: only for a single-user, loopback-only deployment (`make run` turns it on when
 # it binds 127.0.0.1). With a public bind (HOST) the system check tako.E001 stops every start.
 TAKO_ALLOW_ANONYMOUS = envbool("TAKO_ALLOW_ANONYMOUS", False)
+TAKO_KEY_ROTATION_GRACE_HOURS = envint("TAKO_KEY_ROTATION_GRACE_HOURS", 24, minimum=0)  # old secret's life
 TAKO_RATE_LIMIT_PER_MINUTE = envint("TAKO_RATE_LIMIT_PER_MINUTE", 600, minimum=0)  # 0: no limit
 TAKO_MAX_JOBS_IN_PROGRESS = envint("TAKO_MAX_JOBS_IN_PROGRESS", 50, minimum=0)  # per caller; 0: no limit
 # Requests refused before they are read: bodies (413) and headers (431) larger than these.

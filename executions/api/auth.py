@@ -14,14 +14,15 @@ from datetime import timedelta
 from typing import Any
 
 from django.conf import settings
-from django.db.models import QuerySet
+from django.db.models import Q, QuerySet
 from django.http import HttpRequest, HttpResponse
 from django.middleware.csrf import CsrfViewMiddleware
 from django.utils import timezone
 from ninja.security import APIKeyHeader
 
 from executions.api.errors import ApiError
-from executions.models import ApiKey, Execution
+from executions.errors import RateLimited
+from executions.models import ApiKey, Execution, iso_utc
 from executions.selectors import executions_visible_to
 from executions.services.limits import rate_key, request_count
 from executions.services.submissions import Submitter
@@ -71,6 +72,29 @@ def _presented_key(request: HttpRequest) -> str | None:
     return key or None
 
 
+def _usable_key(presented: str) -> ApiKey:
+    """The key whose current secret (or, within its grace, whose secret before its last
+    rotation) was presented; ApiError 401 naming why not."""
+    hashed = ApiKey.hash(presented)
+    key = ApiKey.objects.select_related("owner").filter(Q(key_hash=hashed) | Q(previous_key_hash=hashed)).first()
+    if key is None:
+        raise ApiError(401, "Invalid API key")
+    now = timezone.now()
+    if key.revoked_at is not None:
+        raise ApiError(401, f"This API key was revoked at {iso_utc(key.revoked_at)}")
+    if key.expires_at is not None and key.expires_at <= now:
+        raise ApiError(401, f"This API key expired at {iso_utc(key.expires_at)}")
+    if key.key_hash != hashed and (key.previous_valid_until is None or key.previous_valid_until <= now):
+        raise ApiError(
+            401,
+            f"This API key was rotated; its old secret stopped working at {iso_utc(key.previous_valid_until)}: "
+            "use the new one",
+        )
+    if not key.owner.is_active:
+        raise ApiError(401, "The owner of this API key is deactivated")
+    return key
+
+
 def authenticate(request: HttpRequest) -> Principal:
     """The caller, or ApiError 401 (no or bad credentials)."""
     client_ip = request.META.get("REMOTE_ADDR")
@@ -78,9 +102,7 @@ def authenticate(request: HttpRequest) -> Principal:
         raise ApiError(401, "API keys are not accepted in the query string; send the X-API-Key header")
     presented = _presented_key(request)
     if presented is not None:
-        key = ApiKey.objects.select_related("owner").filter(key_hash=ApiKey.hash(presented)).first()
-        if key is None or key.revoked_at is not None or not key.owner.is_active:
-            raise ApiError(401, "Invalid or revoked API key")
+        key = _usable_key(presented)
         now = timezone.now()
         if key.last_used_at is None or now - key.last_used_at > LAST_USED_RESOLUTION:
             ApiKey.objects.filter(pk=key.pk).update(last_used_at=now)
@@ -122,9 +144,16 @@ def authorize(principal: Principal, scope: str) -> None:
         raise ApiError(403, "This needs an API key with the admin scope")
 
 
-def rate_limit(principal: Principal) -> None:
-    """At most TAKO_RATE_LIMIT_PER_MINUTE requests a minute per key, user or address (429)."""
-    request_count(principal.rate_key)
+def rate_limit(principal: Principal, request: HttpRequest) -> None:
+    """At most TAKO_RATE_LIMIT_PER_MINUTE requests a minute per key (or the key's own limit),
+    user or address (429); where the caller stands goes back in RateLimit-* headers."""
+    key = principal.key
+    limit = key.rate_limit_per_minute if key is not None and key.rate_limit_per_minute is not None else None
+    try:
+        request.rate_state = request_count(principal.rate_key, limit)  # type: ignore[attr-defined]
+    except RateLimited as exc:
+        request.rate_state = exc.state  # type: ignore[attr-defined]
+        raise
 
 
 class ApiKeyAuth(APIKeyHeader):
@@ -144,7 +173,7 @@ class ApiKeyAuth(APIKeyHeader):
         if principal.by_session:
             csrf_check(request)
         authorize(principal, self.scope)
-        rate_limit(principal)
+        rate_limit(principal, request)
         return principal
 
     def authenticate(self, request: HttpRequest, key: str | None) -> Principal:

@@ -3,14 +3,16 @@
 from __future__ import annotations
 
 import time
+from dataclasses import dataclass
 from typing import Any
 
 from django.conf import settings
 from django.core.cache import cache
+from django.db import connection
 from django.db.models import Count, Q
 
 from executions.errors import QueueFull, QuotaExceeded, RateLimited
-from executions.models import Execution
+from executions.models import Execution, RateCounter
 
 QUOTA_RETRY_AFTER = 5  # jobs end in seconds; a caller over its quota looks again soon
 
@@ -24,22 +26,58 @@ def rate_key(*, api_key: Any = None, user: Any = None, client_ip: str | None = N
     return f"ip:{client_ip}"
 
 
-def request_count(key: str) -> None:
-    """Count one request; RateLimited past TAKO_RATE_LIMIT_PER_MINUTE in this minute."""
-    limit = settings.TAKO_RATE_LIMIT_PER_MINUTE
+@dataclass(frozen=True)
+class RateState:
+    """Where a caller stands in this minute (the RateLimit-* headers of an API response)."""
+
+    limit: int
+    remaining: int
+    reset: int  # seconds until the minute ends and the count starts again
+
+
+# One statement, atomic on SQLite (3.35+) and PostgreSQL alike: insert the minute's counter or add
+# one to it, and read the new count back. (Table and column names are the model's, constant.)
+UPSERT_COUNT = (
+    'INSERT INTO "executions_ratecounter" ("key", "window", "count") VALUES (%s, %s, 1) '
+    'ON CONFLICT ("key", "window") DO UPDATE SET "count" = "executions_ratecounter"."count" + 1 RETURNING "count"'
+)
+
+
+def request_count(key: str, limit: int | None = None) -> RateState | None:
+    """Count one request of `key` in this minute, in the store every process and host shares;
+    RateLimited past `limit` (default TAKO_RATE_LIMIT_PER_MINUTE; 0: no limit, nothing counted)."""
+    limit = settings.TAKO_RATE_LIMIT_PER_MINUTE if limit is None else limit
     if not limit:
-        return
-    window = int(time.time() // 60)
-    counter = f"tako:rate:{key}:{window}"
-    cache.add(counter, 0, timeout=120)
-    try:
-        count = cache.incr(counter)
-    except ValueError:  # evicted between add and incr
-        cache.set(counter, 1, timeout=120)
-        count = 1
+        return None
+    now = time.time()
+    window = int(now // 60)
+    count = _count(key, window)
+    state = RateState(limit=limit, remaining=max(limit - count, 0), reset=60 - int(now) % 60)
     if count > limit:
-        retry_after = 60 - int(time.time()) % 60
-        raise RateLimited(f"Rate limit exceeded: {limit} requests per minute", retry_after)
+        raise RateLimited(f"Rate limit exceeded: {limit} requests per minute", state.reset, state=state)
+    return state
+
+
+def _count(key: str, window: int) -> int:
+    """This request's number in the window: Redis's atomic INCR through Django's cache when the
+    deployment has Redis, else one atomic upsert on the database (no read-modify-write race)."""
+    if settings.REDIS_URL:
+        counter = f"tako:rate:{key}:{window}"
+        cache.add(counter, 0, timeout=120)
+        try:
+            return int(cache.incr(counter))
+        except ValueError:  # expired between add and incr
+            cache.set(counter, 1, timeout=120)
+            return 1
+    with connection.cursor() as cursor:
+        cursor.execute(UPSERT_COUNT, [key[:100], window])
+        return int(cursor.fetchone()[0])
+
+
+def rate_counters_prune() -> int:
+    """Counters of minutes gone by (scheduled with the recovery sweep)."""
+    current = int(time.time() // 60)
+    return RateCounter.objects.filter(window__lt=current - 1).delete()[0]
 
 
 def room_check(*, user: Any, client_ip: str | None, counts_against_quota: bool = True) -> None:
