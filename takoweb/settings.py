@@ -77,12 +77,14 @@ INSTALLED_APPS = [
     "django_q",
     "template_partials",
     "axes",
+    "csp",
     "executions",
 ]
 
 MIDDLEWARE = [
     "executions.middleware.CorrelationIdMiddleware",
     "django.middleware.security.SecurityMiddleware",
+    "executions.middleware.ContentSecurityPolicyMiddleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",
@@ -191,6 +193,24 @@ STORAGES = {
     "staticfiles": {"BACKEND": "whitenoise.storage.CompressedStaticFilesStorage"},
 }
 
+# Every page: scripts and styles only from this site's own files (no inline script or style, no
+# CDN), no plugins, not framed by another site. Program output shown on pages is text, or HTML
+# inside a sandboxed frame without scripts.
+CONTENT_SECURITY_POLICY = {
+    "DIRECTIVES": {
+        "default-src": ["'self'"],
+        "script-src": ["'self'"],
+        "style-src": ["'self'"],
+        "img-src": ["'self'", "data:"],
+        "font-src": ["'self'"],
+        "connect-src": ["'self'"],  # the live pages' websocket is same-origin
+        "frame-src": ["'self'"],
+        "object-src": ["'none'"],
+        "base-uri": ["'self'"],
+        "form-action": ["'self'"],
+        "frame-ancestors": ["'none'"],
+    }
+}
 SECURE_CONTENT_TYPE_NOSNIFF = True
 X_FRAME_OPTIONS = "DENY"
 SECURE_REFERRER_POLICY = "same-origin"
