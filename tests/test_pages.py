@@ -86,6 +86,35 @@ def test_the_list_filters_by_status_environment_and_user(analyst, admin_user) ->
     assert rows.lstrip().startswith('<div id="rows"')  # only the partial
 
 
+def test_the_list_searches_code_and_dates_and_keeps_odd_user_names_in_its_links(admin_user, settings) -> None:
+    odd = User.objects.create_user("a+b&c")  # + and & must survive the filter's query string
+    old = _execution(odd, status="succeeded", code="import pandas  # quarterly report")
+    Execution.objects.filter(pk=old.pk).update(created_at=timezone.now() - timedelta(days=3))
+    recent = [_execution(odd, status="succeeded", code=f"print({n})  # quarterly report") for n in range(50)]
+    other = _execution(admin_user, status="succeeded", code="print('unrelated')")
+    admin = client_for(admin_user)
+    found = admin.get("/ui/executions/", {"user": "a+b&c", "q": "quarterly"}).content.decode()
+    assert str(recent[-1].pk)[:8] in found and str(other.pk)[:8] not in found
+    assert "user=a%2Bb%26c&amp;q=quarterly&amp;page=2" in found  # the next page keeps the filters
+    second = admin.get("/ui/executions/?user=a%2Bb%26c&q=quarterly&page=2").content.decode()
+    assert str(old.pk)[:8] in second  # 51 matches, 50 a page: the oldest on page 2
+    today = timezone.now().date()
+    since = admin.get("/ui/executions/", {"q": "quarterly", "since": str(today - timedelta(days=1))}).content.decode()
+    until = admin.get("/ui/executions/", {"q": "quarterly", "until": str(today - timedelta(days=2))}).content.decode()
+    assert str(old.pk)[:8] not in since and str(recent[0].pk)[:8] in since
+    assert str(old.pk)[:8] in until and str(recent[0].pk)[:8] not in until
+    bad = admin.get("/ui/executions/", {"since": "last week"})
+    assert bad.status_code == 200 and "A date such as 2026-11-29" in bad.content.decode()
+
+
+def test_the_list_polls_only_while_something_can_still_change(analyst) -> None:
+    done = _execution(analyst, status="succeeded")
+    page = client_for(analyst).get("/ui/executions/").content.decode()
+    assert str(done.pk)[:8] in page and 'hx-trigger="every 2s"' not in page
+    _execution(analyst)  # queued
+    assert 'hx-trigger="every 2s"' in client_for(analyst).get("/ui/executions/").content.decode()
+
+
 def test_a_missing_execution_is_a_404_page(analyst) -> None:
     response = client_for(analyst).get("/ui/executions/00000000-0000-4000-8000-000000000000/")
     assert response.status_code == 404 and "Not found" in response.content.decode()

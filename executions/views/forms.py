@@ -58,3 +58,21 @@ class ExecutionForm(forms.Form):
             "timeout": execution.timeout,
             "input_data": json.dumps(execution.input_data, indent=2),
         }
+
+
+class ExecutionFilterForm(forms.Form):
+    """The executions list's filters; a value that does not parse is shown beside its field and
+    left out of the filter (the list still shows)."""
+
+    status = forms.CharField(required=False)
+    job_type = forms.CharField(required=False, max_length=64)
+    user = forms.CharField(required=False, max_length=150)
+    q = forms.CharField(required=False, max_length=200, strip=True)  # text in the code
+    since = forms.DateField(required=False, error_messages={"invalid": "A date such as 2026-11-29"})
+    until = forms.DateField(required=False, error_messages={"invalid": "A date such as 2026-11-29"})
+
+    def applied(self) -> dict[str, Any]:
+        """The filters that parsed, by name (the empty ones left out)."""
+        self.is_valid()
+        cleaned = getattr(self, "cleaned_data", {})
+        return {name: value for name, value in cleaned.items() if value not in (None, "") and name not in self.errors}

@@ -5,8 +5,10 @@ from __future__ import annotations
 import uuid
 from collections.abc import Callable
 from dataclasses import replace
+from datetime import UTC, date, datetime, time, timedelta
 from functools import wraps
 from typing import Any
+from urllib.parse import urlencode
 
 from django.contrib.auth import get_user_model
 from django.contrib.auth.views import redirect_to_login
@@ -26,7 +28,7 @@ from executions.models import Environment, Execution
 from executions.selectors import executions_visible_to, sees_every_execution, webhook_attempts_of, webhook_of
 from executions.services.limits import rate_key
 from executions.services.webhooks import PENDING as WEBHOOK_PENDING
-from executions.views.forms import ExecutionForm
+from executions.views.forms import ExecutionFilterForm, ExecutionForm
 
 PAGE_SIZE = 50
 
@@ -120,25 +122,39 @@ def execution_list(request: PageRequest) -> HttpResponse:
         .select_related("submitted_by")
         .defer("code", "input_data", "stdout", "stderr", "output", "resource_usage", "attempts")
     )
-    filters = {name: request.GET.get(name, "") for name in ("status", "job_type", "user")}
-    if filters["status"] in Execution.Status.values:
+    form = ExecutionFilterForm(request.GET)
+    filters = form.applied()
+    if filters.get("status") in Execution.Status.values:
         executions = executions.filter(status=filters["status"])
-    if filters["job_type"]:
+    if "job_type" in filters:
         executions = executions.filter(job_type=filters["job_type"])
     sees_all = sees_every_execution(request.user)
-    if filters["user"] and sees_all:
+    if "user" in filters and sees_all:
         executions = executions.filter(submitted_by__username=filters["user"])
+    if "q" in filters:
+        executions = executions.filter(code__contains=filters["q"])
+    if "since" in filters:
+        executions = executions.filter(created_at__gte=_day_start(filters["since"]))
+    if "until" in filters:  # the whole day named
+        executions = executions.filter(created_at__lt=_day_start(filters["until"]) + timedelta(days=1))
     page = Paginator(executions, PAGE_SIZE).get_page(request.GET.get("page"))
     context = {
         "page": page,
-        "filters": filters,
+        "form": form,
+        "filters": {name: str(value) for name, value in filters.items()},
         "statuses": Execution.Status.values,
         "environments": Environment.objects.values_list("name", flat=True),
         "users": get_user_model().objects.order_by("username").values_list("username", flat=True) if sees_all else [],
-        "query": "&".join(f"{k}={v}" for k, v in filters.items() if v),
+        "query": urlencode({name: str(value) for name, value in filters.items()}),
+        # The rows refresh every 2 s only while one of them can still change.
+        "live": any(e.status in (Execution.Status.QUEUED, Execution.Status.RUNNING) for e in page.object_list),
     }
     template = "executions/list.html#rows" if request.htmx else "executions/list.html"
     return render(request, template, context)
+
+
+def _day_start(day: date) -> datetime:
+    return datetime.combine(day, time.min, tzinfo=UTC)
 
 
 # -- one execution ---------------------------------------------------------------------------------
