@@ -2,13 +2,13 @@
 
 On every (re)connect it first sends everything stored so far (replacing what the page shows, so
 a reconnect never duplicates or drops lines), then what is appended, until the run ends. It
-reads the database, which every process writes; with Redis the worker wakes it at once.
+follows the execution through live.py, the event source the server-sent events share; with
+Redis the worker also wakes it at once.
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 from typing import Any
 
 from channels.db import database_sync_to_async
@@ -16,11 +16,10 @@ from channels.generic.websocket import AsyncWebsocketConsumer
 from django.template.loader import render_to_string
 from django.utils.html import escape
 
-from executions.live import execution_group
+from executions.live import Follower, execution_follow, execution_group, execution_unfollow
 from executions.models import Execution
 from executions.selectors import executions_visible_to
 
-POLL_SECONDS = 0.15
 STREAMS = ("stdout", "stderr")
 
 
@@ -33,7 +32,7 @@ class ExecutionConsumer(AsyncWebsocketConsumer):
         self.execution_id = str(self.scope["url_route"]["kwargs"]["execution_id"])
         self.sent: dict[str, str | None] = {"stdout": None, "stderr": None}  # None: nothing sent yet
         self.status: str | None = None
-        self.wake = asyncio.Event()
+        self.follower: Follower | None = None
         await self.accept()
         problem = await self._refusal()
         if problem:
@@ -41,24 +40,26 @@ class ExecutionConsumer(AsyncWebsocketConsumer):
             await self.close(code=4403)
             return
         await self.channel_layer.group_add(execution_group(self.execution_id), self.channel_name)
-        if not await self._push():
-            self.poller = asyncio.create_task(self._poll())
+        self.follower = execution_follow(self.execution_id)
+        self.poller = asyncio.create_task(self._follow(self.follower))
 
     async def disconnect(self, code: int) -> None:
         poller = getattr(self, "poller", None)
         if poller is not None:
             poller.cancel()
+        if self.follower is not None:
+            execution_unfollow(self.execution_id, self.follower)
         await self.channel_layer.group_discard(execution_group(self.execution_id), self.channel_name)
 
     async def execution_changed(self, event: dict[str, Any]) -> None:
-        self.wake.set()
+        """The worker's word through Redis: read the row now rather than at the next tick."""
+        if self.follower is not None:
+            self.follower.execution = await database_sync_to_async(Execution.objects.get)(pk=self.execution_id)
+            self.follower.wake.set()
 
-    async def _poll(self) -> None:
+    async def _follow(self, follower: Follower) -> None:
         while True:
-            with contextlib.suppress(TimeoutError):  # no push from the worker: look anyway
-                await asyncio.wait_for(self.wake.wait(), POLL_SECONDS)
-            self.wake.clear()
-            if await self._push():
+            if await self._push(await follower.changed()):
                 await self.close()
                 return
 
@@ -73,16 +74,15 @@ class ExecutionConsumer(AsyncWebsocketConsumer):
             return "This execution belongs to another user."
         return "There is no such execution."
 
-    async def _push(self) -> bool:
+    async def _push(self, execution: Execution) -> bool:
         """Send what changed since the last push; True once the execution has ended."""
-        message, ended = await self._changes()
+        message, ended = await self._changes(execution)
         if message:
             await self.send(text_data=message)
         return ended
 
     @database_sync_to_async
-    def _changes(self) -> tuple[str, bool]:
-        execution = Execution.objects.get(pk=self.execution_id)
+    def _changes(self, execution: Execution) -> tuple[str, bool]:
         parts = []
         for stream in STREAMS:
             stored, sent = getattr(execution, stream), self.sent[stream]

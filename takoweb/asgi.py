@@ -20,6 +20,7 @@ from channels.auth import AuthMiddlewareStack
 from channels.routing import ProtocolTypeRouter, URLRouter
 from channels.security.websocket import AllowedHostsOriginValidator
 
+from executions.api.events import EventStreams
 from executions.middleware import RequestLimits
 
 try:  # under daphne: let big headers through to RequestLimits, which answers 431 (Twisted would hang up)
@@ -38,7 +39,7 @@ if settings.TAKO_PROCESS_ROLE == "web":  # the web server beats (executions/serv
 
 application = ProtocolTypeRouter(
     {
-        "http": RequestLimits(django_asgi_app),
+        "http": RequestLimits(EventStreams(django_asgi_app)),
         "websocket": AllowedHostsOriginValidator(AuthMiddlewareStack(URLRouter(websocket_urlpatterns))),
     }
 )

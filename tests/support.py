@@ -324,3 +324,20 @@ def verify_signature(headers: dict[str, str], body: bytes, secret: str) -> bool:
 
     expected = "sha256=" + hmac.new(secret.encode(), body, hashlib.sha256).hexdigest()
     return hmac.compare_digest(expected, headers.get("X-Tako-Signature", ""))
+
+
+# -- server-sent events ---------------------------------------------------------------------------
+def sse_events(response: Any) -> Any:
+    """Each event of a `requests` response opened with stream=True: {"id", "event", "data"}
+    (data parsed as JSON), as an EventSource would see them; comment lines are skipped."""
+    event: dict[str, Any] = {}
+    for line in response.iter_lines(decode_unicode=True):
+        if line is None or line.startswith(":"):
+            continue
+        if not line:
+            if event:
+                yield {**event, "data": json.loads(event.get("data", "null"))}
+                event = {}
+            continue
+        name, _, value = line.partition(":")
+        event[name] = value[1:] if value.startswith(" ") else value
