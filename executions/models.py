@@ -109,6 +109,14 @@ class Environment(models.Model):
         default=60, validators=[MinValueValidator(10), MaxValueValidator(600)]
     )
     network_enabled = models.BooleanField(default=False)
+
+    class Runtime(models.TextChoices):
+        RUNC = "runc", "runc (Docker's default)"
+        RUNSC = "runsc", "runsc (gVisor: a user-space kernel between the program and the host)"
+
+    # Empty: TAKO_DEFAULT_RUNTIME. gVisor (runsc) runs without a network (its runtime is registered
+    # with --network=none), so it cannot be combined with network_enabled.
+    runtime = models.CharField(max_length=8, choices=Runtime.choices, blank=True, default="")
     env_vars = models.JSONField(default=dict, blank=True, validators=[_validate_env_vars])
     pool_size = models.PositiveSmallIntegerField(
         default=0,
@@ -141,6 +149,16 @@ class Environment(models.Model):
     BUILD_PENDING = (BuildStatus.QUEUED, BuildStatus.BUILDING)
 
     @property
+    def effective_runtime(self) -> str:
+        """The runtime its containers run under: its own, else the deployment's default."""
+        return self.runtime or str(settings.TAKO_DEFAULT_RUNTIME)
+
+    def clean(self) -> None:
+        super().clean()
+        if self.effective_runtime == self.Runtime.RUNSC and self.network_enabled:
+            raise ValidationError({"network_enabled": "gVisor (runsc) environments run without a network"})
+
+    @property
     def image(self) -> str:
         return f"tako-vm-{self.name}:latest"
 
@@ -165,6 +183,7 @@ class Environment(models.Model):
             "timeout": self.timeout,
             "startup_timeout": self.startup_timeout,
             "network_enabled": self.network_enabled,
+            "runtime": self.effective_runtime,
             "pool_size": self.pool_size,
             "image": self.image,
             "image_exists": self.image_ref is not None,
@@ -395,6 +414,8 @@ class CircuitBreaker(models.Model):
 
     name = models.CharField(max_length=200, primary_key=True)
     state = models.CharField(max_length=16, choices=State.choices, default=State.CLOSED)
+    # The runtimes this engine can start containers with, as its worker host last reported them.
+    runtimes = models.JSONField(default=list, blank=True)
     failure_count = models.PositiveIntegerField(default=0)
     success_count = models.PositiveIntegerField(default=0)
     last_failure = models.TextField(blank=True, default="")

@@ -188,6 +188,20 @@ def engine_seen(name: str | None = None) -> None:
     CircuitBreaker.objects.update_or_create(name=name or this_engine(), defaults={"seen_at": timezone.now()})
 
 
+def engine_runtimes_record(runtimes: list[str], name: str | None = None) -> None:
+    """A worker host says which runtimes its engine has (at start, then every minute or so)."""
+    CircuitBreaker.objects.update_or_create(name=name or this_engine(), defaults={"runtimes": sorted(runtimes)})
+
+
+def runtime_available(runtime: str) -> bool | None:
+    """Does some live engine have this runtime? None while no live engine has said."""
+    alive_since = timezone.now() - timedelta(seconds=ENGINE_ALIVE_SECONDS)
+    reported = [b.runtimes for b in CircuitBreaker.objects.filter(seen_at__gte=alive_since) if b.runtimes]
+    if not reported:
+        return None
+    return any(runtime in runtimes for runtimes in reported)
+
+
 def engines() -> list[dict[str, Any]]:
     """Every engine alive (its keeper seen lately) or used by this process, with its breaker."""
     alive_since = timezone.now() - timedelta(seconds=ENGINE_ALIVE_SECONDS)

@@ -13,6 +13,7 @@ check() {  # check LABEL COMMAND...: the command prints a short version or state
 check "docker engine" docker version --format '{{.Server.Version}}'
 check "image" docker image inspect --format 'tako-vm-default' tako-vm-default:latest
 check "debootstrap" sh -c 'command -v debootstrap >/dev/null && echo ok'
+check "runsc" sh -c "docker info --format '{{json .Runtimes}}' | grep -q '\"runsc\"' && runsc --version 2>/dev/null | head -1 | cut -d' ' -f3"
 check "python deps" sh -c "$VENV/bin/python -c 'import django, docker, django_q; print(\"django\", django.get_version())'"
 if [ "$PROFILE" = test ]; then
   check "chromium" sh -c '/usr/bin/chromium --version | cut -d" " -f2'

@@ -19,6 +19,7 @@ pg_initdb() { ls /usr/lib/postgresql/*/bin/initdb 2>/dev/null | sort -V | tail -
 missing=()
 have dockerd || missing+=(docker.io)
 have debootstrap || missing+=(debootstrap)
+have runsc || missing+=(runsc)
 if [ "$PROFILE" = test ]; then
   [ -x /usr/bin/chromium ] || missing+=(chromium)
   have redis-server || missing+=(redis-server)
@@ -38,6 +39,7 @@ fi
 
 # 2. Services: the Docker engine; for the tests also PostgreSQL and Redis on loopback.
 scripts/ensure-docker.sh
+scripts/ensure-runsc.sh
 if [ "$PROFILE" = test ]; then
   scripts/ensure-pg-redis.sh > var/scaleout.env
 fi
@@ -56,11 +58,12 @@ if [ "$(cat "$stamp" 2>/dev/null)" != "$lock_sum" ]; then
   echo "$lock_sum" > "$stamp"
 fi
 
-# 4. The service's own state: database, static files, the default job type's image.
+# 4. The service's own state: database, static files, the images of `default` and `strict` (the same
+#    packages: the second build reuses the first's layers).
 PY="$VENV/bin/python"
 "$PY" manage.py migrate --noinput -v0
 "$PY" manage.py collectstatic --noinput -v0
-"$PY" manage.py tako_images build default
+"$PY" manage.py tako_images build default strict
 
 # 5. One line that checks what was promised.
 scripts/check-setup.sh "$PROFILE"

@@ -272,6 +272,8 @@ TAKO_WHEEL_CACHE = Path(envstr("TAKO_WHEEL_CACHE", str(DATA_DIR / "wheels"))).re
 # may fill only (1 - TAKO_QUICK_RESERVE) of each, so sync requests and quick jobs always find room.
 # Queued jobs are taken fairly across callers (API key, else user, else address), weighted per key.
 # At most TAKO_MAX_QUEUE_SIZE jobs wait (more are refused with 503 and Retry-After).
+# The runtime of environments that do not choose one: runc, or runsc (gVisor; set-up registers it).
+TAKO_DEFAULT_RUNTIME = envchoice("TAKO_DEFAULT_RUNTIME", "runc", ("runc", "runsc"))
 TAKO_HOST_CPUS = envint("TAKO_HOST_CPUS", os.cpu_count() or 2, minimum=1, maximum=os.cpu_count() or 2)
 TAKO_MAX_WORKERS = envint("TAKO_MAX_WORKERS", 4 * TAKO_HOST_CPUS, minimum=1, maximum=256)
 TAKO_HOST_MEMORY = envmemory(

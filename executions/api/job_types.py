@@ -16,6 +16,7 @@ from executions.api.errors import ApiError
 from executions.api.routing import Router
 from executions.api.schemas import Error, JobType, Unavailable
 from executions.models import Environment
+from executions.resilience import runtime_available
 
 router = Router(auth=EXECUTE, tags=["job types"])
 
@@ -27,14 +28,19 @@ def _environment(name: str) -> Environment:
     return environment
 
 
+def _shown(environment: Environment) -> dict[str, Any]:
+    """The job type, with whether a live engine has its runtime (as the worker hosts reported)."""
+    return {**environment.to_dict(), "runtime_available": runtime_available(environment.effective_runtime)}
+
+
 @router.get("/job-types", response=list[JobType], summary="List job types (environments)")
 def job_type_list(request: HttpRequest) -> list[dict[str, Any]]:
-    return [environment.to_dict() for environment in Environment.objects.all()]
+    return [_shown(environment) for environment in Environment.objects.all()]
 
 
 @router.get("/job-types/{str:name}", response={200: JobType, 404: Error}, summary="One job type")
 def job_type_detail(request: HttpRequest, name: str) -> dict[str, Any]:
-    return _environment(name).to_dict()
+    return _shown(_environment(name))
 
 
 @router.post(

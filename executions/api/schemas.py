@@ -279,6 +279,10 @@ class JobType(Response):
     timeout: int
     startup_timeout: int
     network_enabled: bool
+    runtime: Literal["runc", "runsc"] = Field(description="the OCI runtime its containers run under (runsc: gVisor)")
+    runtime_available: bool | None = Field(
+        None, description="a live worker host's engine has the runtime (null: no host has reported yet)"
+    )
     pool_size: int
     image: str
     image_exists: bool = Field(description="a build recorded the image (stored state; Docker is not asked)")

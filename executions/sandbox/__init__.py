@@ -43,10 +43,13 @@ class ContainerShape:
     network_enabled: bool = False
     environment: tuple[tuple[str, str], ...] = ()
     wheels_dir: str | None = None  # host folder of wheels to install for this run only
+    runtime: str = "runc"  # the OCI runtime the engine starts it with: runc, or runsc (gVisor)
 
     @property
     def pool_key(self) -> str:
         fields = [self.image_id, self.memory_limit, self.cpu_limit, self.network_enabled, self.environment]
+        if self.runtime != "runc":  # (keeps the keys of runc pools as they were)
+            fields.append(self.runtime)
         return hashlib.sha256(json.dumps(fields).encode()).hexdigest()[:20]
 
 
@@ -148,6 +151,10 @@ class Sandbox(Protocol):
 
     def running_executions(self) -> set[str]:
         """Execution ids of the containers this service has on the engine."""
+        ...
+
+    def runtimes(self) -> list[str]:
+        """The OCI runtimes the engine can start containers with (runc, runsc, …)."""
         ...
 
     def ping(self) -> bool:

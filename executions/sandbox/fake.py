@@ -220,6 +220,10 @@ class FakeSandbox:
     def ping(self) -> bool:
         return self.available
 
+    def runtimes(self) -> list[str]:
+        self._check_available()
+        return ["runc", "runsc"]  # the runs it fakes may name either
+
     # -- the warm pool: in memory ------------------------------------------------------------
     def pool_start(self, shape: ContainerShape, pool: str) -> None:
         self._check_available()

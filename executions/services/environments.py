@@ -28,6 +28,7 @@ def environment_shape(environment: Environment, image_ref: str, *, wheels_dir: s
         memory_limit=environment.memory_limit,
         cpu_limit=environment.cpu_limit,
         network_enabled=environment.network_enabled,
+        runtime=environment.effective_runtime,
         environment=tuple(sorted((str(k), str(v)) for k, v in environment.env_vars.items())),
         wheels_dir=wheels_dir,
     )

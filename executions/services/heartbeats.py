@@ -11,6 +11,7 @@ import logging
 import os
 import socket
 import threading
+import time
 from datetime import timedelta
 from typing import Any
 
@@ -19,13 +20,16 @@ from django.db import DatabaseError, connections
 from django.utils import timezone
 
 from executions.models import ProcessBeat
-from executions.resilience import engine_seen
+from executions.resilience import engine_runtimes_record, engine_seen
+from executions.sandbox import SandboxError, SandboxUnavailable, get_sandbox
 
 logger = logging.getLogger(__name__)
 
 BEAT_SECONDS = 10.0
 ALIVE_SECONDS = 30.0  # three beats missed: the process is gone
 FORGET_AFTER = timedelta(hours=1)  # rows of processes gone this long are deleted
+
+RUNTIMES_EVERY_SECONDS = 60.0
 
 
 def host_name() -> str:
@@ -41,6 +45,7 @@ class Heartbeat:
         self.engine = engine
         self.started_at = timezone.now()
         self._beaten_at = 0.0
+        self._runtimes_reported_at = -RUNTIMES_EVERY_SECONDS
 
     def beat(self) -> None:
         now = timezone.now()
@@ -52,7 +57,19 @@ class Heartbeat:
         )
         if self.engine:
             engine_seen(self.engine)
+            self._report_runtimes()
         ProcessBeat.objects.filter(beat_at__lt=now - FORGET_AFTER).delete()
+
+    def _report_runtimes(self) -> None:
+        """Which runtimes the engine has (what /job-types says of each environment's), each minute."""
+        if time.monotonic() - self._runtimes_reported_at < RUNTIMES_EVERY_SECONDS:
+            return
+        try:
+            engine_runtimes_record(get_sandbox().runtimes(), self.engine)
+        except (SandboxUnavailable, SandboxError) as exc:
+            logger.warning("Could not ask the engine for its runtimes: %s", exc)
+            return
+        self._runtimes_reported_at = time.monotonic()
 
     def beat_quietly(self) -> bool:
         """Beat, logging rather than raising when the database is away (it beats again later)."""

@@ -62,6 +62,10 @@ class DockerSandbox:
     def ping(self) -> bool:
         return self.engine.ping()
 
+    def runtimes(self) -> list[str]:
+        with translate_docker_errors("Asking the engine for its runtimes"):
+            return sorted(self.engine.api.info().get("Runtimes") or {})
+
     def close(self) -> None:
         """Close its connections to the engine (used again, it opens new ones)."""
         self.engine.close()

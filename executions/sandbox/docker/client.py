@@ -49,6 +49,11 @@ def translate_docker_errors(action: str) -> Iterator[None]:
     except docker.errors.ImageNotFound as exc:
         raise SandboxError(f"{action}: image not found ({exc.explanation})") from exc
     except docker.errors.APIError as exc:
+        if "unknown runtime" in str(exc.explanation or "").lower():  # not set up on this engine
+            raise SandboxUnavailable(
+                f"{action}: the engine has no such runtime ({exc.explanation}); "
+                "scripts/setup.sh registers gVisor's runsc (scripts/ensure-runsc.sh)"
+            ) from exc
         if exc.is_server_error():
             raise SandboxUnavailable(f"{action}: Docker engine error: {exc.explanation}") from exc
         raise SandboxError(f"{action}: {exc.explanation}") from exc
@@ -69,7 +74,6 @@ class Engine:
         self.config = config
         self._client = client
         self._ping_client: docker.APIClient | None = None
-        self._runtime: str | None = None
         self._lock = threading.Lock()
 
     @property
@@ -125,10 +129,3 @@ class Engine:
         """Summaries of this deployment's containers, running or not."""
         with translate_docker_errors("Listing containers"):
             return list(self.api.containers(all=True, filters={"label": self.label_filter}))
-
-    def default_runtime(self) -> str:
-        # Runs never choose a runtime, so theirs is the engine's default; asked once per process.
-        if self._runtime is None:
-            with translate_docker_errors("Asking the engine for its runtime"):
-                self._runtime = str(self.api.info().get("DefaultRuntime", ""))
-        return self._runtime

@@ -132,6 +132,7 @@ def create(
         memswap_limit=shape.memory_limit,  # no swap beyond the limit
         nano_cpus=int(shape.cpu_limit * 1e9),
         cpu_shares=cpu_shares,
+        runtime=shape.runtime,
         # Processes are bounded per container by its pids cgroup. Not by RLIMIT_NPROC: that counts
         # per uid across the host, and every container runs as SANDBOX_UID, so one job's fork
         # bomb would leave every other job unable to fork.
@@ -251,7 +252,7 @@ def _collect(
         dep_install_ms=_optional(parsed, "dep_install_ms", int),
         execution_ms=execution_ms,
         image_ref=_image_ref_of(engine, spec, container_id),
-        runtime=engine.default_runtime(),
+        runtime=spec.shape.runtime,
     )
 
 
