@@ -60,18 +60,69 @@ def _execution(**fields: Any) -> Execution:
 
 
 # -- each way a job ends -----------------------------------------------------------------------------
-def test_a_job_ended_by_a_dispatch_failure_gets_its_timings(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_a_sync_job_ended_by_a_dispatch_failure_gets_its_timings(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A web-only host hands a sync run to the queue; its caller waits, so a queue that is down
+    ends it at once."""
     from executions.services import jobs
 
     def broker_down(*args: Any, **kwargs: Any) -> None:
         raise ConnectionError("broker unreachable")
 
     monkeypatch.setattr(jobs, "async_task", broker_down)
-    execution = _execution()
-    services.execution_dispatch(execution)
+    execution = _execution(is_async=False)
+    assert services.execution_dispatch(execution) is False
     execution.refresh_from_db()
     assert (execution.status, execution.error_type) == ("failed", "service_unavailable")
     assert execution.ended_at is not None and execution.total_ms is not None
+    assert execution.dead_letters.count() == 1
+
+
+def test_an_async_job_waits_out_a_queue_outage_and_is_handed_over_once_when_it_returns(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from executions.services import jobs
+
+    handed: list[tuple[Any, ...]] = []
+    queue = {"up": False}
+
+    def broker(*args: Any, **kwargs: Any) -> None:
+        if not queue["up"]:
+            raise ConnectionError("broker unreachable")
+        handed.append(args)
+
+    monkeypatch.setattr(jobs, "async_task", broker)
+    execution = _execution()
+    assert services.execution_dispatch(execution) is False
+    execution.refresh_from_db()
+    assert (execution.status, execution.dispatched_at) == ("queued", None)  # not failed, not dead-lettered
+    assert not execution.dead_letters.exists()
+    assert services.executions_dispatch_waiting(settled=60) == 0  # just submitted: its submitter's turn
+    assert services.executions_dispatch_waiting(settled=0) == 0  # the queue is still down
+    execution.refresh_from_db()
+    assert (execution.status, execution.dispatched_at) == ("queued", None)
+    queue["up"] = True
+    assert services.executions_dispatch_waiting(settled=0) == 1
+    assert services.executions_dispatch_waiting(settled=0) == 0  # handed over once
+    assert handed == [(jobs.RUN_TASK, str(execution.pk))]
+    execution.refresh_from_db()
+    assert execution.status == "queued" and execution.dispatched_at is not None
+
+
+def test_an_async_job_whose_queue_stays_down_past_the_grace_ends_saying_how_long_it_waited(
+    monkeypatch: pytest.MonkeyPatch, settings: Any
+) -> None:
+    from executions.services import jobs
+
+    def broker_down(*args: Any, **kwargs: Any) -> None:
+        raise ConnectionError("broker unreachable")
+
+    settings.TAKO_OUTAGE_GRACE = 60
+    monkeypatch.setattr(jobs, "async_task", broker_down)
+    execution = _execution(created_at=timezone.now() - timedelta(seconds=90))
+    services.execution_dispatch(execution)
+    execution.refresh_from_db()
+    assert (execution.status, execution.error_type) == ("failed", "service_unavailable")
+    assert "waited 90 s" in execution.error_message and "TAKO_OUTAGE_GRACE" in execution.error_message
     assert execution.dead_letters.count() == 1
 
 

@@ -29,6 +29,7 @@ from executions.services.job_requests import (
 from executions.services.jobs import (
     execution_cancel,
     execution_dispatch,
+    executions_dispatch_waiting,
     executions_recover,
     executions_redispatch,
     jobs_waiting_for_engine,
@@ -83,6 +84,7 @@ __all__ = [
     "execution_run",
     "execution_submit",
     "execution_submit_sync",
+    "executions_dispatch_waiting",
     "executions_prune",
     "executions_recover",
     "executions_redispatch",

@@ -20,6 +20,8 @@ from executions.services import lifecycle
 logger = logging.getLogger(__name__)
 
 RUN_TASK = "executions.tasks.run_execution"
+# An async job not yet handed to the queue this long after its submission was refused by it.
+DISPATCH_SETTLE_SECONDS = 2.0
 
 
 @dataclass(frozen=True)
@@ -57,16 +59,56 @@ def jobs_waiting_for_engine() -> int:
     return Execution.objects.filter(status=Execution.Status.QUEUED, engine_wait_since__isnull=False).count()
 
 
-def execution_dispatch(execution: Execution, *, hops: int = 0) -> None:
-    """Hand a queued execution to the worker clusters (`hops`: how often workers passed it on)."""
+def execution_dispatch(execution: Execution, *, hops: int = 0) -> bool:
+    """Hand a queued execution to the worker clusters (`hops`: how often workers passed it on);
+    True if the queue took it.
+
+    While the queue (Redis) is down, an async job stays queued, marked as not handed over
+    (dispatched_at None), and the worker hosts hand it over once the queue answers again
+    (executions_dispatch_waiting), so a short outage of the queue loses nothing accepted; past
+    TAKO_OUTAGE_GRACE after its submission it ends service_unavailable instead, saying how long
+    it waited. A sync job's caller is waiting for an answer: it ends service_unavailable at once."""
     Execution.objects.filter(pk=execution.pk).update(dispatched_at=timezone.now())
     try:
         args = (str(execution.pk), hops) if hops else (str(execution.pk),)
         async_task(RUN_TASK, *args, task_name=f"execution-{execution.pk}")
+        return True
     except Exception as exc:  # the broker is down: the job must not sit in "queued" forever
+        waited = (timezone.now() - execution.created_at).total_seconds()
+        if execution.is_async and waited < settings.TAKO_OUTAGE_GRACE:
+            Execution.objects.filter(pk=execution.pk, status=Execution.Status.QUEUED).update(dispatched_at=None)
+            logger.warning("Execution %s: the job queue is unavailable (%s); it waits, queued", execution.pk, exc)
+            return False
         logger.exception("Could not enqueue execution %s", execution.pk)
-        outcome = failure("service_unavailable", f"The job queue is unavailable: {exc}", phase="startup")
+        message = f"The job queue is unavailable: {exc}"
+        if execution.is_async:
+            message += f" (the job waited {waited:.0f} s for it, TAKO_OUTAGE_GRACE)"
+        outcome = failure("service_unavailable", message, phase="startup")
         lifecycle.end(execution, outcome, expected=[Execution.Status.QUEUED])
+        return False
+
+
+def executions_dispatch_waiting(*, settled: float = DISPATCH_SETTLE_SECONDS, limit: int = 100) -> int:
+    """Hand to the queue the async jobs it could not take when they were submitted or passed on
+    (it was down), oldest first; returns how many it took. Each job is handed over by one caller
+    only (several worker hosts call this); `settled`: younger jobs are left to their submitter,
+    whose hand-over may still be under way. Stops at the first failure: the queue is still down."""
+    cutoff = timezone.now() - timedelta(seconds=settled)
+    waiting = Execution.objects.filter(
+        status=Execution.Status.QUEUED, is_async=True, dispatched_at__isnull=True, created_at__lt=cutoff
+    ).order_by("created_at")[:limit]
+    count = 0
+    for execution in waiting:
+        mine = Execution.objects.filter(pk=execution.pk, status=Execution.Status.QUEUED, dispatched_at__isnull=True)
+        if not mine.update(dispatched_at=timezone.now()):
+            continue  # another host took it, or it ended (cancelled) meanwhile
+        if execution_dispatch(execution):
+            count += 1
+        elif Execution.objects.filter(pk=execution.pk, status=Execution.Status.QUEUED).exists():
+            break  # the queue is still down (this one waits on; the others too)
+    if count:
+        logger.warning("Handed %d job(s) to the queue that it could not take while it was down", count)
+    return count
 
 
 def execution_cancel(execution: Execution) -> Execution:

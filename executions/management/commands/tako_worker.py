@@ -10,6 +10,7 @@ in its own process (the cluster forks its workers, which must not inherit its th
 
 from __future__ import annotations
 
+import logging
 import multiprocessing
 import os
 import sys
@@ -19,6 +20,7 @@ from typing import Any
 from django.conf import settings
 from django.core.management import call_command
 from django.core.management.base import BaseCommand
+from django.db import DatabaseError, close_old_connections
 from django_q.models import Schedule
 
 from executions import services
@@ -28,6 +30,28 @@ from executions.models import ProcessBeat
 from executions.resilience import this_engine
 from executions.services.heartbeats import Heartbeat
 from takoweb.supervise import Program, Supervisor
+
+logger = logging.getLogger(__name__)
+
+
+class WaitingJobs:
+    """Every few seconds, hands to the queue the jobs it could not take while it was down
+    (services.executions_dispatch_waiting); quiet while the database is away."""
+
+    EVERY_SECONDS = 2.0
+
+    def __init__(self) -> None:
+        self._ran_at = 0.0
+
+    def run_if_due(self, monotonic_now: float) -> None:
+        if monotonic_now - self._ran_at < self.EVERY_SECONDS:
+            return
+        self._ran_at = monotonic_now
+        try:
+            services.executions_dispatch_waiting()
+        except DatabaseError as exc:
+            logger.warning("Handing waiting jobs to the queue: %s", exc)
+            close_old_connections()  # one the database dropped is opened afresh next time
 
 
 class Command(BaseCommand):
@@ -67,11 +91,13 @@ class Command(BaseCommand):
         # to the engines of the clusters that beat.
         heartbeat = Heartbeat(ProcessBeat.Role.WORKER, engine=this_engine())
         heartbeat.beat_quietly()
+        handing_over = WaitingJobs()
         try:
             call_command("qcluster")  # returns once the cluster runs (in child processes) …
             while multiprocessing.active_children():  # … which end on SIGTERM/SIGINT (its own handler)
                 keeper.tick()
                 heartbeat.beat_if_due(time.monotonic())
+                handing_over.run_if_due(time.monotonic())
                 time.sleep(0.5)
         finally:
             keeper.stop_all()  # the keeper drains the pool
