@@ -16,7 +16,7 @@ from datetime import timedelta
 from typing import Any
 
 from django.conf import settings
-from django.db import DatabaseError, connections
+from django.db import DatabaseError, close_old_connections, connections
 from django.utils import timezone
 
 from executions.models import ProcessBeat
@@ -77,6 +77,9 @@ class Heartbeat:
             self.beat()
         except DatabaseError as exc:
             logger.warning("Heartbeat of %s: %s", self.role, exc)
+            # A connection the database dropped (a restart) stays broken until closed: Django
+            # closes it only around a request, and a worker's loop serves none.
+            close_old_connections()
             return False
         return True
 
