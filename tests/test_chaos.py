@@ -2,8 +2,9 @@
 killed in turn with SIGKILL (the web server, the pool keeper, one cluster worker process, the whole
 cluster) and the Docker engine taken away for 20 s (through a socket proxy that refuses and cuts
 connections, as a stopped daemon does). After each: every accepted job ends, the warm pool serves
-again within 30 s, and /health tells the truth. Redis and PostgreSQL restarts are in
-test_scaleout.py (the scale-out configuration) and test_database_down.py."""
+again within 30 s, and /health tells the truth. PostgreSQL and Redis killed under a stream of
+jobs are in test_chaos_scaleout.py (the scale-out configuration); see also test_scaleout.py and
+test_database_down.py."""
 
 from __future__ import annotations
 
