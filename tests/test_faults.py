@@ -154,4 +154,7 @@ def test_soak_200_jobs_with_docker_gone_for_20_seconds(live_service, engine: Doc
     assert dead <= 5, [(e.status, e.error_type, e.error_message, e.stderr) for e in failed]
     # (a pooled container whose claim an engine fault cut off is removed by the keeper after 30 s)
     wait_for(lambda: not managed_containers(), timeout=90, what="leftover containers to be removed")
-    print(f"\nsoak: {succeeded} succeeded, {dead} dead-lettered of 200")
+    # Each job that did not succeed, with what it says (to tell a run cut off mid-execution, which
+    # is never repeated, from a start that should have waited out the outage).
+    why = [(e.error_type, e.error_phase, e.warm_start, (e.error_message or "")[:200]) for e in failed]
+    print(f"\nsoak: {succeeded} succeeded, {dead} dead-lettered of 200" + (f"; not succeeded: {why}" if why else ""))
