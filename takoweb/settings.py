@@ -292,7 +292,8 @@ TAKO_STALE_AFTER = envint("TAKO_STALE_AFTER", 30, minimum=10)
 # its task was lost); only one run can ever claim it.
 TAKO_REDISPATCH_AFTER = envint("TAKO_REDISPATCH_AFTER", 600, minimum=30)
 # An async job whose engine fails while no other engine works waits, queued, this many seconds
-# for one to work again (a daemon restart, a short outage) before it ends service_unavailable.
+# for one to work again (a daemon restart, a short outage) before it ends service_unavailable;
+# so does one the queue (Redis) could not take, counted from its submission.
 TAKO_OUTAGE_GRACE = envint("TAKO_OUTAGE_GRACE", 300, minimum=0)
 # This worker host's name, recorded on the jobs it runs (one cluster per name).
 TAKO_WORKER_NAME = envstr("TAKO_WORKER_NAME", socket.gethostname())
