@@ -12,6 +12,7 @@ from executions.models import Execution
 from executions.resilience import another_engine_available, breaker_is_open, breaker_refuses
 from executions.sandbox import get_sandbox
 from executions.services.limits import rate_counters_prune
+from executions.services.runs import while_the_database_is_away
 
 MAX_HOPS = 5  # a job whose start failed this often on engines with a closed breaker runs where it lands
 HAND_OVER_PAUSE_SECONDS = 0.5
@@ -19,6 +20,19 @@ OUTAGE_PAUSE_SECONDS = 3.0
 
 
 def run_execution(execution_id: str, hops: int = 0) -> None:
+    """A queued job's task: run it (below), trying again while the database is away (a restart),
+    up to TAKO_OUTAGE_GRACE. Safe to repeat: a job is claimed once, and a run that claimed it
+    records its end itself (services.execution_run), so a repeat finds it claimed and does nothing.
+    Without this the task would be lost with the failure, leaving its job queued until the sweep
+    queues it again (TAKO_REDISPATCH_AFTER)."""
+    while_the_database_is_away(
+        lambda: _run_execution(execution_id, hops),
+        what=f"running execution {execution_id}",
+        seconds=settings.TAKO_OUTAGE_GRACE,
+    )
+
+
+def _run_execution(execution_id: str, hops: int = 0) -> None:
     """Run a queued job here, unless this host's engine is failing while another's works: then
     the job goes back to the queue for another worker. A host whose breaker is open passes it on
     without counting (its queue consumer stops taking jobs within a second); a failed start with

@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from django.conf import settings
-from django.db import connections
+from django.db import DatabaseError, close_old_connections, connections
 from django.utils import timezone
 
 from executions.correlation import correlation_context
@@ -113,8 +113,11 @@ def execution_run(
             if not handed_over:  # (else it is queued again, for another worker)
                 if monitor.cancel.is_set() and (result is None or not outcome.success):
                     outcome = failure("cancelled", "Cancelled by request", phase=outcome.phase or "execution")
-                lifecycle.end(
-                    execution, outcome, result=result, output=execution.output, expected=[Execution.Status.RUNNING]
+                while_the_database_is_away(
+                    lambda: lifecycle.end(
+                        execution, outcome, result=result, output=execution.output, expected=[Execution.Status.RUNNING]
+                    ),
+                    what=f"recording how execution {execution.pk} ended",
                 )
         logger.info("Execution %s ended %s (%s)", execution.pk, execution.status, execution.error_type or "ok")
         return execution
@@ -199,7 +202,12 @@ def _run_with_retries(
                 if monitor.container_started or attempt == policy.attempts:
                     raise
             else:
-                if breaker_success():  # the engine is back: remove what its outage left behind
+                try:
+                    engine_back = breaker_success()
+                except DatabaseError as exc:  # the run went well; its count for the breaker is lost
+                    logger.warning("Execution %s: the breaker could not count its success (%s)", execution.pk, exc)
+                    engine_back = False
+                if engine_back:  # the engine is back: remove what its outage left behind
                     containers_reap_quietly()
                 return result
         delay = policy.delay(attempt)
@@ -233,6 +241,7 @@ class _RunMonitor:
         self._dirty = False
         self._lock = threading.Lock()
         self._stopped = threading.Event()
+        self._started_at: Any = None  # a container start not yet recorded (the database was away)
         self._thread = threading.Thread(target=self._loop, name=f"run-monitor-{execution.pk}", daemon=True)
         self._thread.start()
 
@@ -243,8 +252,14 @@ class _RunMonitor:
 
     def on_container_start(self) -> None:
         self.container_started = True
-        if self.is_async:  # recovery re-runs a lost worker's job only if its container never started
-            Execution.objects.filter(pk=self.execution_id).update(container_started_at=timezone.now())
+        if not self.is_async:  # recovery re-runs a lost worker's job only if its container never started
+            return
+        self._started_at = timezone.now()
+        try:
+            Execution.objects.filter(pk=self.execution_id).update(container_started_at=self._started_at)
+            self._started_at = None
+        except DatabaseError as exc:  # the loop records it once the database answers again
+            logger.warning("Execution %s: could not record its container's start (%s)", self.execution_id, exc)
 
     def stop(self) -> None:
         self._stopped.set()
@@ -258,20 +273,49 @@ class _RunMonitor:
                     dirty, self._dirty = self._dirty, False
                     output = dict(self._output)
                 due = time.monotonic() - last_beat >= settings.TAKO_HEARTBEAT_SECONDS
-                if dirty or due:
-                    fields: dict[str, Any] = {"heartbeat_at": timezone.now()}
-                    if dirty:
-                        fields.update(output)
-                    Execution.objects.filter(pk=self.execution_id, status=Execution.Status.RUNNING).update(**fields)
-                    last_beat = time.monotonic()
-                    if dirty:
-                        notify_execution_changed(self.execution_id)
-                if Execution.objects.filter(pk=self.execution_id, cancel_requested=True).exists():
-                    self.cancel.set()
+                try:
+                    if dirty or due:
+                        fields: dict[str, Any] = {"heartbeat_at": timezone.now()}
+                        if dirty:
+                            fields.update(output)
+                        if self._started_at is not None:
+                            fields["container_started_at"] = self._started_at
+                        running = Execution.objects.filter(pk=self.execution_id, status=Execution.Status.RUNNING)
+                        running.update(**fields)
+                        self._started_at = None
+                        last_beat = time.monotonic()
+                        if dirty:
+                            notify_execution_changed(self.execution_id)
+                    if Execution.objects.filter(pk=self.execution_id, cancel_requested=True).exists():
+                        self.cancel.set()
+                except DatabaseError as exc:
+                    # The database is away (a restart): the run goes on; the monitor beats and
+                    # writes the output again once it answers, on a connection opened afresh.
+                    logger.warning("Run monitor of %s: %s", self.execution_id, exc)
+                    connections.close_all()
+                    with self._lock:
+                        self._dirty = self._dirty or dirty
+                    self._stopped.wait(1.0)
         except Exception:
             logger.exception("Run monitor of %s failed", self.execution_id)
         finally:
             connections.close_all()  # this thread's own connection
+
+
+def while_the_database_is_away(write: Any, *, what: str, seconds: float | None = None) -> Any:
+    """Run `write`, trying again while the database is away (a restart), for up to `seconds`
+    (default TAKO_STALE_AFTER: after that the sweep for jobs whose worker stopped beating ends a
+    running job anyway); each try after a failure opens a fresh connection."""
+    deadline = time.monotonic() + (settings.TAKO_STALE_AFTER if seconds is None else seconds)
+    while True:
+        try:
+            return write()
+        except DatabaseError as exc:
+            if time.monotonic() > deadline:
+                raise
+            logger.warning("%s: the database is away (%s); trying again", what[:1].upper() + what[1:], exc)
+            close_old_connections()
+            time.sleep(1.0)
 
 
 class StartupTimeout(Exception):
