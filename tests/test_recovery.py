@@ -112,3 +112,24 @@ def test_a_job_whose_queued_task_was_lost_is_queued_again_and_runs(live_service)
     wait_for(lambda: Execution.objects.get(pk=execution.pk).is_terminal, timeout=60, what="the job to run")
     execution.refresh_from_db()
     assert (execution.status, execution.stdout) == ("succeeded", "found again\n")
+
+
+def test_the_clusters_main_process_ends_stale_jobs_without_a_queued_task(db, monkeypatch) -> None:
+    """Jobs left "running" (an end the database did not take) hold the worker budget, and every
+    worker may be waiting for it: the sweep cannot wait in the queue behind them. The cluster's
+    main process runs it itself, every few seconds."""
+    from executions.management.commands.tako_worker import Housekeeping
+    from executions.services import jobs
+
+    monkeypatch.setattr(jobs, "async_task", lambda *args, **kwargs: None)
+    environment = Environment.objects.get(name="default")
+    execution = services.execution_create(code="1", input_data={}, environment=environment, is_async=True)
+    stale = timezone.now() - timedelta(minutes=5)
+    Execution.objects.filter(pk=execution.pk).update(
+        status="running", worker="gone-host:worker", heartbeat_at=stale, dispatched_at=stale
+    )  # its container never started: it is queued again
+    housekeeping = Housekeeping()
+    housekeeping.run_if_due(0.0)  # (just started: the start recovered this host's own jobs)
+    assert Execution.objects.get(pk=execution.pk).status == "running"
+    housekeeping.run_if_due(housekeeping._recovered_at + Housekeeping.STALE_EVERY_SECONDS)
+    assert Execution.objects.get(pk=execution.pk).status == "queued"

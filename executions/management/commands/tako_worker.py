@@ -34,23 +34,32 @@ from takoweb.supervise import Program, Supervisor
 logger = logging.getLogger(__name__)
 
 
-class WaitingJobs:
-    """Every few seconds, hands to the queue the jobs it could not take while it was down
-    (services.executions_dispatch_waiting); quiet while the database is away."""
+class Housekeeping:
+    """Run from the cluster's main process, never as a queued task: every few seconds, hands to the
+    queue the jobs it could not take while it was down (services.executions_dispatch_waiting); every
+    STALE_EVERY_SECONDS, ends or queues again the jobs whose worker stopped beating (an end the
+    database did not take while it was away leaves a job "running"). The scheduled sweep does the
+    latter too, but as a task it waits in the queue behind jobs that wait for the worker budget
+    those stale jobs hold: with every worker waiting, it would never run. Quiet while the database
+    is away."""
 
-    EVERY_SECONDS = 2.0
+    DISPATCH_EVERY_SECONDS = 2.0
+    STALE_EVERY_SECONDS = 10.0
 
     def __init__(self) -> None:
-        self._ran_at = 0.0
+        self._dispatched_at = 0.0
+        self._recovered_at = time.monotonic()  # the start just recovered this host's own jobs
 
     def run_if_due(self, monotonic_now: float) -> None:
-        if monotonic_now - self._ran_at < self.EVERY_SECONDS:
-            return
-        self._ran_at = monotonic_now
         try:
-            services.executions_dispatch_waiting()
+            if monotonic_now - self._dispatched_at >= self.DISPATCH_EVERY_SECONDS:
+                self._dispatched_at = monotonic_now
+                services.executions_dispatch_waiting()
+            if monotonic_now - self._recovered_at >= self.STALE_EVERY_SECONDS:
+                self._recovered_at = monotonic_now
+                services.executions_recover()
         except DatabaseError as exc:
-            logger.warning("Handing waiting jobs to the queue: %s", exc)
+            logger.warning("Housekeeping: %s", exc)
             close_old_connections()  # one the database dropped is opened afresh next time
 
 
@@ -91,13 +100,13 @@ class Command(BaseCommand):
         # to the engines of the clusters that beat.
         heartbeat = Heartbeat(ProcessBeat.Role.WORKER, engine=this_engine())
         heartbeat.beat_quietly()
-        handing_over = WaitingJobs()
+        housekeeping = Housekeeping()
         try:
             call_command("qcluster")  # returns once the cluster runs (in child processes) …
             while multiprocessing.active_children():  # … which end on SIGTERM/SIGINT (its own handler)
                 keeper.tick()
                 heartbeat.beat_if_due(time.monotonic())
-                handing_over.run_if_due(time.monotonic())
+                housekeeping.run_if_due(time.monotonic())
                 time.sleep(0.5)
         finally:
             keeper.stop_all()  # the keeper drains the pool
