@@ -28,7 +28,7 @@ import pytest
 import requests
 
 from tests.conftest import ROOT, ServiceProcess, _free_port, require_tool
-from tests.support import wait_for
+from tests.support import submit, wait_for
 
 pytestmark = [pytest.mark.docker, pytest.mark.system]
 
@@ -148,7 +148,7 @@ class PrivateRedis:
 
 
 class JobStream:
-    """Submits print(n) every quarter second and reads /health and /executions between; keeps
+    """Submits print(n) about twice a second and reads /health and /executions between; keeps
     the ids of the jobs accepted (202) by phase, and every other answer by phase and status."""
 
     def __init__(self, url: str) -> None:
@@ -171,7 +171,7 @@ class JobStream:
                 if n % 2 == 0:
                     self._ask(session, "health", "GET", "/health", None)
                     self._ask(session, "list", "GET", "/executions?limit=5", None)
-                self._stop.wait(0.25)
+                self._stop.wait(0.4)
 
     def _ask(self, session: requests.Session, what: str, method: str, path: str, body: Any) -> None:
         phase = self.phase
@@ -224,6 +224,13 @@ def beating_since(url: str, since: float) -> bool:
     return {p["role"] for p in beats} >= {"web", "worker", "pool"}
 
 
+def is_ready(url: str) -> bool:
+    try:
+        return requests.get(f"{url}/health/ready", timeout=10).status_code == 200
+    except requests.RequestException:
+        return False
+
+
 def pool_ready(url: str) -> bool:
     return health(url).get("warm_pool", {}).get("default", {}).get("ready", 0) >= 1
 
@@ -264,18 +271,37 @@ def test_jobs_survive_postgresql_and_redis_being_killed(scaleout_service: Any) -
     figures: dict[str, dict[str, float]] = {}
     returned_at: dict[str, float] = {}  # wall clock, to compare with the records' times
 
-    def outage(name: str, server: Any) -> None:
+    def outage(name: str, server: Any, check: str) -> None:
+        # Two jobs are running (their containers started) when it goes: they must end as they ran.
+        slow = [submit(url, f"import time; time.sleep(4); print('ran through {name}')") for _ in range(2)]
+        stream.accepted.update({job: f"running when {name} went" for job in slow})
+        running = (
+            "SELECT count(*) FROM executions_execution WHERE id::text = ANY(%s) "
+            "AND status = 'running' AND container_started_at IS NOT NULL"
+        )
+        wait_for(lambda: postgres.query(running, slow)[0][0] == 2, timeout=60, what="two jobs running")
         stream.phase = f"{name} down"
         server.kill()
         began = time.monotonic()
-        time.sleep(10)
+        time.sleep(4)
+        # /health/ready tells the truth: not ready, naming what is down.
+        ready = requests.get(f"{url}/health/ready", timeout=10)
+        assert ready.status_code == 503, ready.text
+        body = ready.json()
+        if "checks" in body:  # the readiness report itself
+            assert not body["checks"][check]["ok"], ready.text
+        else:  # the database's 503, before the report could be made
+            assert "Retry-After" in ready.headers and "database is unavailable" in body["detail"], ready.text
+        time.sleep(10 - (time.monotonic() - began))
         server.start()
         back = time.monotonic()
         returned_at[name] = time.time()
         stream.phase = f"after {name}"
         wait_for(lambda: stream.last_accepted_at > back, timeout=60, what=f"a job accepted again after {name}")
         accepting = stream.last_accepted_at - back
-        wait_for(lambda: runs_a_job(url), timeout=90, what=f"a new job to run again after {name}")
+        # Jobs run again: one ends succeeded after the return (the queue may hold a backlog).
+        ran = "SELECT count(*) FROM executions_execution WHERE status = 'succeeded' AND ended_at > to_timestamp(%s)"
+        wait_for(lambda: postgres.query(ran, returned_at[name])[0][0], timeout=90, what=f"a job to run after {name}")
         running = time.monotonic() - back
         try:
             wait_for(lambda: beating_since(url, back), timeout=60, what=f"every process to beat after {name}")
@@ -283,6 +309,7 @@ def test_jobs_survive_postgresql_and_redis_being_killed(scaleout_service: Any) -
             raise AssertionError(f"{exc}: {health(url).get('processes')}") from None
         beating = time.monotonic() - back
         wait_for(lambda: pool_ready(url), timeout=30, what=f"the warm pool after {name}")
+        wait_for(lambda: is_ready(url), timeout=30, what=f"/health/ready to say ready after {name}")
         figures[name] = {
             "down": back - began, "accepting again": accepting, "running jobs again": running,
             "every process beating again": beating, "warm pool again": time.monotonic() - back,
@@ -290,8 +317,8 @@ def test_jobs_survive_postgresql_and_redis_being_killed(scaleout_service: Any) -
         time.sleep(3)
 
     time.sleep(3)
-    outage("PostgreSQL", postgres)
-    outage("Redis", redis_server)
+    outage("PostgreSQL", postgres, "database")
+    outage("Redis", redis_server, "queue")
     stream.stop()
 
     ids = list(stream.accepted)
