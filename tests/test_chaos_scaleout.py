@@ -27,8 +27,7 @@ import psycopg
 import pytest
 import requests
 
-from tests.conftest import ROOT, ServiceProcess, _free_port, require_tool
-from tests.support import submit, wait_for
+from tests.support import ROOT, ServiceProcess, free_port, require_tool, submit, wait_for
 
 pytestmark = [pytest.mark.docker, pytest.mark.system]
 
@@ -54,7 +53,7 @@ class PrivatePostgres:
         self.user = "postgres" if os.getuid() == 0 else None
         if self.user:
             shutil.chown(self.data, self.user, self.user)
-        self.port = _free_port()
+        self.port = free_port()
         self.url = f"postgres://tako:tako@127.0.0.1:{self.port}/tako"
         self.process: subprocess.Popen[bytes] | None = None
         try:
@@ -114,7 +113,7 @@ class PrivateRedis:
 
     def __init__(self, folder: Path) -> None:
         self.folder = folder
-        self.port = _free_port()
+        self.port = free_port()
         self.url = f"redis://127.0.0.1:{self.port}/0"
         self.process: subprocess.Popen[bytes] | None = None
         self.start()
@@ -167,7 +166,7 @@ class JobStream:
         with requests.Session() as session:
             while not self._stop.is_set():
                 n += 1
-                self._ask(session, "submit", "POST", "/execute/async", {"code": f"print({n})"})
+                self._ask(session, "submit", "POST", "/execute/async", {"code": f"print({n})", "timeout": 10})
                 if n % 2 == 0:
                     self._ask(session, "health", "GET", "/health", None)
                     self._ask(session, "list", "GET", "/executions?limit=5", None)
@@ -247,7 +246,7 @@ def scaleout_service(default_image: str, tmp_path: Path) -> Iterator[Any]:
             cwd=ROOT, env={**os.environ, **database}, capture_output=True, text=True, timeout=300,
         )  # fmt: skip
         assert migrate.returncode == 0, migrate.stdout[-2000:] + migrate.stderr[-2000:]
-        port = _free_port()
+        port = free_port()
         name = f"chaos-so-{port}"
         service = ServiceProcess(
             ["-m", "takoweb.supervise", "web", "worker"], tmp_path / "service.log", **database,
@@ -273,7 +272,8 @@ def test_jobs_survive_postgresql_and_redis_being_killed(scaleout_service: Any) -
 
     def outage(name: str, server: Any, check: str) -> None:
         # Two jobs are running (their containers started) when it goes: they must end as they ran.
-        slow = [submit(url, f"import time; time.sleep(4); print('ran through {name}')") for _ in range(2)]
+        code = f"import time; time.sleep(4); print('ran through {name}')"
+        slow = [submit(url, code, timeout=10) for _ in range(2)]  # quick jobs: both may run at once
         stream.accepted.update({job: f"running when {name} went" for job in slow})
         running = (
             "SELECT count(*) FROM executions_execution WHERE id::text = ANY(%s) "
@@ -323,9 +323,12 @@ def test_jobs_survive_postgresql_and_redis_being_killed(scaleout_service: Any) -
 
     ids = list(stream.accepted)
     deadline = time.monotonic() + 120
-    while active := postgres.query("SELECT id::text, status FROM executions_execution WHERE id::text = ANY(%s) "
-                                   "AND status IN ('queued', 'running')", ids):  # fmt: skip
-        assert time.monotonic() < deadline, [(stream.accepted[i], s) for i, s in active]
+    while active := postgres.query(
+        "SELECT id::text, status, created_at, dispatched_at, started_at, worker FROM executions_execution "
+        "WHERE id::text = ANY(%s) AND status IN ('queued', 'running')",
+        ids,
+    ):
+        assert time.monotonic() < deadline, [(stream.accepted[row[0]], *row) for row in active]
         time.sleep(1)
     rows = postgres.query(
         "SELECT id::text, status, error_type, error_message, extract(epoch FROM ended_at) "
