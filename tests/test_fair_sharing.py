@@ -50,7 +50,7 @@ def job(
     )
     _clock[0] += timedelta(seconds=1)  # submitted in this order
     fields = {"caller": caller, "caller_weight": weight, "quick": quick, "memory_bytes": memory, "cpus": cpus}
-    fields.update(status=status, worker=worker, created_at=_clock[0])
+    fields.update(status=status, worker=worker, created_at=_clock[0], dispatched_at=_clock[0])  # its task queued
     Execution.objects.filter(pk=execution.pk).update(**fields)
     execution.refresh_from_db()
     return execution
@@ -133,6 +133,17 @@ def test_a_key_of_weight_2_gets_two_turns_to_one() -> None:
     ]
     assert order[:3].count(light[0].pk) == 1 and order[:3].count(heavy[0].pk) + order[:3].count(heavy[1].pk) == 2
     assert order.index(heavy[1].pk) < order.index(light[1].pk) and order.index(heavy[3].pk) > order.index(light[0].pk)
+
+
+def test_a_job_the_queue_could_not_take_is_run_by_no_other_jobs_task(budget: Any) -> None:
+    """Accepted while the queue was down, it has no task yet: were another job's task to run it,
+    that job would be left queued with no task at all. It runs once it is handed over."""
+    undispatched = job()
+    Execution.objects.filter(pk=undispatched.pk).update(dispatched_at=None)
+    token = job()  # younger, but its task is the one a worker took
+    claimed = lifecycle.claim_next(token, worker=worker_name("worker"))
+    assert claimed is not None and claimed.pk == token.pk
+    assert Execution.objects.get(pk=undispatched.pk).status == "queued"
 
 
 def test_no_job_waiting_means_no_claim(budget: Any) -> None:

@@ -182,10 +182,14 @@ def claim_next(token: Execution, *, worker: str) -> Execution | None:
 
 
 def _queued_rows(*, including: Any = None) -> list[Execution]:
-    """The jobs workers may take, oldest first: async ones, and `including` (a dispatched sync job)."""
+    """The jobs workers may take, oldest first: async ones handed to the queue, and `including` (the
+    token's own job, or a dispatched sync job). An async job the queue could not take (it was down)
+    has no task yet: were another job's task to run it, that job would be left without one, queued
+    for good; it is taken once it is handed over (jobs.executions_dispatch_waiting)."""
     fields = ("pk", "caller", "caller_weight", "created_at", "memory_bytes", "cpus", "quick", "is_async")
     queued = Execution.objects.filter(status=Execution.Status.QUEUED)
-    queued = queued.filter(Q(is_async=True) | Q(pk=including)) if including is not None else queued
+    handed_over = Q(is_async=True, dispatched_at__isnull=False)
+    queued = queued.filter(handed_over | Q(pk=including)) if including is not None else queued.filter(handed_over)
     return list(queued.order_by("created_at", "pk").only(*fields))
 
 
