@@ -118,6 +118,26 @@ def test_counters_are_one_atomic_upsert_on_the_shared_database(settings) -> None
     assert rate_counters_prune() == 1 and RateCounter.objects.count() == 1
 
 
+def test_while_redis_is_away_the_database_counts(settings, free_port_nothing_listens: str) -> None:
+    """A Redis restart must not turn every API request into a 500: the limit is counted on the
+    database meanwhile (tests/test_chaos_scaleout.py kills Redis under a stream of requests)."""
+    settings.REDIS_URL = free_port_nothing_listens
+    settings.CACHES = {
+        "default": {"BACKEND": "django.core.cache.backends.redis.RedisCache", "LOCATION": settings.REDIS_URL}
+    }
+    well_inside_a_minute()
+    states = [request_count("key:43", 5) for _ in range(2)]
+    assert [s.remaining for s in states if s] == [4, 3]
+    assert RateCounter.objects.get(key="key:43").count == 2
+
+
+@pytest.fixture
+def free_port_nothing_listens() -> str:
+    from tests.support import free_port
+
+    return f"redis://127.0.0.1:{free_port()}/0"
+
+
 @pytest.mark.django_db(transaction=True)
 def test_two_web_processes_share_one_limit(alice: User, service_logs) -> None:
     """Two daphne processes on one database: a key gets its limit once, not once per process."""

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import time
 from dataclasses import dataclass
 from typing import Any
@@ -13,6 +14,8 @@ from django.db.models import Count, Q
 
 from executions.errors import QueueFull, QuotaExceeded, RateLimited
 from executions.models import Execution, RateCounter
+
+logger = logging.getLogger(__name__)
 
 QUOTA_RETRY_AFTER = 5  # jobs end in seconds; a caller over its quota looks again soon
 
@@ -62,13 +65,18 @@ def _count(key: str, window: int) -> int:
     """This request's number in the window: Redis's atomic INCR through Django's cache when the
     deployment has Redis, else one atomic upsert on the database (no read-modify-write race)."""
     if settings.REDIS_URL:
+        from redis.exceptions import RedisError
+
         counter = f"tako:rate:{key}:{window}"
-        cache.add(counter, 0, timeout=120)
         try:
-            return int(cache.incr(counter))
-        except ValueError:  # expired between add and incr
-            cache.set(counter, 1, timeout=120)
-            return 1
+            cache.add(counter, 0, timeout=120)
+            try:
+                return int(cache.incr(counter))
+            except ValueError:  # expired between add and incr
+                cache.set(counter, 1, timeout=120)
+                return 1
+        except RedisError as exc:  # Redis is away (a restart): the database counts meanwhile
+            logger.warning("Rate limit: Redis does not answer (%s); counting on the database", exc)
     with connection.cursor() as cursor:
         cursor.execute(UPSERT_COUNT, [key[:100], window])
         return int(cursor.fetchone()[0])
