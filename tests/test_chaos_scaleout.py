@@ -253,6 +253,7 @@ def scaleout_service(default_image: str, tmp_path: Path) -> Iterator[Any]:
             HOST="127.0.0.1", PORT=str(port), TAKO_WORKER_NAME=name, TAKO_ENGINE_NAME=name,
             TAKO_DEPLOYMENT_ID=name, TAKO_MAX_WORKERS="2", TAKO_POOL_ENABLED="1",
             TAKO_MAX_JOBS_IN_PROGRESS="0", TAKO_MAX_QUEUE_SIZE="1000",
+            TAKO_RATE_LIMIT_PER_MINUTE="100000",  # counted (in Redis), never reached
         )  # fmt: skip
         url = f"http://127.0.0.1:{port}"
         wait_for(lambda: runs_a_job(url, timeout=10), timeout=120, what="the service to run a job")
