@@ -195,6 +195,28 @@ class Environment(models.Model):
         }
 
 
+class Batch(models.Model):
+    """Jobs submitted together (POST /execute/batch): one per input, the same code and settings,
+    admitted as a whole. Its members are the executions pointing at it, in `batch_index` order."""
+
+    id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
+    created_at = models.DateTimeField(auto_now_add=True, db_index=True)
+    submitted_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="batches"
+    )
+    client_ip = models.GenericIPAddressField(null=True)
+    correlation_id = models.CharField(max_length=128, default="")
+    job_type = models.CharField(max_length=64)
+    total = models.PositiveIntegerField()
+
+    class Meta:
+        ordering = ["-created_at"]
+        verbose_name_plural = "batches"
+
+    def __str__(self) -> str:
+        return f"batch {self.id} ({self.total} jobs)"
+
+
 class Execution(models.Model):
     class Status(models.TextChoices):
         QUEUED = "queued"
@@ -273,6 +295,9 @@ class Execution(models.Model):
     relationship = models.CharField(max_length=8, null=True)  # rerun | fork
     # POSTed the record when the job ends (services/webhooks.py); "" for none.
     webhook_url = models.CharField(max_length=2048, blank=True, default="")
+    # The batch it was submitted in (POST /execute/batch), and its input's place there (0, 1, …).
+    batch = models.ForeignKey(Batch, null=True, blank=True, on_delete=models.SET_NULL, related_name="executions")
+    batch_index = models.PositiveIntegerField(null=True, blank=True)
 
     class Meta:
         ordering = ["-created_at"]

@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+from collections import Counter
 from typing import Any
 
 from django.db.models import QuerySet
 
-from executions.models import Execution, WebhookAttempt, WebhookDelivery
+from executions.models import Batch, Execution, WebhookAttempt, WebhookDelivery
 
 
 def sees_every_execution(user: Any) -> bool:
@@ -38,3 +39,31 @@ def webhook_of(execution: Execution) -> WebhookDelivery | None:
 def webhook_attempts_of(execution: Execution) -> QuerySet[WebhookAttempt]:
     """Every attempt to deliver the job's webhook, first first."""
     return WebhookAttempt.objects.filter(delivery__execution=execution).order_by("attempt")
+
+
+def batches_visible_to(user: Any, *, sees_all: bool | None = None) -> QuerySet[Batch]:
+    """The batches `user` may see, by the rules of executions_visible_to."""
+    if sees_all is None:
+        sees_all = sees_every_execution(user)
+    if sees_all:
+        return Batch.objects.all()
+    if user is None or not user.is_authenticated:
+        return Batch.objects.none()
+    return Batch.objects.filter(submitted_by_id=user.pk)
+
+
+def batch_progress(batch: Batch) -> dict[str, Any]:
+    """How a batch stands: its members' statuses counted, how many ended (done once all have), and
+    each member in input order (`job_id`, `status`, `error_type`)."""
+    rows = batch.executions.order_by("batch_index").values_list("pk", "status", "error_type")
+    items = [{"job_id": str(pk), "status": status, "error_type": error_type} for pk, status, error_type in rows]
+    counts = dict(Counter(status for _, status, _ in rows))
+    ended = sum(n for status, n in counts.items() if status in Execution.TERMINAL)
+    return {
+        "batch_id": str(batch.pk),
+        "total": batch.total,
+        "counts": counts,
+        "ended": ended,
+        "done": ended == len(items),
+        "items": items,
+    }

@@ -20,7 +20,7 @@ from tests import support
 API_PATHS = {
     "/execute", "/execute/async", "/jobs/{job_id}", "/jobs/{job_id}/result", "/jobs/{job_id}/cancel",
     "/jobs/{job_id}/rerun", "/jobs/{job_id}/fork", "/jobs/{job_id}/artifacts/{name}", "/jobs/{job_id}/webhooks",
-    "/jobs/{job_id}/events",
+    "/jobs/{job_id}/events", "/execute/batch", "/batches/{batch_id}", "/batches/{batch_id}/cancel",
     "/pool/stats",
     "/executions", "/executions/{execution_id}", "/job-types", "/job-types/{name}", "/job-types/{name}/build",
     "/health", "/health/ready", "/dlq", "/dlq/stats", "/dlq/{entry_id}", "/dlq/{entry_id}/requeue", "/dlq/requeue",

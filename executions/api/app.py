@@ -17,7 +17,7 @@ from ninja.operation import Operation
 from ninja.responses import NinjaJSONEncoder
 from ninja.schema import NinjaGenerateJsonSchema
 
-from executions.api import errors, events, execute, job_types, jobs, operations
+from executions.api import batches, errors, events, execute, job_types, jobs, operations
 from executions.api.routing import Router, front_door
 from executions.api.schemas import Error
 
@@ -102,7 +102,7 @@ api = TakoAPI(
     docs_url=None,  # /docs is the dashboard's page with the vendored Swagger UI (no CDN)
     default_router=Router(),
 )
-for module in (execute, jobs, events, job_types, operations):
+for module in (execute, batches, jobs, events, job_types, operations):
     api.add_router("", module.router)
 
 

@@ -15,7 +15,7 @@ from executions.api.errors import invalid, malformed
 from executions.models import JOB_TYPE_NAME_RE, MAX_REQUIREMENTS, Execution, requirement_errors
 from executions.sandbox.classify import ERROR_TYPES
 from executions.services.dlq import DEAD_LETTER_TYPES
-from executions.services.job_requests import IDEMPOTENCY_KEY_RE
+from executions.services.job_requests import IDEMPOTENCY_KEY_RE, MAX_BATCH_INPUTS
 from executions.services.webhooks import MAX_URL_CHARS, webhook_url_problem
 
 JOB_TYPE_PATTERN = re.compile(JOB_TYPE_NAME_RE)
@@ -49,6 +49,15 @@ def _code(value: Any) -> str:
 def _input_data(value: Any) -> Any:
     if value is not None and not isinstance(value, dict):
         raise invalid("input_data must be a JSON object")
+    return value
+
+
+def _inputs(value: Any) -> Any:
+    if not isinstance(value, list) or not 1 <= len(value) <= MAX_BATCH_INPUTS:
+        raise invalid(f"inputs must be a list of 1 to {MAX_BATCH_INPUTS} JSON objects")
+    for index, item in enumerate(value):
+        if not isinstance(item, dict):
+            raise invalid(f"inputs[{index}] must be a JSON object")
     return value
 
 
@@ -96,6 +105,16 @@ InputData = Annotated[
         "the program reads it from /input/data.json"
     ),
     BeforeValidator(_input_data),
+]
+Inputs = Annotated[
+    list[dict[str, Any]],
+    Field(
+        min_length=1,
+        max_length=MAX_BATCH_INPUTS,
+        description="One job per input: each a JSON object, that job's input_data (at most "
+        f"{settings.TAKO_MAX_INPUT_BYTES} bytes serialized)",
+    ),
+    BeforeValidator(_inputs),
 ]
 Requirements = Annotated[
     list[str],

@@ -23,6 +23,7 @@ from executions.api.fields import (
     ErrorType,
     IdempotencyKey,
     InputData,
+    Inputs,
     JobTypeName,
     Limit,
     Offset,
@@ -78,6 +79,17 @@ class WebhookTarget(Request):
 
 class AsyncExecuteRequest(ExecuteRequest, WebhookTarget):
     """POST /execute/async: a job, and optionally its webhook."""
+
+
+class BatchRequest(WebhookTarget):
+    """POST /execute/batch: the same code and settings for every input (a webhook per job)."""
+
+    code: Code
+    inputs: Inputs
+    job_type: JobTypeName | None = "default"
+    timeout: Timeout | None = Field(None, description="Each job's run time in seconds; default: the job type's")
+    startup_timeout: StartupTimeout | None = None
+    requirements: Requirements | None = None
 
 
 class RerunRequest(Request):
@@ -245,6 +257,29 @@ class JobSubmitted(Response):
     status: Execution.Status
     parent_execution_id: Uuid | None = None
     relationship: Literal["rerun", "fork"] | None = None
+
+
+class BatchSubmitted(Response):
+    batch_id: Uuid
+    job_ids: list[Uuid] = Field(description="One job per input, in the order of the inputs")
+
+
+class BatchItem(Response):
+    job_id: Uuid
+    status: Execution.Status
+    error_type: ErrorType | None
+
+
+class BatchStatus(Response):
+    batch_id: Uuid
+    total: int = Field(ge=1)
+    counts: dict[str, int] = Field(description="How many of its jobs are in each status (those present)")
+    done: bool = Field(description="Every job has ended")
+    items: list[BatchItem]
+
+
+class BatchCancelled(BatchStatus):
+    cancelled: int = Field(ge=0, description="Jobs this request cancelled (queued) or asked to stop (running)")
 
 
 class JobStatus(Response):

@@ -19,14 +19,17 @@ from executions.services.environments import (
     environment_builds_reset,
 )
 from executions.services.job_requests import (
+    BatchRequest,
     DeriveRequest,
     ExecuteRequest,
+    batch_request_parse,
     canonical_json,
     derive_request_parse,
     execute_request_parse,
     sha256_hex,
 )
 from executions.services.jobs import (
+    batch_cancel,
     execution_cancel,
     execution_dispatch,
     executions_dispatch_waiting,
@@ -41,6 +44,7 @@ from executions.services.runs import StartupTimeout, execution_hold_for_engine, 
 from executions.services.submissions import (
     Admitted,
     Submitter,
+    batch_submit,
     dlq_requeue,
     dlq_requeue_matching,
     execution_create,
@@ -53,6 +57,7 @@ from executions.services.webhooks import webhook_deliver, webhooks_due, webhooks
 __all__ = [
     "Admitted",
     "AlreadyRequeued",
+    "BatchRequest",
     "DeriveRequest",
     "ExecuteRequest",
     "PoolKeeper",
@@ -61,6 +66,9 @@ __all__ = [
     "Submitter",
     "audit_events",
     "audit_record",
+    "batch_cancel",
+    "batch_request_parse",
+    "batch_submit",
     "caller_use",
     "canonical_json",
     "containers_reap",

@@ -30,6 +30,8 @@ EXECUTE_FIELDS = (
     "webhook_url",
 )
 IDEMPOTENCY_KEY_RE = re.compile(r"^[A-Za-z0-9_-]{8,255}$")
+BATCH_FIELDS = ("code", "inputs", "job_type", "timeout", "startup_timeout", "requirements", "webhook_url")
+MAX_BATCH_INPUTS = 1000
 
 
 def canonical_json(value: Any) -> str:
@@ -114,6 +116,44 @@ def execute_request_parse(body: Any) -> ExecuteRequest:
         idempotency_key=key,
         webhook_url=webhook_url,
     )
+
+
+@dataclass(frozen=True)
+class BatchRequest:
+    """A valid batch (POST /execute/batch): one job per input, each as `job` with that input_data."""
+
+    job: ExecuteRequest
+    inputs: list[dict[str, Any]]
+
+
+def batch_request_parse(body: Any) -> BatchRequest:
+    """Validate a batch: the fields of a single job (checked as one), and 1 to 1000 inputs, each a
+    JSON object within the input size limit; InvalidRequest names every broken rule."""
+    if not isinstance(body, dict):
+        raise InvalidRequest({"body": ["Request body must be a JSON object"]})
+    errors = FieldErrors()
+    for name in body:
+        if name not in BATCH_FIELDS:
+            errors.add(name, f"Unknown field '{name}'")
+    inputs = body.get("inputs")
+    if not isinstance(inputs, list) or not 1 <= len(inputs) <= MAX_BATCH_INPUTS:
+        errors.add("inputs", f"inputs must be a list of 1 to {MAX_BATCH_INPUTS} JSON objects")
+    else:
+        for index, item in enumerate(inputs):
+            if not isinstance(item, dict):
+                errors.add(f"inputs[{index}]", f"inputs[{index}] must be a JSON object")
+            elif len(json.dumps(item).encode()) > settings.TAKO_MAX_INPUT_BYTES:
+                errors.add(f"inputs[{index}]", f"inputs[{index}] exceeds size limit (1 MB serialized)")
+    job = None
+    try:
+        job = execute_request_parse({k: v for k, v in body.items() if k in BATCH_FIELDS and k != "inputs"})
+    except InvalidRequest as exc:
+        for name, messages in exc.errors.items():
+            for message in messages:
+                errors.add(name, message)
+    errors.raise_if_any()
+    assert job is not None and isinstance(inputs, list)
+    return BatchRequest(job=job, inputs=inputs)
 
 
 def derive_request_parse(body: Any, *, require_code: bool) -> DeriveRequest:

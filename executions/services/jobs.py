@@ -12,7 +12,7 @@ from django.utils import timezone
 from django_q.tasks import async_task
 
 from executions.errors import AlreadyEnded
-from executions.models import Execution
+from executions.models import Batch, Execution
 from executions.sandbox import SandboxError, SandboxUnavailable, get_sandbox
 from executions.sandbox.classify import failure
 from executions.services import lifecycle
@@ -109,6 +109,33 @@ def executions_dispatch_waiting(*, settled: float = DISPATCH_SETTLE_SECONDS, lim
     if count:
         logger.warning("Handed %d job(s) to the queue that it could not take while it was down", count)
     return count
+
+
+def executions_dispatch(executions: list[Execution]) -> None:
+    """Hand many queued executions to the worker clusters (a batch): one update, then a task each."""
+    Execution.objects.filter(pk__in=[e.pk for e in executions]).update(dispatched_at=timezone.now())
+    for position, execution in enumerate(executions):
+        try:
+            async_task(RUN_TASK, str(execution.pk), task_name=f"execution-{execution.pk}")
+        except Exception as exc:  # the broker is down: no job may sit in "queued" forever
+            logger.exception("Could not enqueue %d executions of a batch", len(executions) - position)
+            outcome = failure("service_unavailable", f"The job queue is unavailable: {exc}", phase="startup")
+            for rest in executions[position:]:
+                lifecycle.end(rest, outcome, expected=[Execution.Status.QUEUED])
+            return
+
+
+def batch_cancel(batch: Batch) -> int:
+    """Cancel every member of the batch that has not ended (as execution_cancel does each);
+    returns how many it cancelled or asked to stop."""
+    cancelled = 0
+    for execution in batch.executions.filter(status__in=lifecycle.ACTIVE).order_by("batch_index"):
+        try:
+            execution_cancel(execution)
+        except AlreadyEnded:  # it ended meanwhile
+            continue
+        cancelled += 1
+    return cancelled
 
 
 def execution_cancel(execution: Execution) -> Execution:

@@ -88,10 +88,10 @@ def rate_counters_prune() -> int:
     return RateCounter.objects.filter(window__lt=current - 1).delete()[0]
 
 
-def room_check(*, user: Any, client_ip: str | None, counts_against_quota: bool = True) -> None:
-    """QuotaExceeded when the caller already has TAKO_MAX_JOBS_IN_PROGRESS jobs queued or running
-    (anonymous callers are told apart by address); else QueueFull when TAKO_MAX_QUEUE_SIZE jobs
-    wait. Both are counted in one query."""
+def room_check(*, user: Any, client_ip: str | None, counts_against_quota: bool = True, jobs: int = 1) -> None:
+    """QuotaExceeded when `jobs` more would put the caller over TAKO_MAX_JOBS_IN_PROGRESS jobs
+    queued or running (anonymous callers are told apart by address); else QueueFull when they
+    would not all fit in TAKO_MAX_QUEUE_SIZE waiting jobs. Both are counted in one query."""
     quota = settings.TAKO_MAX_JOBS_IN_PROGRESS if counts_against_quota else 0
     counts: dict[str, Count] = {"queued": Count("pk", filter=Q(status=Execution.Status.QUEUED))}
     if quota:
@@ -99,7 +99,18 @@ def room_check(*, user: Any, client_ip: str | None, counts_against_quota: bool =
         counts["mine"] = Count("pk", filter=caller)
     active = Execution.objects.filter(status__in=[Execution.Status.QUEUED, Execution.Status.RUNNING])
     found = active.aggregate(**counts)
-    if quota and found["mine"] >= quota:
-        raise QuotaExceeded(f"Too many jobs in progress ({quota}); wait for some to finish", QUOTA_RETRY_AFTER)
-    if found["queued"] >= settings.TAKO_MAX_QUEUE_SIZE:
-        raise QueueFull(f"The queue is full ({settings.TAKO_MAX_QUEUE_SIZE} jobs waiting); retry later")
+    if quota and found["mine"] + jobs > quota:
+        if jobs == 1:
+            raise QuotaExceeded(f"Too many jobs in progress ({quota}); wait for some to finish", QUOTA_RETRY_AFTER)
+        raise QuotaExceeded(
+            f"{jobs} jobs would exceed your quota of jobs in progress ({quota}; {found['mine']} already are); "
+            "nothing was queued",
+            QUOTA_RETRY_AFTER,
+        )
+    if found["queued"] + jobs > settings.TAKO_MAX_QUEUE_SIZE:
+        if jobs == 1:
+            raise QueueFull(f"The queue is full ({settings.TAKO_MAX_QUEUE_SIZE} jobs waiting); retry later")
+        raise QueueFull(
+            f"No room in the queue for {jobs} jobs ({found['queued']} of {settings.TAKO_MAX_QUEUE_SIZE} places "
+            "taken); nothing was queued, retry later"
+        )

@@ -23,10 +23,11 @@ from executions.errors import (
     NotFound,
     QueueFull,
 )
-from executions.models import DeadLetter, Environment, Execution, Lock, memory_bytes
+from executions.models import Batch, DeadLetter, Environment, Execution, Lock, memory_bytes
 from executions.resilience import no_engine_available
 from executions.services.audit import audit_record
 from executions.services.job_requests import (
+    BatchRequest,
     DeriveRequest,
     ExecuteRequest,
     canonical_json,
@@ -34,7 +35,7 @@ from executions.services.job_requests import (
     request_hash,
     sha256_hex,
 )
-from executions.services.jobs import execution_dispatch
+from executions.services.jobs import execution_dispatch, executions_dispatch
 from executions.services.limits import rate_key, request_count, room_check
 from executions.services.webhooks import webhook_delivery_create
 
@@ -202,6 +203,48 @@ def dlq_requeue_matching(
     return BulkRequeued(requeued, skipped)
 
 
+def batch_submit(request: BatchRequest, *, submitter: Submitter) -> tuple[Batch, list[Execution]]:
+    """Queue one job per input, admitted as a whole: every job counts against the caller's quota
+    (QuotaExceeded) and must fit in the queue (QueueFull); refused, nothing is queued."""
+    if submitter.rate_key is not None:
+        request_count(submitter.rate_key)
+    job = request.job
+    with transaction.atomic():
+        if no_engine_available():
+            raise EngineUnavailable(
+                "Docker circuit breaker is open; jobs are refused until it closes", retry_after=ENGINE_RETRY_AFTER
+            )
+        room_check(user=submitter.user, client_ip=submitter.client_ip, jobs=len(request.inputs))
+        batch = Batch.objects.create(
+            submitted_by=submitter.user,
+            client_ip=submitter.client_ip,
+            correlation_id=submitter.correlation_id,
+            job_type=job.environment.name,
+            total=len(request.inputs),
+        )
+        executions = Execution.objects.bulk_create(
+            [
+                _execution(
+                    **{**_fields(job), "input_data": input_data},
+                    correlation_id=submitter.correlation_id,
+                    client_ip=submitter.client_ip,
+                    submitted_by=submitter.user,
+                    caller=submitter.caller,
+                    caller_weight=submitter.weight,
+                    is_async=True,
+                    batch=batch,
+                    batch_index=index,
+                )
+                for index, input_data in enumerate(request.inputs)
+            ]
+        )
+        if job.webhook_url:
+            for execution in executions:
+                webhook_delivery_create(execution, api_key=submitter.api_key)
+        transaction.on_commit(lambda: executions_dispatch(executions))
+    return batch, executions
+
+
 def _environment_of(name: str) -> Environment:
     """The environment an earlier job ran in; InvalidRequest if it has been removed since."""
     errors = FieldErrors()
@@ -290,10 +333,54 @@ def execution_create(
     webhook_url: str = "",
 ) -> Execution:
     """The record alone, admitted by nothing: for _admit above, and for tests that set up records."""
+    execution = _execution(
+        code=code,
+        input_data=input_data,
+        environment=environment,
+        timeout=timeout,
+        startup_timeout=startup_timeout,
+        requirements=requirements,
+        correlation_id=correlation_id,
+        client_ip=client_ip,
+        idempotency_key=idempotency_key,
+        is_async=is_async,
+        parent=parent,
+        relationship=relationship,
+        submitted_by=submitted_by,
+        caller=caller,
+        caller_weight=caller_weight,
+        webhook_url=webhook_url,
+    )
+    execution.save(force_insert=True)
+    return execution
+
+
+def _execution(
+    *,
+    code: str,
+    input_data: dict[str, Any],
+    environment: Environment,
+    timeout: int | None = None,
+    startup_timeout: int | None = None,
+    requirements: list[str] | None = None,
+    correlation_id: str = "",
+    client_ip: str | None = None,
+    idempotency_key: str | None = None,
+    is_async: bool = False,
+    parent: Execution | None = None,
+    relationship: str | None = None,
+    submitted_by: Any = None,
+    caller: str = "",
+    caller_weight: int = 1,
+    webhook_url: str = "",
+    batch: Batch | None = None,
+    batch_index: int | None = None,
+) -> Execution:
+    """An unsaved record with every derived field filled in."""
     timeout = timeout or environment.timeout
     startup_timeout = startup_timeout or environment.startup_timeout
     requirements = requirements or []
-    return Execution.objects.create(
+    return Execution(
         caller=caller or (f"user:{submitted_by.pk}" if submitted_by is not None else f"ip:{client_ip}"),
         caller_weight=caller_weight,
         memory_bytes=memory_bytes(environment.memory_limit),
@@ -324,4 +411,6 @@ def execution_create(
         relationship=relationship,
         submitted_by=submitted_by,
         webhook_url=webhook_url,
+        batch=batch,
+        batch_index=batch_index,
     )

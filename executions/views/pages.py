@@ -24,8 +24,15 @@ from django_htmx.middleware import HtmxDetails
 from executions import services
 from executions.errors import AlreadyEnded, ApplicationError
 from executions.hints import HINTS
-from executions.models import Environment, Execution
-from executions.selectors import executions_visible_to, sees_every_execution, webhook_attempts_of, webhook_of
+from executions.models import Batch, Environment, Execution
+from executions.selectors import (
+    batch_progress,
+    batches_visible_to,
+    executions_visible_to,
+    sees_every_execution,
+    webhook_attempts_of,
+    webhook_of,
+)
 from executions.services.limits import rate_key
 from executions.services.webhooks import PENDING as WEBHOOK_PENDING
 from executions.views.forms import ExecutionFilterForm, ExecutionForm
@@ -178,6 +185,36 @@ def _webhook_context(execution: Execution) -> dict[str, Any]:
         "webhook_attempts": list(webhook_attempts_of(execution)),
         "webhook_pending": webhook.state in WEBHOOK_PENDING,
     }
+
+
+# -- batches ---------------------------------------------------------------------------------------
+def _batch_or_404(request: PageRequest, batch_id: Any) -> Batch:
+    batch = batches_visible_to(request.user).filter(pk=batch_id).select_related("submitted_by").first()
+    if batch is None:
+        if Batch.objects.filter(pk=batch_id).exists():
+            raise PermissionDenied("This batch belongs to another user.")
+        raise Http404("There is no such batch.")
+    return batch
+
+
+@page_login_required
+def batch_detail(request: PageRequest, batch_id: Any) -> HttpResponse:
+    """A batch's progress bar and its jobs; the panel polls until every job has ended."""
+    batch = _batch_or_404(request, batch_id)
+    context = {"batch": batch, "progress": batch_progress(batch)}
+    if request.htmx and request.GET.get("panel") == "progress":
+        return render(request, "executions/batch.html#progress", context)
+    return render(request, "executions/batch.html", context)
+
+
+@page_login_required
+@require_POST
+def batch_cancel(request: PageRequest, batch_id: Any) -> HttpResponse:
+    cancelled = services.batch_cancel(_batch_or_404(request, batch_id))
+    response = HttpResponse(status=204)
+    message = f"Cancelling {cancelled} job{'s' if cancelled != 1 else ''}…" if cancelled else "Every job had ended."
+    trigger_client_event(response, "showToast", {"message": message, "level": "info"})
+    return response
 
 
 @page_login_required
