@@ -56,6 +56,7 @@ def default_image(docker_engine: docker.DockerClient) -> str:
 
 
 SHIPPED = {e["name"]: e for e in importlib.import_module("executions.migrations.0004_ship_data_environments").SHIPPED}
+STRICT = importlib.import_module("executions.migrations.0022_environment_runtime").STRICT
 
 
 @pytest.fixture(scope="session")
@@ -88,6 +89,7 @@ def _shipped_environments(request: pytest.FixtureRequest) -> None:
         )
         for name, definition in SHIPPED.items():
             Environment.objects.get_or_create(name=name, defaults=definition)
+        Environment.objects.get_or_create(name=STRICT["name"], defaults=STRICT)
 
 
 @pytest.fixture
