@@ -169,6 +169,13 @@ def breaker_is_open(name: str | None = None) -> bool:
     return breaker_state(name)["state"] == CircuitBreaker.State.OPEN
 
 
+def breaker_name(runtime: str = "runc", engine: str | None = None) -> str:
+    """The breaker of runs under `runtime` on an engine: the engine's own for runc, one of its
+    own for each other runtime (a gVisor that fails stops only the job types that use it)."""
+    engine = engine or this_engine()
+    return engine if runtime == "runc" else f"{engine}+{runtime}"
+
+
 def breaker_refuses(name: str | None = None) -> bool:
     """Would breaker_acquire refuse now? Open and not yet due to reset, or half_open with a probe
     in flight. A read, no lock: workers ask it before claiming a job they could not start."""

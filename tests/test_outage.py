@@ -111,3 +111,33 @@ def test_a_half_open_breaker_without_a_probe_in_flight_lets_a_job_be_the_probe(s
     breaker.state, breaker.probe_started_at = CircuitBreaker.State.HALF_OPEN, timezone.now()
     breaker.save()
     assert breaker_refuses()  # a probe is in flight
+
+
+def test_a_failing_runtime_opens_its_own_breaker_and_other_job_types_go_on(settings) -> None:
+    """gVisor failing on an engine (say runsc was removed) stops the job types under runsc only."""
+    from executions.models import CircuitBreaker
+    from executions.resilience import breaker_name, breaker_state
+    from executions.sandbox import SandboxUnavailable
+
+    settings.TAKO_RETRY_ATTEMPTS = 1
+    settings.TAKO_BREAKER_THRESHOLD = 2
+
+    class GvisorGone(FakeSandbox):
+        def run(self, spec):  # type: ignore[no-untyped-def]
+            if spec.shape.runtime == "runsc":
+                raise SandboxUnavailable(
+                    "Creating the container: the engine has no such runtime (unknown runtime runsc)"
+                )
+            return super().run(spec)
+
+    sandbox = GvisorGone()
+    strict = Environment.objects.get(name="strict")
+    for _ in range(2):
+        job = execution_create(code="print(1)", input_data={}, environment=strict)
+        ended = execution_run(execution_id=job.pk, sandbox=sandbox, role="web")
+        assert (ended.error_type, "no such runtime" in ended.error_message) == ("service_unavailable", True)
+    assert breaker_state(breaker_name("runsc"))["state"] == CircuitBreaker.State.OPEN
+    assert breaker_state()["state"] == CircuitBreaker.State.CLOSED  # the engine's own: runc runs go on
+    default = execution_create(code="print(1)", input_data={}, environment=Environment.objects.get(name="default"))
+    ran = execution_run(execution_id=default.pk, sandbox=sandbox, role="web")
+    assert (ran.status, ran.stdout) == (Execution.Status.SUCCEEDED, "1\n")

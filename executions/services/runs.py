@@ -23,6 +23,7 @@ from executions.resilience import (
     another_engine_available,
     breaker_acquire,
     breaker_failure,
+    breaker_name,
     breaker_success,
     retry_policy,
 )
@@ -184,11 +185,16 @@ def _run_with_retries(
 ) -> RunResult:
     """Run through the circuit breaker; transient engine faults before the container started are
     tried again with backoff. A run whose container started is never repeated (it may have had
-    effects), and a sync run finds an open breaker refusing at once."""
+    effects), and a sync run finds an open breaker refusing at once. Runs under another runtime
+    than runc have a breaker of their own (breaker_name), so an engine whose gVisor fails goes on
+    running the other job types."""
+    if environment is None or environment.name != execution.job_type:
+        environment = Environment.objects.filter(name=execution.job_type).first()
+    breaker = breaker_name(environment.effective_runtime if environment is not None else "runc")
     policy = retry_policy()
     for attempt in range(1, policy.attempts + 1):
         try:
-            breaker_acquire()
+            breaker_acquire(breaker)
         except CircuitOpen as exc:
             _note_attempt(execution, attempt, str(exc))
             if role == "web" or attempt == policy.attempts:
@@ -197,13 +203,13 @@ def _run_with_retries(
             try:
                 result = sandbox.run(_run_spec(execution, sandbox, monitor, environment))
             except SandboxUnavailable as exc:
-                breaker_failure(str(exc))
+                breaker_failure(str(exc), breaker)
                 _note_attempt(execution, attempt, str(exc))
                 if monitor.container_started or attempt == policy.attempts:
                     raise
             else:
                 try:
-                    engine_back = breaker_success()
+                    engine_back = breaker_success(breaker)
                 except DatabaseError as exc:  # the run went well; its count for the breaker is lost
                     logger.warning("Execution %s: the breaker could not count its success (%s)", execution.pk, exc)
                     engine_back = False
