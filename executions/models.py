@@ -16,6 +16,8 @@ from django.db import models
 from django.utils import timezone
 
 JOB_TYPE_NAME_RE = r"^[a-zA-Z0-9_-]+$"
+# A job type as a request names it: `name`, `name@<version tag>` or `name@sha256:<digest, 12+ hex digits>`.
+JOB_TYPE_REF_RE = r"^[a-zA-Z0-9_-]+(@(sha256:[0-9a-f]{12,64}|[A-Za-z0-9][A-Za-z0-9_.+-]{0,63}))?$"
 MEMORY_LIMIT_RE = r"^[1-9][0-9]*[kmg]$"
 ENV_VAR_NAME_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 # A requirement is a distribution name with optional extras and version constraints: no URLs,
@@ -195,6 +197,42 @@ class Environment(models.Model):
         }
 
 
+VERSION_TAG_RE = r"^[A-Za-z0-9][A-Za-z0-9_.+-]{0,63}$"
+
+
+class EnvironmentVersion(models.Model):
+    """One build of a job type's image (Tako VM 0.3.0's versions): its tag (given at the build, or
+    v1, v2, … in order) and the image's digest. `job_type: "name@<tag>"` or `"name@sha256:<digest>"`
+    runs on that image; the image is kept under the tag, so a later build does not remove it."""
+
+    environment = models.ForeignKey(Environment, on_delete=models.CASCADE, related_name="versions")
+    tag = models.CharField(max_length=64, validators=[RegexValidator(VERSION_TAG_RE, "Letters, digits, . _ + -")])
+    digest = models.CharField(max_length=80)  # sha256:… of the image
+    size_bytes = models.PositiveBigIntegerField(null=True, blank=True)
+    built_at = models.DateTimeField(default=timezone.now)
+    built_by = models.CharField(max_length=150, blank=True, default="")
+
+    class Meta:
+        ordering = ["-built_at", "-id"]
+        constraints = [models.UniqueConstraint(fields=["environment", "tag"], name="one_version_per_tag")]
+
+    def __str__(self) -> str:
+        return f"{self.environment.name}@{self.tag}"
+
+    @property
+    def image_ref(self) -> str:
+        return f"tako-vm-{self.environment.name}@{self.digest}"
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "tag": self.tag,
+            "digest": self.digest,
+            "image_ref": self.image_ref,
+            "size_bytes": self.size_bytes,
+            "built_at": iso_utc(self.built_at),
+        }
+
+
 class Batch(models.Model):
     """Jobs submitted together (POST /execute/batch): one per input, the same code and settings,
     admitted as a whole. Its members are the executions pointing at it, in `batch_index` order."""
@@ -298,6 +336,10 @@ class Execution(models.Model):
     # The batch it was submitted in (POST /execute/batch), and its input's place there (0, 1, …).
     batch = models.ForeignKey(Batch, null=True, blank=True, on_delete=models.SET_NULL, related_name="executions")
     batch_index = models.PositiveIntegerField(null=True, blank=True)
+    # The version of its job type asked for (job_type "name@tag" or "name@sha256:…"); None: the latest image.
+    job_version = models.ForeignKey(
+        EnvironmentVersion, null=True, blank=True, on_delete=models.SET_NULL, related_name="executions"
+    )
 
     class Meta:
         ordering = ["-created_at"]
@@ -375,6 +417,8 @@ class Execution(models.Model):
                     "attempts": self.attempts,
                 }
             )
+            if self.job_version_id is not None:
+                record["job_version"] = self.job_version.tag if self.job_version else None
         return record
 
     def to_sync_response(self) -> dict[str, Any]:

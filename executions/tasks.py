@@ -58,10 +58,10 @@ def _run_execution(execution_id: str, hops: int = 0) -> None:
             services.execution_dispatch(execution, hops=hops + 1)
 
 
-def build_environment(name: str) -> None:
+def build_environment(name: str, tag: str | None = None) -> None:
     """Build a job type's image, queued by services.environment_build_request; the outcome is
     recorded on the environment, where the operations page and GET /job-types read it."""
-    services.environment_build_queued(name=name)
+    services.environment_build_queued(name=name, tag=tag)
 
 
 def recover_stale_executions() -> int:

@@ -3,6 +3,7 @@ GET /job-types read, without asking Docker."""
 
 from __future__ import annotations
 
+import contextlib
 from typing import Any
 
 import docker
@@ -97,3 +98,30 @@ def test_job_types_and_the_environments_panel_read_the_stored_state(api_nodocker
     assert "queued…" in queued.content.decode() and 'hx-trigger="every 1s"' in queued.content.decode()
     assert "Building the image of never-built" in queued["HX-Trigger"]
     assert no_engine == []
+
+
+def test_a_build_records_its_version_which_jobs_then_select(live_url: str, scratch_environment_name: str) -> None:
+    name = scratch_environment_name
+    Environment.objects.create(name=name, requirements=[])
+    engine = docker.from_env(version="auto")
+    try:
+        response = requests.post(f"{live_url}/job-types/{name}/build?version_tag=1.0", timeout=10)
+        assert response.status_code == 202, response.text
+        built = _settled(live_url, name)
+        digest = engine.images.get(f"tako-vm-{name}:latest").id
+        assert [(v["tag"], v["digest"]) for v in built["versions"]] == [("1.0", digest)]
+        assert engine.images.get(f"tako-vm-{name}:1.0").id == digest  # kept under its tag
+        for job_type in (f"{name}@1.0", f"{name}@{digest[:19]}"):
+            ran = requests.post(
+                f"{live_url}/execute", json={"code": "print('versioned')", "job_type": job_type}, timeout=60
+            )
+            assert ran.json()["stdout"] == "versioned\n", ran.text
+            record = requests.get(f"{live_url}/executions/{ran.json()['execution_id']}?view=full", timeout=10).json()
+            assert (record["job_version"], record["job_ref"]) == ("1.0", f"tako-vm-{name}@{digest}")
+        again = requests.post(f"{live_url}/job-types/{name}/build?version_tag=1.0", timeout=10)
+        assert again.status_code == 409  # a tag names one build
+        unknown = requests.post(f"{live_url}/execute", json={"code": "1", "job_type": f"{name}@2.0"}, timeout=10)
+        assert unknown.status_code == 422 and f"Unknown version '2.0' of job_type '{name}'" in unknown.json()["detail"]
+    finally:
+        with contextlib.suppress(docker.errors.ImageNotFound):
+            engine.images.remove(f"tako-vm-{name}:1.0")

@@ -2,9 +2,19 @@
 
 from __future__ import annotations
 
+import contextlib
 from dataclasses import dataclass
 
+import docker
+import pytest
+import requests
 from tako_vm import TakoVM
+from tako_vm.sdk.client import SDKExecutionError
+
+from executions.models import Environment
+from executions.sandbox import get_sandbox
+from executions.sandbox.images import keep_version
+from executions.services.environments import environment_version_record
 
 
 @dataclass
@@ -61,3 +71,25 @@ def test_the_clients_async_lifecycle(daphne_url: str) -> None:
     slow = client.submit_code("import time; time.sleep(60)")
     assert client.cancel(slow)["status"] == "cancelled"
     assert client.get_result(slow)["status"] == "cancelled"
+
+
+def test_the_client_runs_a_version_of_a_job_type_by_tag_or_digest(daphne_url: str) -> None:
+    """Tako VM 0.3.0's `job_type: "name@version"`: the build recorded as a version, kept under its tag."""
+    digest = get_sandbox().images.image_id("tako-vm-default:latest")  # type: ignore[attr-defined]
+    version = environment_version_record(Environment.objects.get(name="default"), digest=digest, tag="0.3.0-test")
+    kept = keep_version("default", digest, version.tag)
+    try:
+        client = TakoVM(daphne_url)
+        assert client.send(add, Numbers(a=1, b=2), job_type="default@0.3.0-test") == Total(total=3)
+        result = client.send_raw(add, Numbers(a=2, b=2), job_type=f"default@{digest[:19]}")
+        assert result.success
+        record = requests.get(f"{daphne_url}/executions/{result.job_id}?view=full", timeout=10).json()
+        assert (record["job_version"], record["job_ref"]) == ("0.3.0-test", f"tako-vm-default@{digest}")
+        with pytest.raises(SDKExecutionError) as refused:
+            client.send(add, Numbers(a=1, b=1), job_type="default@9.9.9")
+        assert "Client error 422 on POST /execute: Unknown version '9.9.9' of job_type 'default'" in str(refused.value)
+        listed = client.get_job_type("default")["versions"]
+        assert {"tag": "0.3.0-test", "digest": digest} in [{k: v[k] for k in ("tag", "digest")} for v in listed]
+    finally:
+        with contextlib.suppress(docker.errors.ImageNotFound):
+            docker.from_env(version="auto").images.remove(kept)  # the tag only: :latest keeps the image

@@ -12,13 +12,13 @@ from django.conf import settings
 from pydantic import BeforeValidator, Field, WithJsonSchema
 
 from executions.api.errors import invalid, malformed
-from executions.models import JOB_TYPE_NAME_RE, MAX_REQUIREMENTS, Execution, requirement_errors
+from executions.models import JOB_TYPE_REF_RE, MAX_REQUIREMENTS, Execution, requirement_errors
 from executions.sandbox.classify import ERROR_TYPES
 from executions.services.dlq import DEAD_LETTER_TYPES
-from executions.services.job_requests import IDEMPOTENCY_KEY_RE, MAX_BATCH_INPUTS
+from executions.services.job_requests import IDEMPOTENCY_KEY_RE, JOB_TYPE_MESSAGE, MAX_BATCH_INPUTS
 from executions.services.webhooks import MAX_URL_CHARS, webhook_url_problem
 
-JOB_TYPE_PATTERN = re.compile(JOB_TYPE_NAME_RE)
+JOB_TYPE_PATTERN = re.compile(JOB_TYPE_REF_RE)
 
 
 # -- request bodies ------------------------------------------------------------------------------
@@ -63,7 +63,7 @@ def _inputs(value: Any) -> Any:
 
 def _job_type(value: Any) -> Any:
     if not isinstance(value, str) or not JOB_TYPE_PATTERN.match(value):
-        raise invalid("job_type must be a name of letters, digits, - and _")
+        raise invalid(JOB_TYPE_MESSAGE)
     return value
 
 
@@ -97,7 +97,14 @@ Timeout = Annotated[int, Field(ge=1, le=MAX_TIMEOUT), _whole_seconds("Timeout", 
 StartupTimeout = Annotated[
     int, Field(ge=10, le=MAX_STARTUP_TIMEOUT), _whole_seconds("startup_timeout", 10, MAX_STARTUP_TIMEOUT)
 ]
-JobTypeName = Annotated[str, Field(pattern=JOB_TYPE_NAME_RE), BeforeValidator(_job_type)]
+JobTypeName = Annotated[
+    str,
+    Field(
+        pattern=JOB_TYPE_REF_RE,
+        description="A job type's name; `name@<version tag>` or `name@sha256:<digest>` runs on that build of it",
+    ),
+    BeforeValidator(_job_type),
+]
 InputData = Annotated[
     dict[str, Any] | None,
     Field(

@@ -40,20 +40,23 @@ def job_type_list(request: HttpRequest) -> list[dict[str, Any]]:
 
 @router.get("/job-types/{str:name}", response={200: JobType, 404: Error}, summary="One job type")
 def job_type_detail(request: HttpRequest, name: str) -> dict[str, Any]:
-    return _shown(_environment(name))
+    """With `versions`: every build recorded, newest first (`job_type: "name@<tag>"` selects one)."""
+    environment = _environment(name)
+    return {**_shown(environment), "versions": [version.to_dict() for version in environment.versions.all()]}
 
 
 @router.post(
     "/job-types/{str:name}/build",
     auth=ADMIN,
-    response={202: JobType, 404: Error, 409: Error, 503: Unavailable},
+    response={202: JobType, 404: Error, 409: Error, 422: Error, 503: Unavailable},
     summary="Queue a build of the job type's image (a worker builds it; no-op when up to date)",
 )
-def job_type_build(request: HttpRequest, name: str) -> Status[dict[str, Any]]:
+def job_type_build(request: HttpRequest, name: str, version_tag: str | None = None) -> Status[dict[str, Any]]:
     """202: queued (`build_status` "queued"); poll GET /job-types/{name} until `build_status` is
     "built", or "failed" with `build_error` naming the package (the previous image stays in use).
-    409: a build of this job type is already queued or running."""
+    The build records a version: `version_tag` (as Tako VM's), else v1, v2, … for each new image.
+    409: a build of this job type is already queued or running, or the tag is taken."""
     environment = _environment(name)
     by = caller(request).actor
-    environment = services.environment_build_request(environment=environment, by=by)
+    environment = services.environment_build_request(environment=environment, by=by, tag=version_tag)
     return Status(202, environment.to_dict())

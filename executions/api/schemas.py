@@ -229,6 +229,9 @@ class ExecutionRecordFull(ExecutionRecord):
     stderr_truncated: bool
     idempotency_key: str | None
     attempts: list[Attempt]
+    job_version: str | None = Field(
+        None, description="The version tag of its job type it ran on, when it asked for one"
+    )
 
 
 AnyRecord = ExecutionRecord | ExecutionRecordFull
@@ -305,6 +308,16 @@ class Cancelled(Response):
 
 
 # -- responses: job types --------------------------------------------------------------------------
+class JobTypeVersion(Response):
+    """One build of a job type: `name@<tag>` or `name@sha256:<digest>` runs on it."""
+
+    tag: str
+    digest: str = Field(description="sha256:… of the image")
+    image_ref: str
+    size_bytes: int | None
+    built_at: Timestamp
+
+
 class JobType(Response):
     name: str
     requirements: list[str]
@@ -328,6 +341,9 @@ class JobType(Response):
         description="queued or building while a worker has the build; then built, or failed (see build_error)"
     )
     build_error: str | None
+    versions: list[JobTypeVersion] | None = Field(
+        None, description="GET /job-types/{name} only: every build, newest first"
+    )
 
 
 # -- responses: operations -------------------------------------------------------------------------

@@ -108,6 +108,14 @@ def ensure_image(
     return BuildResult(image, True, seconds, images.size(image), base, images.image_id(image) or "")
 
 
+def keep_version(job_type: str, image_id: str, tag: str) -> str:
+    """Name a built image `tako-vm-{job_type}:{tag}` (a version of the job type), so that later
+    builds, which move `:latest`, leave it in place; returns that name."""
+    repository = image_name(job_type).partition(":")[0]
+    _docker().images.tag(image_id, repository, tag)
+    return f"{repository}:{tag}"
+
+
 # -- the base image ------------------------------------------------------------------------------
 def _ensure_base(images: DockerImages, config: DockerConfig, log: Callable[[str], None]) -> str:
     mode = config.image_base

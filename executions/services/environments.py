@@ -8,15 +8,17 @@ show; they never ask Docker.
 
 from __future__ import annotations
 
+import contextlib
 import logging
+import re
 
 from django.utils import timezone
 from django_q.tasks import async_task
 
-from executions.errors import BuildInProgress, ServiceUnavailable
-from executions.models import Environment
+from executions.errors import BuildInProgress, Conflict, InvalidRequest, ServiceUnavailable
+from executions.models import VERSION_TAG_RE, Environment, EnvironmentVersion
 from executions.sandbox import ContainerShape, SandboxError, SandboxUnavailable
-from executions.sandbox.images import BuildResult, ImageBuildError, ensure_image
+from executions.sandbox.images import BuildResult, ImageBuildError, ensure_image, keep_version
 from executions.services.audit import audit_record
 
 
@@ -39,12 +41,19 @@ logger = logging.getLogger(__name__)
 BUILD_TASK = "executions.tasks.build_environment"
 
 
-def environment_build_request(*, environment: Environment, by: str = "") -> Environment:
+def environment_build_request(*, environment: Environment, by: str = "", tag: str | None = None) -> Environment:
     """Queue a build of the environment's image on a worker; returns the environment, queued.
+    `tag` names the version the build records (else v1, v2, … in order).
 
-    Raises BuildInProgress when a build of it is already queued or running, and
-    ServiceUnavailable when the task queue cannot take it (the environment is marked failed).
+    Raises BuildInProgress when a build of it is already queued or running, InvalidRequest for a
+    malformed tag, Conflict for one already used, and ServiceUnavailable when the task queue
+    cannot take it (the environment is marked failed).
     """
+    if tag is not None:
+        if not re.match(VERSION_TAG_RE, tag) or tag.startswith("sha256"):
+            raise InvalidRequest({"version_tag": ["version_tag must be 1-64 letters, digits, . _ + - (not sha256…)"]})
+        if environment.versions.filter(tag=tag).exists():
+            raise Conflict(f"Version '{tag}' of job type '{environment.name}' already exists")
     queued = (
         Environment.objects.filter(pk=environment.pk)
         .exclude(build_status__in=Environment.BUILD_PENDING)
@@ -57,7 +66,7 @@ def environment_build_request(*, environment: Environment, by: str = "") -> Envi
     logger.info("Build of %s requested by %s", environment.name, by or "anonymous")
     audit_record("environment.build", actor=by or "anonymous", target=f"environment:{environment.name}")
     try:
-        async_task(BUILD_TASK, environment.name, task_name=f"build-{environment.name}")
+        async_task(BUILD_TASK, environment.name, tag, task_name=f"build-{environment.name}")
     except Exception as exc:  # the broker is down: the environment must not stay "queued" forever
         logger.exception("Could not enqueue the build of %s", environment.name)
         Environment.objects.filter(pk=environment.pk, build_status=Environment.BuildStatus.QUEUED).update(
@@ -68,7 +77,7 @@ def environment_build_request(*, environment: Environment, by: str = "") -> Envi
     return environment
 
 
-def environment_build(*, environment: Environment, force: bool = False) -> BuildResult:
+def environment_build(*, environment: Environment, force: bool = False, tag: str | None = None) -> BuildResult:
     """Build (or confirm up to date) an environment's image here, recording the outcome on it
     (the worker's task and `manage.py tako_images build` call it; requests queue a build instead).
 
@@ -83,6 +92,7 @@ def environment_build(*, environment: Environment, force: bool = False) -> Build
     if not claimed:
         raise BuildInProgress(f"A build of '{environment.name}' is already running")
     try:
+        _keep_latest_version(environment)  # a build moves :latest; the version before it stays runnable
         result = ensure_image(environment.name, requirements=list(environment.requirements), force=force)
     except (ImageBuildError, SandboxUnavailable, SandboxError) as exc:
         Environment.objects.filter(pk=environment.pk).update(
@@ -100,17 +110,49 @@ def environment_build(*, environment: Environment, force: bool = False) -> Build
         built_at=timezone.now() if result.built or environment.built_at is None else environment.built_at,
     )
     environment.refresh_from_db()
+    version = environment_version_record(environment, digest=result.digest, size_bytes=result.size_bytes, tag=tag)
+    try:
+        keep_version(environment.name, result.digest, version.tag)
+    except SandboxError as exc:  # the version is recorded; its image is just not pinned by name
+        logger.warning("Could not tag %s as version %s: %s", environment.name, version.tag, exc)
     return result
 
 
-def environment_build_queued(*, name: str) -> None:
+def environment_version_record(
+    environment: Environment, *, digest: str, size_bytes: int | None = None, tag: str | None = None
+) -> EnvironmentVersion:
+    """The version a build of `environment` made: a new one for a new image (tagged `tag`, else the
+    next v<n>), or for a new `tag`; a build that changed nothing and named no tag is the latest."""
+    latest = environment.versions.first()
+    if tag is None:
+        if latest is not None and latest.digest == digest:
+            return latest
+        number = environment.versions.count() + 1
+        while environment.versions.filter(tag=f"v{number}").exists():
+            number += 1
+        tag = f"v{number}"
+    existing = environment.versions.filter(tag=tag).first()
+    if existing is not None:  # (a tag is never moved to another image)
+        return existing
+    return EnvironmentVersion.objects.create(environment=environment, tag=tag, digest=digest, size_bytes=size_bytes)
+
+
+def _keep_latest_version(environment: Environment) -> None:
+    latest = environment.versions.first()
+    if latest is None:
+        return
+    with contextlib.suppress(SandboxError):  # its image is gone already: nothing to keep
+        keep_version(environment.name, latest.digest, latest.tag)
+
+
+def environment_build_queued(*, name: str, tag: str | None = None) -> None:
     """A worker's part of a requested build: build it, the outcome recorded on the environment
     (a failure included, which is why nothing is raised for one)."""
     environment = Environment.objects.filter(name=name).first()
     if environment is None:  # deleted while queued
         return
     try:
-        environment_build(environment=environment)
+        environment_build(environment=environment, tag=tag)
     except BuildInProgress:
         pass  # `tako_images build` took it meanwhile; that build records the outcome
     except (ImageBuildError, SandboxUnavailable, SandboxError) as exc:

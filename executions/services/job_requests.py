@@ -16,7 +16,7 @@ from typing import Any
 from django.conf import settings
 
 from executions.errors import FieldErrors, InvalidRequest
-from executions.models import JOB_TYPE_NAME_RE, Environment, requirement_errors
+from executions.models import JOB_TYPE_NAME_RE, JOB_TYPE_REF_RE, Environment, EnvironmentVersion, requirement_errors
 from executions.services.webhooks import webhook_url_problem
 
 EXECUTE_FIELDS = (
@@ -32,6 +32,7 @@ EXECUTE_FIELDS = (
 IDEMPOTENCY_KEY_RE = re.compile(r"^[A-Za-z0-9_-]{8,255}$")
 BATCH_FIELDS = ("code", "inputs", "job_type", "timeout", "startup_timeout", "requirements", "webhook_url")
 MAX_BATCH_INPUTS = 1000
+JOB_TYPE_MESSAGE = "job_type must be a name of letters, digits, - and _ (optionally @<version tag> or @sha256:<digest>)"
 
 
 def canonical_json(value: Any) -> str:
@@ -54,6 +55,7 @@ class ExecuteRequest:
     requirements: list[str] = field(default_factory=list)
     idempotency_key: str | None = None
     webhook_url: str = ""  # POSTed the record when the job ends (services/webhooks.py); "": none
+    version: EnvironmentVersion | None = None  # job_type "name@…": that build's image; None: the latest
 
     def fingerprint(self) -> str:
         """What makes two submissions the same job (for idempotency keys), defaults filled in."""
@@ -65,6 +67,7 @@ class ExecuteRequest:
             startup_timeout=self.startup_timeout,
             requirements=self.requirements,
             webhook_url=self.webhook_url,
+            version=self.version,
         )
 
 
@@ -75,6 +78,7 @@ class DeriveRequest:
     code: str | None = None
     environment: Environment | None = None
     timeout: int | None = None
+    version: EnvironmentVersion | None = None
 
 
 def execute_request_parse(body: Any) -> ExecuteRequest:
@@ -103,7 +107,7 @@ def execute_request_parse(body: Any) -> ExecuteRequest:
     problem = webhook_url_problem(webhook_url) if webhook_url else None
     if problem:
         errors.add("webhook_url", problem)
-    environment = environment_named("default" if body.get("job_type") is None else body["job_type"], errors)
+    environment, version = job_type_named("default" if body.get("job_type") is None else body["job_type"], errors)
     errors.raise_if_any()
     assert environment is not None and code is not None
     return ExecuteRequest(
@@ -115,6 +119,7 @@ def execute_request_parse(body: Any) -> ExecuteRequest:
         requirements=requirements,
         idempotency_key=key,
         webhook_url=webhook_url,
+        version=version,
     )
 
 
@@ -167,15 +172,39 @@ def derive_request_parse(body: Any, *, require_code: bool) -> DeriveRequest:
             errors.add(name, f"Unknown field '{name}'")
     code = _code(body, errors) if require_code else None
     timeout = _bounded_int(body, "timeout", 1, settings.TAKO_MAX_TIMEOUT, "Timeout", errors)
-    environment = environment_named(body["job_type"], errors) if body.get("job_type") is not None else None
+    environment, version = (
+        job_type_named(body["job_type"], errors) if body.get("job_type") is not None else (None, None)
+    )
     errors.raise_if_any()
-    return DeriveRequest(code=code, environment=environment, timeout=timeout)
+    return DeriveRequest(code=code, environment=environment, timeout=timeout, version=version)
+
+
+def job_type_named(value: Any, errors: FieldErrors) -> tuple[Environment | None, EnvironmentVersion | None]:
+    """The environment a request's job_type names and, for `name@<tag>` or `name@sha256:<digest>`,
+    that build of it; (None, None) with the reason added to `errors` (an unknown version is named)."""
+    if not isinstance(value, str) or not re.match(JOB_TYPE_REF_RE, value):
+        errors.add("job_type", JOB_TYPE_MESSAGE)
+        return None, None
+    name, _, spec = value.partition("@")
+    environment = environment_named(name, errors)
+    if environment is None or not spec:
+        return environment, None
+    if spec.startswith("sha256:"):
+        found = list(environment.versions.filter(digest__startswith=spec)[:2])
+        version = found[0] if len(found) == 1 else None
+    else:
+        version = environment.versions.filter(tag=spec).first()
+    if version is None:
+        tags = ", ".join(environment.versions.values_list("tag", flat=True)) or "none built yet"
+        errors.add("job_type", f"Unknown version '{spec}' of job_type '{name}'; versions: {tags}")
+        return None, None
+    return environment, version
 
 
 def environment_named(name: Any, errors: FieldErrors) -> Environment | None:
     """The environment (job type) called `name`, or None with the reason added to `errors`."""
     if not isinstance(name, str) or not re.match(JOB_TYPE_NAME_RE, name):
-        errors.add("job_type", "job_type must be a name of letters, digits, - and _")
+        errors.add("job_type", JOB_TYPE_MESSAGE)
         return None
     environment = Environment.objects.filter(name=name).first()
     if environment is None:
@@ -241,6 +270,7 @@ def request_hash(
     startup_timeout: int | None,
     requirements: list[str] | None,
     webhook_url: str = "",
+    version: EnvironmentVersion | None = None,
 ) -> str:
     """What makes two submissions the same job (for idempotency keys), defaults filled in."""
     request = {
@@ -253,4 +283,6 @@ def request_hash(
     }
     if webhook_url:  # (absent otherwise: the hashes of jobs without one are as they always were)
         request["webhook_url"] = webhook_url
+    if version is not None:  # (likewise)
+        request["job_version"] = version.digest
     return sha256_hex(canonical_json(request))

@@ -17,7 +17,7 @@ from django.utils import timezone
 
 from executions.correlation import correlation_context
 from executions.live import notify_execution_changed
-from executions.models import Environment, Execution
+from executions.models import Environment, EnvironmentVersion, Execution
 from executions.resilience import (
     CircuitOpen,
     another_engine_available,
@@ -338,7 +338,10 @@ def _run_spec(
             environment = Environment.objects.get(name=execution.job_type)
         except Environment.DoesNotExist:
             raise Environment.DoesNotExist(f"Job type '{execution.job_type}' no longer exists") from None
-    image_ref = _wait_for_image(environment, sandbox, deadline=began + execution.startup_timeout)
+    if execution.job_version_id is not None:  # job_type "name@…": that build's image, kept under its tag
+        image_ref = EnvironmentVersion.objects.get(pk=execution.job_version_id).image_ref
+    else:
+        image_ref = _wait_for_image(environment, sandbox, deadline=began + execution.startup_timeout)
     wheels_dir = None
     if execution.requirements:
         wheels_dir = str(

@@ -23,7 +23,7 @@ from executions.errors import (
     NotFound,
     QueueFull,
 )
-from executions.models import Batch, DeadLetter, Environment, Execution, Lock, memory_bytes
+from executions.models import Batch, DeadLetter, Environment, EnvironmentVersion, Execution, Lock, memory_bytes
 from executions.resilience import no_engine_available
 from executions.services.audit import audit_record
 from executions.services.job_requests import (
@@ -102,6 +102,8 @@ def execution_derive(
         timeout=changes.timeout or parent.timeout,
         startup_timeout=parent.startup_timeout,
         requirements=parent.requirements,
+        # The same build of its job type, unless the change names another job type (or version).
+        version=changes.version if changes.environment else parent.job_version,
     )
     submitter = replace(submitter, correlation_id=submitter.correlation_id or parent.correlation_id)
     return _admit(request, submitter, is_async=True, parent=parent, relationship=relationship)
@@ -309,6 +311,7 @@ def _fields(request: ExecuteRequest) -> dict[str, Any]:
         "requirements": request.requirements,
         "idempotency_key": request.idempotency_key,
         "webhook_url": request.webhook_url,
+        "version": request.version,
     }
 
 
@@ -331,6 +334,7 @@ def execution_create(
     caller: str = "",
     caller_weight: int = 1,
     webhook_url: str = "",
+    version: EnvironmentVersion | None = None,
 ) -> Execution:
     """The record alone, admitted by nothing: for _admit above, and for tests that set up records."""
     execution = _execution(
@@ -350,6 +354,7 @@ def execution_create(
         caller=caller,
         caller_weight=caller_weight,
         webhook_url=webhook_url,
+        version=version,
     )
     execution.save(force_insert=True)
     return execution
@@ -375,6 +380,7 @@ def _execution(
     webhook_url: str = "",
     batch: Batch | None = None,
     batch_index: int | None = None,
+    version: EnvironmentVersion | None = None,
 ) -> Execution:
     """An unsaved record with every derived field filled in."""
     timeout = timeout or environment.timeout
@@ -402,6 +408,7 @@ def _execution(
             startup_timeout=startup_timeout,
             requirements=requirements,
             webhook_url=webhook_url,
+            version=version,
         ),
         correlation_id=correlation_id,
         client_ip=client_ip,
@@ -413,4 +420,5 @@ def _execution(
         webhook_url=webhook_url,
         batch=batch,
         batch_index=batch_index,
+        job_version=version,
     )

@@ -40,6 +40,11 @@ class DockerImages:
             except docker.errors.ImageNotFound:
                 return None
 
+    def tag(self, image_id: str, repository: str, tag: str) -> None:
+        """Give the image another name (which also keeps a rebuild from removing it)."""
+        with translate_docker_errors("Tagging the image"):
+            self._engine.client.images.get(image_id).tag(repository, tag)
+
     def remove_unused(self, image_id: str) -> None:
         """Remove an image that a rebuild replaced; kept if a container still uses it."""
         try:
