@@ -403,6 +403,7 @@ class Execution(models.Model):
             record.update(
                 {
                     "artifacts": [a.to_dict() for a in self.artifacts.all()],
+                    "files": [f.to_dict() for f in self.input_files.all()],
                     "resource_usage": self.resource_usage,
                     "code_hash": self.code_hash,
                     "input_hash": self.input_hash,
@@ -462,6 +463,27 @@ class Artifact(models.Model):
             "sha256": self.sha256,
             "content_type": self.content_type,
         }
+
+
+class InputFile(models.Model):
+    """A file the request sent (`files`), written read-only at /input/<path> for the run. Its
+    content is stored once by sha256 under DATA_DIR/inputs (services/input_files.py), so a rerun
+    or fork shares it with its parent."""
+
+    execution = models.ForeignKey(Execution, on_delete=models.CASCADE, related_name="input_files")
+    path = models.CharField(max_length=1000)
+    size_bytes = models.PositiveBigIntegerField()
+    sha256 = models.CharField(max_length=64, db_index=True)
+
+    class Meta:
+        ordering = ["path"]
+        constraints = [models.UniqueConstraint(fields=["execution", "path"], name="unique_input_file_path")]
+
+    def __str__(self) -> str:
+        return self.path
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"path": self.path, "size_bytes": self.size_bytes, "sha256": self.sha256}
 
 
 class Lock(models.Model):

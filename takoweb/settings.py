@@ -232,6 +232,10 @@ if TAKO_HTTPS:
 TAKO_MAX_TIMEOUT = envint("TAKO_MAX_TIMEOUT", 300, minimum=1, maximum=3600)
 TAKO_MAX_CODE_CHARS = 100_000
 TAKO_MAX_INPUT_BYTES = 1_000_000
+# Input files (`files`, written read-only under /input): how many, each, and in all.
+TAKO_MAX_INPUT_FILES = envint("TAKO_MAX_INPUT_FILES", 20, minimum=0, maximum=1000)
+TAKO_MAX_INPUT_FILE_BYTES = envint("TAKO_MAX_INPUT_FILE_BYTES", 10 * 1024 * 1024, minimum=1)
+TAKO_MAX_INPUT_FILES_BYTES = envint("TAKO_MAX_INPUT_FILES_BYTES", 25 * 1024 * 1024, minimum=1)
 TAKO_OUTPUT_CAP_BYTES = envint("TAKO_OUTPUT_CAP_BYTES", 65536, minimum=1024)
 # Where per-run files (/code, /input) are written; the Docker engine must see the same path.
 TAKO_WORK_DIR = Path(envstr("TAKO_WORK_DIR", str(DATA_DIR / "runs"))).resolve()
@@ -393,7 +397,16 @@ TAKO_ALLOW_ANONYMOUS = envbool("TAKO_ALLOW_ANONYMOUS", False)
 TAKO_KEY_ROTATION_GRACE_HOURS = envint("TAKO_KEY_ROTATION_GRACE_HOURS", 24, minimum=0)  # old secret's life
 TAKO_RATE_LIMIT_PER_MINUTE = envint("TAKO_RATE_LIMIT_PER_MINUTE", 600, minimum=0)  # 0: no limit
 TAKO_MAX_JOBS_IN_PROGRESS = envint("TAKO_MAX_JOBS_IN_PROGRESS", 50, minimum=0)  # per caller; 0: no limit
-# Requests refused before they are read: bodies (413) and headers (431) larger than these.
-TAKO_MAX_REQUEST_BYTES = envint("TAKO_MAX_REQUEST_BYTES", 2 * 1024 * 1024, minimum=1024)
+# Requests refused before they are read: bodies (413) and headers (431) larger than these. A body
+# must have room for the input files at their limit, base64-encoded (4/3 of their size), beside
+# the code and input_data: the default is derived from the file limits, and a smaller value is an error.
+_FILES_REQUEST_BYTES = (TAKO_MAX_INPUT_FILES_BYTES + 2) // 3 * 4 + 2 * 1024 * 1024
+TAKO_MAX_REQUEST_BYTES = envint("TAKO_MAX_REQUEST_BYTES", _FILES_REQUEST_BYTES, minimum=1024)
+if TAKO_MAX_REQUEST_BYTES < _FILES_REQUEST_BYTES:
+    raise ImproperlyConfigured(
+        f"TAKO_MAX_REQUEST_BYTES ({TAKO_MAX_REQUEST_BYTES}) leaves no room for input files at their limit "
+        f"(TAKO_MAX_INPUT_FILES_BYTES, base64-encoded): set it to at least {_FILES_REQUEST_BYTES}, "
+        "or lower TAKO_MAX_INPUT_FILES_BYTES"
+    )
 TAKO_MAX_HEADER_BYTES = envint("TAKO_MAX_HEADER_BYTES", 32 * 1024, minimum=1024)
 DATA_UPLOAD_MAX_MEMORY_SIZE = TAKO_MAX_REQUEST_BYTES

@@ -176,6 +176,27 @@ class ApiClient:
         return self.request("POST", path, body, **extra)
 
 
+def multipart_body(request: Any, files: dict[str, bytes]) -> tuple[bytes, str]:
+    """A multipart/form-data body: a `request` part holding `request` (JSON-encoded unless a string;
+    None: no such part) and one part per file, its filename the path (Django's own encoder keeps
+    only a filename's last component). Returns the body and its Content-Type."""
+    boundary = "tako-test-boundary-7d1f"
+    parts = []
+    if request is not None:
+        text = request if isinstance(request, str) else json.dumps(request)
+        parts.append(
+            f'--{boundary}\r\nContent-Disposition: form-data; name="request"\r\n'
+            f"Content-Type: application/json\r\n\r\n{text}\r\n".encode()
+        )
+    for path, data in files.items():
+        head = (
+            f'--{boundary}\r\nContent-Disposition: form-data; name="file"; filename="{path}"\r\n'
+            "Content-Type: application/octet-stream\r\n\r\n"
+        )
+        parts.append(head.encode() + data + b"\r\n")
+    return b"".join(parts) + f"--{boundary}--\r\n".encode(), f"multipart/form-data; boundary={boundary}"
+
+
 def job_containers(*, settle: float = 20.0) -> list[tuple[str, str]]:
     """(name, state) of this deployment's containers except ready pooled ones, once the background
     removal of finished runs has had up to `settle` seconds."""

@@ -10,6 +10,7 @@ import time
 
 import pytest
 import requests
+from django.conf import settings
 from django.contrib.auth.models import User
 from django.core.cache import cache
 from django.core.management import call_command
@@ -149,7 +150,7 @@ def test_the_key_command_creates_lists_and_revokes(alice, capsys) -> None:
 
 
 def test_absurd_bodies_and_headers_are_refused_early(live_url: str) -> None:
-    big = requests.post(f"{live_url}/execute", data=b"x" * (10 * 1024 * 1024), timeout=30,
+    big = requests.post(f"{live_url}/execute", data=b"x" * (settings.TAKO_MAX_REQUEST_BYTES + 1), timeout=30,
                         headers={"Content-Type": "application/json"})  # fmt: skip
     assert big.status_code == 413 and big.json()["detail"].startswith("Request body too large")
     headers = requests.get(f"{live_url}/health", headers={"X-Junk": "y" * 100_000}, timeout=30)

@@ -22,7 +22,8 @@ API_PATHS = {
     "/jobs/{job_id}/rerun", "/jobs/{job_id}/fork", "/jobs/{job_id}/artifacts/{name}", "/jobs/{job_id}/webhooks",
     "/jobs/{job_id}/events", "/execute/batch", "/batches/{batch_id}", "/batches/{batch_id}/cancel",
     "/pool/stats",
-    "/executions", "/executions/{execution_id}", "/job-types", "/job-types/{name}", "/job-types/{name}/build",
+    "/executions", "/executions/{execution_id}", "/executions/{execution_id}/files/{path}",
+    "/job-types", "/job-types/{name}", "/job-types/{name}/build",
     "/health", "/health/ready", "/dlq", "/dlq/stats", "/dlq/{entry_id}", "/dlq/{entry_id}/requeue", "/dlq/requeue",
     "/audit", "/metrics",
 }  # fmt: skip

@@ -56,6 +56,7 @@ BAD_VALUES = {
     "memory-size": ("TAKO_HOST_MEMORY", "lots"),
     "memory-over-the-machine": ("TAKO_HOST_MEMORY", "4096g"),
     "cpus-over-the-machine": ("TAKO_HOST_CPUS", "4096"),
+    "request-too-small-for-files": ("TAKO_MAX_REQUEST_BYTES", "2097152"),
 }
 
 

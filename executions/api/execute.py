@@ -12,7 +12,7 @@ from ninja.responses import Status
 
 from executions import services
 from executions.api.auth import EXECUTE, submitter
-from executions.api.routing import JsonBody, Router, in_worker_thread
+from executions.api.routing import JsonOrMultipartBody, Router, in_worker_thread
 from executions.api.schemas import (
     AsyncExecuteRequest,
     Error,
@@ -31,7 +31,9 @@ REFUSALS = {400: Error, 409: IdempotencyConflict, 415: Error, 422: Error, 503: U
 
 
 @router.post("/execute", response={200: ExecuteResponse, **REFUSALS}, summary="Run code and wait for the result")
-async def execute(request: HttpRequest, payload: Annotated[ExecuteRequest, JsonBody(...)]) -> dict[str, object]:
+async def execute(
+    request: HttpRequest, payload: Annotated[ExecuteRequest, JsonOrMultipartBody(...)]
+) -> dict[str, object]:
     """Tako VM's sync endpoint. The run ended (successfully or not), or an earlier one with the
     same idempotency_key did."""
     job = await sync_to_async(services.execute_request_parse)(payload.model_dump(exclude_unset=True))
@@ -60,7 +62,9 @@ async def execute(request: HttpRequest, payload: Annotated[ExecuteRequest, JsonB
     response={202: JobSubmitted, 200: JobSubmitted, **REFUSALS},
     summary="Queue code to run on the worker cluster",
 )
-def execute_async(request: HttpRequest, payload: Annotated[AsyncExecuteRequest, JsonBody(...)]) -> Status[object]:
+def execute_async(
+    request: HttpRequest, payload: Annotated[AsyncExecuteRequest, JsonOrMultipartBody(...)]
+) -> Status[object]:
     """202: queued; 200: the job already submitted with this idempotency_key. With webhook_url,
     the record is POSTed there when the job ends (GET /jobs/{id}/webhooks lists the attempts)."""
     job = services.execute_request_parse(payload.model_dump(exclude_unset=True))

@@ -12,10 +12,17 @@ from django.conf import settings
 from pydantic import BeforeValidator, Field, WithJsonSchema
 
 from executions.api.errors import invalid, malformed
+from executions.errors import FieldErrors
 from executions.models import JOB_TYPE_REF_RE, MAX_REQUIREMENTS, Execution, requirement_errors
 from executions.sandbox.classify import ERROR_TYPES
 from executions.services.dlq import DEAD_LETTER_TYPES
-from executions.services.job_requests import IDEMPOTENCY_KEY_RE, JOB_TYPE_MESSAGE, MAX_BATCH_INPUTS
+from executions.services.job_requests import (
+    IDEMPOTENCY_KEY_RE,
+    INPUT_PATH_RE,
+    JOB_TYPE_MESSAGE,
+    MAX_BATCH_INPUTS,
+    input_files_parse,
+)
 from executions.services.webhooks import MAX_URL_CHARS, webhook_url_problem
 
 JOB_TYPE_PATTERN = re.compile(JOB_TYPE_REF_RE)
@@ -87,6 +94,15 @@ def _webhook_url(value: Any) -> Any:
     return value
 
 
+def _files(value: Any) -> Any:
+    """Checked and decoded by the one rule admission uses too (job_requests.input_files_parse)."""
+    errors = FieldErrors()
+    files = input_files_parse(value, errors)
+    if errors:
+        raise invalid(*errors["files"])
+    return {file.path: file.data for file in files}
+
+
 Code = Annotated[
     str,
     Field(min_length=1, max_length=settings.TAKO_MAX_CODE_CHARS, description="Python source, not blank"),
@@ -147,6 +163,22 @@ WebhookUrl = Annotated[
         "private, link-local or metadata addresses (checked after DNS, at send time)",
     ),
     BeforeValidator(_webhook_url),
+]
+Files = Annotated[
+    dict[str, bytes],
+    WithJsonSchema(
+        {
+            "type": "object",
+            "propertyNames": {"pattern": INPUT_PATH_RE.pattern},
+            "additionalProperties": {"type": "string", "format": "byte"},
+            "maxProperties": settings.TAKO_MAX_INPUT_FILES,
+            "description": f"{{path: base64 content}}: each written read-only at /input/<path>; at most "
+            f"{settings.TAKO_MAX_INPUT_FILES} files, {settings.TAKO_MAX_INPUT_FILE_BYTES} bytes each, "
+            f"{settings.TAKO_MAX_INPUT_FILES_BYTES} in all; not data.json. Or send the request as "
+            "multipart/form-data: a 'request' part with this JSON body and one part per file, its filename the path",
+        }
+    ),
+    BeforeValidator(_files),
 ]
 ErrorType = Literal[ERROR_TYPES]  # type: ignore[valid-type]
 DEAD_LETTER_TYPE_NAMES = tuple(sorted(DEAD_LETTER_TYPES))

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import itertools
+import mimetypes
 import time
 from pathlib import Path
 from typing import Annotated, Any
@@ -41,6 +42,7 @@ from executions.api.schemas import (
     WebhookAttempt,
     paginated,
 )
+from executions.errors import NotFound
 from executions.models import Artifact, Execution
 from executions.selectors import webhook_attempts_of
 
@@ -182,15 +184,14 @@ def job_artifact(request: HttpRequest, job_id: UUID, name: str) -> HttpResponseB
     root = Path(settings.DATA_DIR).resolve() / "artifacts" / str(execution.pk)
     if artifact is None or path is None or path.resolve().parent != root or not path.is_file():
         raise ApiError(404, "Artifact not found")
-    etag = f'"sha256:{artifact.sha256}"'
-    if etag in [tag.strip() for tag in request.headers.get("If-None-Match", "").split(",")]:
-        response: HttpResponseBase = HttpResponseNotModified()
-    else:
-        response = FileResponse(path.open("rb"), as_attachment=True, filename=artifact.name)
-        response["Content-Type"] = artifact.content_type
-        response["Content-Length"] = str(artifact.size_bytes)
-    response["ETag"] = etag
-    return response
+    return _file_response(
+        request,
+        path,
+        name=artifact.name,
+        sha256=artifact.sha256,
+        size=artifact.size_bytes,
+        content_type=artifact.content_type,
+    )
 
 
 @router.get(
@@ -212,7 +213,7 @@ def execution_list(request: HttpRequest, query: Query[ExecutionQuery]) -> dict[s
         records = records.filter(job_type=query.job_type)
     full = query.view == "full"
     if full:
-        records = records.prefetch_related("artifacts")
+        records = records.prefetch_related("artifacts", "input_files")
     return paginated(records, query, lambda row: row.to_dict(full=full))
 
 
@@ -226,3 +227,41 @@ def execution_detail(request: HttpRequest, execution_id: UUID, query: Query[Reco
     if execution is None:
         raise ApiError(404, "Execution not found")
     return execution.to_dict(full=query.view == "full")
+
+
+@router.get(
+    "/executions/{uuid:execution_id}/files/{path:path}",
+    response={200: None, 304: None, 404: Error},
+    summary="Download an input file the request sent (HEAD too; ETag, If-None-Match → 304)",
+    openapi_extra={
+        "responses": {
+            200: {"description": "The file", "content": {"application/octet-stream": {}}},
+            304: {"description": "Not modified (If-None-Match matched the ETag)"},
+        }
+    },
+)
+def execution_input_file(request: HttpRequest, execution_id: UUID, path: str) -> HttpResponseBase:
+    """Looked up by exact path among the execution's own files; same visibility as the record."""
+    execution = caller(request).executions().filter(pk=execution_id).first()
+    if execution is None:
+        raise ApiError(404, "Execution not found")
+    try:
+        row, blob = services.input_file_find(execution, path)
+    except NotFound as exc:
+        raise ApiError(404, exc.message) from None
+    return _file_response(request, blob, name=row.path, sha256=row.sha256, size=row.size_bytes)
+
+
+def _file_response(
+    request: HttpRequest, path: Path, *, name: str, sha256: str, size: int, content_type: str = ""
+) -> HttpResponseBase:
+    """A stored file as a download: ETag from its sha256, If-None-Match → 304."""
+    etag = f'"sha256:{sha256}"'
+    if etag in [tag.strip() for tag in request.headers.get("If-None-Match", "").split(",")]:
+        response: HttpResponseBase = HttpResponseNotModified()
+    else:
+        response = FileResponse(path.open("rb"), as_attachment=True, filename=name.rsplit("/", 1)[-1])
+        response["Content-Type"] = content_type or mimetypes.guess_type(name)[0] or "application/octet-stream"
+        response["Content-Length"] = str(size)
+    response["ETag"] = etag
+    return response

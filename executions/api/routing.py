@@ -7,17 +7,21 @@ import asyncio
 import functools
 import json
 from collections.abc import Callable
+from io import BytesIO
 from typing import Any, TypeVar
 
 import ninja
 from asgiref.sync import iscoroutinefunction, markcoroutinefunction
+from django.conf import settings
+from django.core.exceptions import TooManyFilesSent
 from django.db import connections
 from django.http import HttpRequest, HttpResponseBase, HttpResponseNotAllowed
+from django.http.multipartparser import MultiPartParser, MultiPartParserError
 from ninja.params.models import Body, BodyModel
 from ninja.types import TCallable
 
 from executions.api.errors import ApiError, error
-from executions.errors import InvalidRequest
+from executions.errors import FieldErrors, InvalidRequest
 
 T = TypeVar("T")
 
@@ -52,6 +56,74 @@ def read_json(request: HttpRequest, *, empty_is_object: bool) -> Any:
     return body
 
 
+MULTIPART = "multipart/form-data"
+REQUEST_PART = "request"
+
+
+class _PathNamedParser(MultiPartParser):
+    """Django keeps only the last component of an upload's filename; here a filename is the file's
+    path under /input (validated strictly later, as an input path). Each upload is named by its
+    index into `paths`, which keeps the filenames as sent."""
+
+    def __init__(self, *args: Any) -> None:
+        super().__init__(*args)
+        self.paths: list[str] = []
+
+    def sanitize_file_name(self, file_name: str) -> str | None:
+        if not file_name:
+            return None
+        self.paths.append(file_name)
+        return str(len(self.paths) - 1)
+
+
+def read_json_or_multipart(request: HttpRequest) -> Any:
+    """The body of POST /execute and /execute/async: JSON, or multipart/form-data with a `request`
+    part holding the JSON body and one part per input file, its filename the file's path. The files
+    join the body as `files` ({path: bytes}), validated with it."""
+    if (request.content_type or "") != MULTIPART:
+        return read_json(request, empty_is_object=False)
+    try:
+        parser = _PathNamedParser(request.META, BytesIO(request.body), request.upload_handlers, request.encoding)
+        fields, uploads = parser.parse()
+    except TooManyFilesSent:
+        raise InvalidRequest({"files": [f"At most {settings.TAKO_MAX_INPUT_FILES} files are allowed"]}) from None
+    except MultiPartParserError as exc:
+        raise ApiError(400, f"Malformed multipart body: {exc}") from None
+    errors = FieldErrors()
+    raw: Any = fields.get(REQUEST_PART)
+    if raw is None and REQUEST_PART in uploads:
+        raw = uploads.getlist(REQUEST_PART)[0].read()
+    for name in fields:
+        if name != REQUEST_PART:
+            errors.add(
+                name, f"Unknown part '{name}': send the JSON body as the 'request' part and each file with a filename"
+            )
+    if raw is None:
+        errors.add(REQUEST_PART, "A multipart request needs a 'request' part holding the JSON body")
+    files: dict[str, bytes] = {}
+    for name, parts in uploads.lists():
+        for upload in parts if name != REQUEST_PART else parts[1:]:
+            path = parser.paths[int(str(upload.name))]
+            if path in files:
+                errors.add("files", f"File {path!r}: sent twice")
+            files[path] = upload.read()
+    errors.raise_if_any()
+    try:
+        body = json.loads(raw)
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise ApiError(400, f"Malformed JSON in the 'request' part: {exc}") from None
+    if not isinstance(body, dict):
+        raise InvalidRequest({REQUEST_PART: ["The 'request' part must hold a JSON object"]})
+    field = _field_with_nul(body)
+    if field is not None:
+        raise InvalidRequest({field or "body": ["Text must not contain NUL characters (\\u0000)"]})
+    if "files" in body:
+        raise InvalidRequest({"files": ["In a multipart request, send each file as a part of its own, not in 'files'"]})
+    if files:
+        body["files"] = files
+    return body
+
+
 def _field_with_nul(value: Any, path: str = "") -> str | None:
     """The dotted path of the first string (or key) in `value` holding a NUL character, else None."""
     if isinstance(value, str):
@@ -79,6 +151,12 @@ class _JsonBodyOrEmptyModel(_JsonBodyModel):
     __empty_is_object__ = True
 
 
+class _JsonOrMultipartBodyModel(_JsonBodyModel):
+    @classmethod
+    def get_request_data(cls, request: HttpRequest, api: Any, path_params: Any) -> dict[str, Any]:
+        return {cls.__read_from_single_attr__: read_json_or_multipart(request)}
+
+
 class JsonBody(Body):  # type: ignore[misc]
     """A body parameter read by read_json: `payload: Annotated[Model, JsonBody(...)]`."""
 
@@ -93,6 +171,12 @@ class JsonBodyOrEmpty(JsonBody):  # type: ignore[misc]
     """A body that may be left out (read as {}): `Annotated[Model, JsonBodyOrEmpty({})]`."""
 
     _model = _JsonBodyOrEmptyModel
+
+
+class JsonOrMultipartBody(JsonBody):  # type: ignore[misc]
+    """A JSON body, or the same as multipart/form-data with files (read_json_or_multipart)."""
+
+    _model = _JsonOrMultipartBodyModel
 
 
 # -- before ninja --------------------------------------------------------------------------------------

@@ -21,6 +21,7 @@ from executions.api.fields import (
     DeadLetterType,
     DeadLetterTypeFilter,
     ErrorType,
+    Files,
     IdempotencyKey,
     InputData,
     Inputs,
@@ -69,6 +70,7 @@ class ExecuteRequest(Request):
     )
     requirements: Requirements | None = None
     idempotency_key: IdempotencyKey | None = None
+    files: Files | None = None
 
 
 class WebhookTarget(Request):
@@ -196,6 +198,12 @@ class Artifact(Response):
     content_type: str
 
 
+class InputFileInfo(Response):
+    path: str
+    size_bytes: int
+    sha256: str
+
+
 class ResourceUsage(Response):
     max_rss_mb: float | None = None
     cpu_time_ms: int | None = None
@@ -214,6 +222,7 @@ class ExecutionRecordFull(ExecutionRecord):
     """The execution record with view=full."""
 
     artifacts: list[Artifact]
+    files: list[InputFileInfo] = Field(description="The input files the request sent, under /input")
     resource_usage: ResourceUsage | None
     code_hash: str
     input_hash: str

@@ -85,6 +85,8 @@ class RunSpec:
     on_container_start: Callable[[], None] | None = None
     # Set from outside to stop the run; it then ends with `cancelled` true.
     cancel: threading.Event | None = None
+    # (path under /input, host file to copy there): the request's files, written read-only beside data.json
+    input_files: tuple[tuple[str, Path], ...] = ()
 
 
 @dataclass(frozen=True)

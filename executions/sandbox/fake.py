@@ -40,6 +40,7 @@ from executions.sandbox import (
     RunSpec,
     SandboxUnavailable,
 )
+from executions.sandbox.docker.runner import write_input_files
 from executions.sandbox.docker.stream import CappedStream, emitter
 
 HOOK_DIR = Path(__file__).resolve().parent / "bootstrap" / "hook"
@@ -108,6 +109,7 @@ class FakeSandbox:
         main.write_text(spec.code, encoding="utf-8")
         (folder / "input").mkdir()
         (folder / "input" / "data.json").write_text(spec.input_json, encoding="utf-8")
+        write_input_files(folder / "input", spec.input_files)
         (folder / "output").mkdir()
         report_r, report_w = os.pipe()  # the hook writes the exception that ended the program here
         with os.fdopen(report_r, "rb") as report:

@@ -3,7 +3,8 @@
 job_requests.py: validating what a caller asks; submissions.py: admission, the one way a job is
 created; limits.py: per-caller limits; lifecycle.py: claim, requeue and end, the only writer of a
 job's status; runs.py: running one execution; jobs.py: dispatch, cancel and crash recovery;
-environments.py: building job-type images; webhooks.py: a job's webhook, queued, sent, retried.
+environments.py: building job-type images; webhooks.py: a job's webhook, queued, sent, retried;
+input_files.py: the files a request sends.
 Refusals are executions.errors.ApplicationError.
 """
 
@@ -18,6 +19,7 @@ from executions.services.environments import (
     environment_build_request,
     environment_builds_reset,
 )
+from executions.services.input_files import input_blobs_sweep, input_file_find
 from executions.services.job_requests import (
     BatchRequest,
     DeriveRequest,
@@ -97,6 +99,8 @@ __all__ = [
     "executions_recover",
     "executions_redispatch",
     "host_use",
+    "input_blobs_sweep",
+    "input_file_find",
     "jobs_waiting_for_engine",
     "pool_stats",
     "queue_position",

@@ -13,6 +13,7 @@ from django.utils import timezone
 
 from executions.models import AuditEvent, DeadLetter, Execution
 from executions.sandbox import SandboxError, SandboxUnavailable, get_sandbox
+from executions.services.input_files import input_blobs_sweep
 
 
 def containers_reap_quietly() -> int:
@@ -38,7 +39,7 @@ def containers_reap() -> int:
 
 
 def executions_prune(*, older_than_days: int, batch_size: int = 1000) -> int:
-    """Delete ended executions (with their artifacts and DLQ entries) older than the retention.
+    """Delete ended executions (with their artifacts, input files and DLQ entries) older than the retention.
 
     Works in batches so a large table is never locked for long; jobs still queued or running are
     never touched. Returns how many executions were deleted.
@@ -58,6 +59,8 @@ def executions_prune(*, older_than_days: int, batch_size: int = 1000) -> int:
         for execution_id in ids:
             shutil.rmtree(Path(settings.DATA_DIR) / "artifacts" / str(execution_id), ignore_errors=True)
         deleted += len(ids)
+    if deleted:
+        input_blobs_sweep()  # input files no execution lists any more
     DeadLetter.objects.filter(created_at__lt=cutoff).delete()
     AuditEvent.objects.filter(at__lt=cutoff).delete()  # the audit log is kept as long as the jobs
     return deleted

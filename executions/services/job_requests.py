@@ -7,6 +7,8 @@ validate alike.
 
 from __future__ import annotations
 
+import base64
+import binascii
 import hashlib
 import json
 import re
@@ -28,11 +30,14 @@ EXECUTE_FIELDS = (
     "requirements",
     "idempotency_key",
     "webhook_url",
+    "files",
 )
 IDEMPOTENCY_KEY_RE = re.compile(r"^[A-Za-z0-9_-]{8,255}$")
 BATCH_FIELDS = ("code", "inputs", "job_type", "timeout", "startup_timeout", "requirements", "webhook_url")
 MAX_BATCH_INPUTS = 1000
 JOB_TYPE_MESSAGE = "job_type must be a name of letters, digits, - and _ (optionally @<version tag> or @sha256:<digest>)"
+INPUT_PATH_RE = re.compile(r"^[A-Za-z0-9._-]+(/[A-Za-z0-9._-]+)*$")
+RESERVED_INPUT_PATH = "data.json"  # /input/data.json holds input_data
 
 
 def canonical_json(value: Any) -> str:
@@ -41,6 +46,17 @@ def canonical_json(value: Any) -> str:
 
 def sha256_hex(text: str) -> str:
     return hashlib.sha256(text.encode("utf-8")).hexdigest()
+
+
+@dataclass(frozen=True)
+class InputFile:
+    """A file written read-only at /input/<path>. `data` is None for one already stored (a rerun's
+    or fork's, by its sha256)."""
+
+    path: str
+    size_bytes: int
+    sha256: str
+    data: bytes | None = field(default=None, repr=False, compare=False)
 
 
 @dataclass(frozen=True)
@@ -56,6 +72,7 @@ class ExecuteRequest:
     idempotency_key: str | None = None
     webhook_url: str = ""  # POSTed the record when the job ends (services/webhooks.py); "": none
     version: EnvironmentVersion | None = None  # job_type "name@…": that build's image; None: the latest
+    files: tuple[InputFile, ...] = ()
 
     def fingerprint(self) -> str:
         """What makes two submissions the same job (for idempotency keys), defaults filled in."""
@@ -68,6 +85,7 @@ class ExecuteRequest:
             requirements=self.requirements,
             webhook_url=self.webhook_url,
             version=self.version,
+            files=self.files,
         )
 
 
@@ -107,10 +125,12 @@ def execute_request_parse(body: Any) -> ExecuteRequest:
     problem = webhook_url_problem(webhook_url) if webhook_url else None
     if problem:
         errors.add("webhook_url", problem)
+    files = input_files_parse(body.get("files"), errors)
     environment, version = job_type_named("default" if body.get("job_type") is None else body["job_type"], errors)
     errors.raise_if_any()
     assert environment is not None and code is not None
     return ExecuteRequest(
+        files=files,
         code=code,
         environment=environment,
         input_data=input_data,
@@ -201,6 +221,79 @@ def job_type_named(value: Any, errors: FieldErrors) -> tuple[Environment | None,
     return environment, version
 
 
+def input_files_parse(value: Any, errors: FieldErrors) -> tuple[InputFile, ...]:
+    """`files` ({path: base64 text}, or {path: bytes} from a multipart request) as InputFiles; every
+    broken rule is added to `errors` under "files", naming the file. Sizes are checked from the
+    encoded length before anything is decoded."""
+    if value is None or value == {}:
+        return ()
+    if not isinstance(value, dict):
+        errors.add("files", "files must be an object of {path: base64 content}")
+        return ()
+    problems: list[str] = []
+    limit, each, total = (
+        settings.TAKO_MAX_INPUT_FILES,
+        settings.TAKO_MAX_INPUT_FILE_BYTES,
+        settings.TAKO_MAX_INPUT_FILES_BYTES,
+    )
+    if len(value) > limit:
+        problems.append(f"At most {limit} files are allowed ({len(value)} sent)")
+    sizes: dict[str, int] = {}
+    for path, content in value.items():
+        problem = input_path_problem(path, others=value)
+        if problem is None and not isinstance(content, str | bytes):
+            problem = "its content must be a base64 string"
+        if problem is None:
+            sizes[path] = len(content) if isinstance(content, bytes) else _decoded_size(content)
+            if sizes[path] > each:
+                problem = f"it is {sizes[path]} bytes, over the limit of {each} bytes per file"
+        if problem is not None:
+            problems.append(f"File {path!r}: {problem}")
+    if not problems and sum(sizes.values()) > total:
+        problems.append(f"Files total {sum(sizes.values())} bytes, over the limit of {total} bytes in all")
+    files = []
+    if not problems:  # only now, with every size known to be within the limits, decode
+        for path, content in value.items():
+            data = content if isinstance(content, bytes) else _base64_decoded(content)
+            if data is None:
+                problems.append(f"File {path!r}: its content is not valid base64")
+                continue
+            files.append(InputFile(path, len(data), hashlib.sha256(data).hexdigest(), data))
+    for problem in problems:
+        errors.add("files", problem)
+    return () if problems else tuple(sorted(files, key=lambda f: f.path))
+
+
+def input_path_problem(path: Any, *, others: dict[str, Any] | None = None) -> str | None:
+    """What is wrong with an input file's path (None: nothing)."""
+    if not isinstance(path, str) or not path:
+        return "the path must be a non-empty string"
+    if path.startswith("/"):
+        return "absolute paths are not allowed; give a path relative to /input"
+    if ".." in path.split("/") or "." in path.split("/"):
+        return "'..' and '.' are not allowed in a path"
+    if not INPUT_PATH_RE.match(path):
+        return f"the path must match {INPUT_PATH_RE.pattern} (letters, digits, '.', '_', '-', folders with '/')"
+    if path.split("/")[0] == RESERVED_INPUT_PATH:
+        return f"/input/{RESERVED_INPUT_PATH} holds input_data; choose another name"
+    if others is not None and any(other.startswith(path + "/") for other in others if isinstance(other, str)):
+        return "the path is also a folder of another file"
+    return None
+
+
+def _decoded_size(text: str) -> int:
+    """The size base64 text decodes to (exact for valid text), without decoding it."""
+    stripped = text.rstrip("=")
+    return len(stripped) * 3 // 4
+
+
+def _base64_decoded(text: str) -> bytes | None:
+    try:
+        return base64.b64decode(text, validate=True)
+    except (binascii.Error, ValueError):
+        return None
+
+
 def environment_named(name: Any, errors: FieldErrors) -> Environment | None:
     """The environment (job type) called `name`, or None with the reason added to `errors`."""
     if not isinstance(name, str) or not re.match(JOB_TYPE_NAME_RE, name):
@@ -271,9 +364,10 @@ def request_hash(
     requirements: list[str] | None,
     webhook_url: str = "",
     version: EnvironmentVersion | None = None,
+    files: tuple[InputFile, ...] = (),
 ) -> str:
     """What makes two submissions the same job (for idempotency keys), defaults filled in."""
-    request = {
+    request: dict[str, Any] = {
         "code": code,
         "input_data": input_data,
         "job_type": environment.name,
@@ -285,4 +379,6 @@ def request_hash(
         request["webhook_url"] = webhook_url
     if version is not None:  # (likewise)
         request["job_version"] = version.digest
+    if files:  # (absent when there are none: the hashes of jobs without files stay as they were)
+        request["files"] = {f.path: f.sha256 for f in files}
     return sha256_hex(canonical_json(request))

@@ -33,6 +33,7 @@ from executions.sandbox.packages import PackageError, wheel_set
 from executions.services import lifecycle
 from executions.services.cleanup import containers_reap_quietly
 from executions.services.environments import environment_shape
+from executions.services.input_files import input_files_for_run
 
 logger = logging.getLogger(__name__)
 
@@ -356,6 +357,7 @@ def _run_spec(
         shape=environment_shape(environment, image_ref, wheels_dir=wheels_dir),
         code=execution.code,
         input_json=json.dumps(execution.input_data),
+        input_files=input_files_for_run(execution),
         timeout=execution.timeout,
         startup_timeout=max(execution.startup_timeout - (time.monotonic() - began), 0),
         warm_pool=settings.TAKO_POOL_ENABLED and environment.pool_size > 0,

@@ -26,10 +26,12 @@ from executions.errors import (
 from executions.models import Batch, DeadLetter, Environment, EnvironmentVersion, Execution, Lock, memory_bytes
 from executions.resilience import no_engine_available
 from executions.services.audit import audit_record
+from executions.services.input_files import input_files_of, input_files_store
 from executions.services.job_requests import (
     BatchRequest,
     DeriveRequest,
     ExecuteRequest,
+    InputFile,
     canonical_json,
     environment_named,
     request_hash,
@@ -104,6 +106,7 @@ def execution_derive(
         requirements=parent.requirements,
         # The same build of its job type, unless the change names another job type (or version).
         version=changes.version if changes.environment else parent.job_version,
+        files=tuple(input_files_of(parent)),
     )
     submitter = replace(submitter, correlation_id=submitter.correlation_id or parent.correlation_id)
     return _admit(request, submitter, is_async=True, parent=parent, relationship=relationship)
@@ -126,6 +129,7 @@ def dlq_requeue(*, entry: DeadLetter, by: str, correlation_id: str = "") -> Exec
             timeout=data.get("timeout"),
             startup_timeout=data.get("startup_timeout"),
             requirements=data.get("requirements") or [],
+            files=tuple(input_files_of(locked.execution)) if locked.execution is not None else (),
         )
         submitter = Submitter(
             user=None, client_ip=locked.client_ip, correlation_id=correlation_id or locked.correlation_id
@@ -296,6 +300,7 @@ def _admit(
         )
         if request.webhook_url:
             webhook_delivery_create(execution, api_key=submitter.api_key)
+        input_files_store(execution, request.files)
         if is_async:
             transaction.on_commit(lambda: execution_dispatch(execution))
     return Admitted(execution, created=True)
@@ -312,6 +317,7 @@ def _fields(request: ExecuteRequest) -> dict[str, Any]:
         "idempotency_key": request.idempotency_key,
         "webhook_url": request.webhook_url,
         "version": request.version,
+        "files": request.files,
     }
 
 
@@ -335,6 +341,7 @@ def execution_create(
     caller_weight: int = 1,
     webhook_url: str = "",
     version: EnvironmentVersion | None = None,
+    files: tuple[InputFile, ...] = (),
 ) -> Execution:
     """The record alone, admitted by nothing: for _admit above, and for tests that set up records."""
     execution = _execution(
@@ -355,6 +362,7 @@ def execution_create(
         caller_weight=caller_weight,
         webhook_url=webhook_url,
         version=version,
+        files=files,
     )
     execution.save(force_insert=True)
     return execution
@@ -381,6 +389,7 @@ def _execution(
     batch: Batch | None = None,
     batch_index: int | None = None,
     version: EnvironmentVersion | None = None,
+    files: tuple[InputFile, ...] = (),
 ) -> Execution:
     """An unsaved record with every derived field filled in."""
     timeout = timeout or environment.timeout
@@ -409,6 +418,7 @@ def _execution(
             requirements=requirements,
             webhook_url=webhook_url,
             version=version,
+            files=files,
         ),
         correlation_id=correlation_id,
         client_ip=client_ip,

@@ -30,6 +30,7 @@ from executions.sandbox import (
     ExceptionReport,
     RunResult,
     RunSpec,
+    SandboxError,
     SandboxUnavailable,
     wire,
 )
@@ -334,9 +335,25 @@ def make_run_dir(run_dir: Path) -> Path:
 
 
 def write_job_files(run_dir: Path, spec: RunSpec) -> None:
+    """main.py, data.json and the input files, readable by the sandbox's user (the mounts are read-only)."""
     for path, text in ((run_dir / "code" / "main.py", spec.code), (run_dir / "input" / "data.json", spec.input_json)):
         path.write_text(text, encoding="utf-8")
         path.chmod(0o644)
+    write_input_files(run_dir / "input", spec.input_files)
+
+
+def write_input_files(input_dir: Path, files: tuple[tuple[str, Path], ...]) -> None:
+    """Copy each file to input_dir/<path> (paths were validated at admission; checked again here)."""
+    root = input_dir.resolve()
+    for relative, source in files:
+        target = (input_dir / relative).resolve()
+        if root not in target.parents:
+            raise SandboxError(f"Input file path {relative!r} leaves /input")
+        for folder in reversed(target.relative_to(root).parents[:-1]):
+            (root / folder).mkdir(exist_ok=True)
+            (root / folder).chmod(0o755)
+        shutil.copyfile(source, target)
+        target.chmod(0o644)
 
 
 def dispose(engine: Engine, container_id: str | None, run_dir: Path | None) -> None:
