@@ -17,7 +17,7 @@ HINTS: dict[str, Hint] = {
     "syntax_error": Hint("Python could not parse the code.", "Check the line the traceback points at."),
     "import_error": Hint(
         "A module could not be imported.",
-        "This package is not in this environment; try `data-processing` (pandas, numpy) or "
+        "This package is not in this environment; try `data-processing` (pandas, numpy, matplotlib) or "
         "`ml-inference` (scikit-learn), or add it under requirements.",
     ),
     "type_error": Hint("A value had the wrong type for an operation.", "Check the types in the failing line."),

@@ -294,6 +294,9 @@ class Execution(models.Model):
     execution_ms = models.PositiveIntegerField(null=True)
     total_ms = models.PositiveIntegerField(null=True)
     resource_usage = models.JSONField(null=True)
+    # The program's display() outputs, in order (sandbox.RunResult.displays): {"mime", "data"} or
+    # {"mime": "image/png", "artifact": "figure-N.png"}
+    displays = models.JSONField(default=list)
 
     code_hash = models.CharField(max_length=64)
     input_hash = models.CharField(max_length=64)
@@ -404,6 +407,7 @@ class Execution(models.Model):
                 {
                     "artifacts": [a.to_dict() for a in self.artifacts.all()],
                     "files": [f.to_dict() for f in self.input_files.all()],
+                    "displays": self.displays,
                     "resource_usage": self.resource_usage,
                     "code_hash": self.code_hash,
                     "input_hash": self.input_hash,
@@ -436,6 +440,7 @@ class Execution(models.Model):
             "job_type": self.job_type,
             "execution_id": str(self.id),
             "runtime": self.runtime or None,
+            "displays": self.displays,
         }
 
 

@@ -57,6 +57,13 @@ def default_image(docker_engine: docker.DockerClient) -> str:
 
 SHIPPED = {e["name"]: e for e in importlib.import_module("executions.migrations.0004_ship_data_environments").SHIPPED}
 STRICT = importlib.import_module("executions.migrations.0022_environment_runtime").STRICT
+# (data-processing's packages since 0026: matplotlib too)
+SHIPPED["data-processing"] = {
+    **SHIPPED["data-processing"],
+    "requirements": importlib.import_module(
+        "executions.migrations.0026_displays_and_matplotlib"
+    ).DATA_PROCESSING_REQUIREMENTS,
+}
 
 
 @pytest.fixture(scope="session")

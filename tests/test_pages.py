@@ -123,7 +123,7 @@ def test_a_missing_execution_is_a_404_page(analyst) -> None:
 # -- the new execution form ------------------------------------------------------------------------
 def test_the_form_shows_each_environments_packages_and_limits(analyst) -> None:
     html = client_for(analyst).get("/ui/new/").content.decode()
-    assert 'data-info="pandas, numpy · 1g · 2.0 CPU · 60 s"' in html
+    assert 'data-info="pandas, numpy, matplotlib · 1g · 2.0 CPU · 60 s"' in html
     assert 'data-info="no extra packages · 512m · 1.0 CPU · 30 s"' in html
 
 

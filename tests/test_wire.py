@@ -33,6 +33,17 @@ def test_the_markers_are_pinned() -> None:
     assert wire.ENVELOPE_MARKER == b"\x1eTAKO-ENVELOPE "
     assert wire.MAX_ENVELOPE_BYTES == 80 * 1024 * 1024
     assert wire.RESOURCE_USAGE_KEYS == ("max_rss_mb", "cpu_time_ms", "wall_time_ms")
+    assert wire.DISPLAY_FD_ENV == "TAKO_DISPLAY_FD"
+    assert wire.DISPLAY_MIMES == ("text/html", "image/png", "application/json", "text/plain")
+    assert (wire.MAX_DISPLAYS, wire.MAX_DISPLAY_BYTES) == (100, 8 * 1024 * 1024)
+
+
+def test_the_hooks_display_limit_is_the_wires() -> None:
+    """hook/tako.py runs in the program's interpreter, where wire.py is not importable: its copy
+    of the limit must match."""
+    text = (BOOTSTRAP_DIR / "hook" / "tako.py").read_text()
+    assert "MAX_DISPLAY_BYTES = 8 * 1024 * 1024  # wire.MAX_DISPLAY_BYTES" in text
+    assert f'os.environ.get("{wire.DISPLAY_FD_ENV}")' in text
 
 
 def test_the_lines_are_pinned() -> None:

@@ -142,6 +142,14 @@ class AuditQuery(PageQuery):
 
 
 # -- responses: runs and records -------------------------------------------------------------------
+class Display(Response):
+    """One display() output: an HTML table (text/html), JSON, text, or a figure saved as an artifact."""
+
+    mime: Literal["text/html", "image/png", "application/json", "text/plain"]
+    data: Any = Field(None, description="The output itself (absent for image/png)")
+    artifact: str | None = Field(None, description="image/png: the artifact holding the figure (figure-N.png)")
+
+
 class ExecuteResponse(Response):
     """Tako VM's ExecuteResponse, plus error_type, execution_id and runtime."""
 
@@ -156,6 +164,7 @@ class ExecuteResponse(Response):
     job_type: str
     execution_id: Uuid | None = None
     runtime: str | None = None
+    displays: list[Display] = Field([], description="The program's display() outputs, in order")
 
 
 class ErrorInfo(Response):
@@ -223,6 +232,7 @@ class ExecutionRecordFull(ExecutionRecord):
 
     artifacts: list[Artifact]
     files: list[InputFileInfo] = Field(description="The input files the request sent, under /input")
+    displays: list[Display] = Field(description="The program's display() outputs, in order")
     resource_usage: ResourceUsage | None
     code_hash: str
     input_hash: str

@@ -118,6 +118,8 @@ class RunResult:
     exception: ExceptionReport | None = None
     result_json: str | None = None  # the raw text of /output/result.json, if the program wrote one
     artifacts: list[Artifact] = field(default_factory=list)
+    # display() records, in order: {"mime", "data"} or {"mime": "image/png", "artifact": name}
+    displays: list[dict[str, Any]] = field(default_factory=list)
     resource_usage: dict[str, Any] = field(default_factory=dict)
     startup_ms: int = 0
     dep_install_ms: int | None = None
@@ -125,6 +127,17 @@ class RunResult:
     image_ref: str = ""  # name@sha256:… of the image the run used
     runtime: str = ""
     warm: bool | None = None  # ran in a pooled container (True), found none ready (False), not pooled
+
+
+def without_nul(value: Any) -> Any:
+    """The program's JSON with each NUL character shown as U+FFFD (PostgreSQL's JSON cannot hold it)."""
+    if isinstance(value, str):
+        return value.replace("\x00", "\ufffd")
+    if isinstance(value, list):
+        return [without_nul(item) for item in value]
+    if isinstance(value, dict):
+        return {without_nul(key): without_nul(item) for key, item in value.items()}
+    return value
 
 
 class Sandbox(Protocol):

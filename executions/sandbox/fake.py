@@ -39,19 +39,21 @@ from executions.sandbox import (
     RunResult,
     RunSpec,
     SandboxUnavailable,
+    wire,
 )
-from executions.sandbox.docker.runner import write_input_files
+from executions.sandbox.docker.runner import displays_from, write_input_files
 from executions.sandbox.docker.stream import CappedStream, emitter
 
 HOOK_DIR = Path(__file__).resolve().parent / "bootstrap" / "hook"
 RESULT_FILE = "result.json"
-# Loads the containers' exception hook, then runs main.py as __main__ from its own folder.
+# Loads the containers' hook, then runs main.py as __main__ from its own folder (the hook's folder,
+# with `tako`, stays on the path after it, as PYTHONPATH has it in the containers).
 PRELUDE = (
     "import os, sys\n"
     "sys.path.insert(0, sys.argv[1])\n"
     "import sitecustomize\n"
     "main = sys.argv[2]\n"
-    "sys.path[0] = os.path.dirname(main)\n"
+    "sys.path.insert(0, os.path.dirname(main))\n"
     "sys.argv = [main]\n"
     "with open(main, encoding='utf-8') as source:\n"
     "    code = compile(source.read(), main, 'exec')\n"
@@ -112,19 +114,23 @@ class FakeSandbox:
         write_input_files(folder / "input", spec.input_files)
         (folder / "output").mkdir()
         report_r, report_w = os.pipe()  # the hook writes the exception that ended the program here
-        with os.fdopen(report_r, "rb") as report:
+        # display() records go to a file, as the launcher's
+        with os.fdopen(report_r, "rb") as report, tempfile.TemporaryFile(dir=folder) as display_file:
             try:
-                process = self._start(spec, main, report_w)
+                process = self._start(spec, main, report_w, display_file.fileno())
             finally:
                 os.close(report_w)
             code_began = time.monotonic()
             stdout, stderr, killed_by_us = self._watch(spec, process, deadline=code_began + spec.timeout)
             execution_ms = int((time.monotonic() - code_began) * 1000)
             exception = _exception_report(_read_available(report.fileno()))
+            display_file.seek(0)
+            displayed = wire.display_entries(display_file.read(wire.MAX_DISPLAY_BYTES))
         cancelled = killed_by_us and spec.cancel is not None and spec.cancel.is_set()
         returncode = process.returncode
         exit_code = KILLED_EXIT_CODE if killed_by_us else returncode if returncode >= 0 else 128 - returncode
         result_json, artifacts = _outputs(folder / "output")
+        displays = displays_from({"displays": displayed}, artifacts)
         return RunResult(
             exit_code=exit_code,
             stdout=stdout.text(),
@@ -136,6 +142,7 @@ class FakeSandbox:
             exception=exception,
             result_json=result_json,
             artifacts=artifacts,
+            displays=displays,
             resource_usage={"wall_time_ms": execution_ms},
             startup_ms=int((code_began - began) * 1000),
             execution_ms=execution_ms,
@@ -143,13 +150,15 @@ class FakeSandbox:
             runtime="fake",
         )
 
-    def _start(self, spec: RunSpec, main: Path, report_fd: int) -> subprocess.Popen[bytes]:
+    def _start(self, spec: RunSpec, main: Path, report_fd: int, display_fd: int) -> subprocess.Popen[bytes]:
         environment = {
             **dict(spec.shape.environment),
             "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
             "HOME": str(main.parent.parent),
             "LANG": "C.UTF-8",
             "TAKO_REPORT_FD": str(report_fd),
+            wire.DISPLAY_FD_ENV: str(display_fd),
+            "TAKO_OUTPUT_DIR": str(main.parent.parent / "output"),
         }
         return subprocess.Popen(
             [self.python, "-I", "-u", "-c", PRELUDE, str(HOOK_DIR), str(main)],
@@ -158,7 +167,7 @@ class FakeSandbox:
             stdin=subprocess.DEVNULL,
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
-            pass_fds=(report_fd,),
+            pass_fds=(report_fd, display_fd),
             start_new_session=True,  # its process group ends with it, as a container would
         )
 

@@ -22,6 +22,9 @@ The envelope (every key optional; the host trusts nothing in it):
     skipped_outputs   int: files of /output left out (not regular, too big, too many)
     dep_install_ms    int: time spent unpacking the run's wheels
     resource_usage    {"max_rss_mb": float, "cpu_time_ms": int, "wall_time_ms": int}
+    displays          [{"mime": one of DISPLAY_MIMES, "data": …} or {"mime": "image/png", "artifact": name}]:
+                      the program's display() calls, in order (hook/tako.py writes them as JSON lines
+                      to the file at DISPLAY_FD_ENV, which the launcher reads with display_entries)
 """
 
 from __future__ import annotations
@@ -33,6 +36,10 @@ END_MARKER = b"\x1eTAKO-END "
 ENVELOPE_MARKER = b"\x1eTAKO-ENVELOPE "
 MAX_ENVELOPE_BYTES = 80 * 1024 * 1024  # 50 MB of /output, base64-encoded, plus JSON
 RESOURCE_USAGE_KEYS = ("max_rss_mb", "cpu_time_ms", "wall_time_ms")
+DISPLAY_FD_ENV = "TAKO_DISPLAY_FD"
+DISPLAY_MIMES = ("text/html", "image/png", "application/json", "text/plain")
+MAX_DISPLAYS = 100
+MAX_DISPLAY_BYTES = 8 * 1024 * 1024  # all of a run's displays, as written
 
 
 def job_line(nonce: str) -> bytes:
@@ -74,3 +81,19 @@ def parse_envelope(raw: bytes | None) -> dict:
     except ValueError:
         return {}
     return envelope if isinstance(envelope, dict) else {}
+
+
+def display_entries(raw: bytes) -> list:
+    """The program's displays from the JSON lines it wrote: at most MAX_DISPLAYS, each an object
+    with a known mime (anything else is dropped; the host checks them again)."""
+    entries = []
+    for line in raw[:MAX_DISPLAY_BYTES].splitlines():
+        try:
+            entry = json.loads(line)
+        except ValueError:
+            continue
+        if isinstance(entry, dict) and entry.get("mime") in DISPLAY_MIMES:
+            entries.append(entry)
+            if len(entries) == MAX_DISPLAYS:
+                break
+    return entries

@@ -294,6 +294,7 @@ def end(
             "job_ref": result.image_ref,
             "runtime": result.runtime,
             "warm_start": result.warm,
+            "displays": result.displays,
         }
     # Artifacts and a dead letter are stored with the end, or not at all; a run leaving neither
     # (the common case) ends in one statement.

@@ -27,7 +27,15 @@ from executions.resilience import (
     breaker_success,
     retry_policy,
 )
-from executions.sandbox import RunResult, RunSpec, Sandbox, SandboxError, SandboxUnavailable, get_sandbox
+from executions.sandbox import (
+    RunResult,
+    RunSpec,
+    Sandbox,
+    SandboxError,
+    SandboxUnavailable,
+    get_sandbox,
+    without_nul,
+)
 from executions.sandbox.classify import Outcome, classify_exit, failure
 from executions.sandbox.packages import PackageError, wheel_set
 from executions.services import lifecycle
@@ -401,19 +409,8 @@ def _outcome_of(result: RunResult, execution: Execution) -> Outcome:
     )
     if result.result_json is not None:
         try:
-            execution.output = _without_nul(json.loads(result.result_json))
+            execution.output = without_nul(json.loads(result.result_json))
         except ValueError as exc:
             if outcome.success:
                 outcome = failure("json_error", f"Invalid JSON in /output/result.json: {exc}", phase="output")
     return outcome
-
-
-def _without_nul(value: Any) -> Any:
-    """The program's JSON with each NUL character shown as U+FFFD (PostgreSQL's JSON cannot hold it)."""
-    if isinstance(value, str):
-        return value.replace("\x00", "\ufffd")
-    if isinstance(value, list):
-        return [_without_nul(item) for item in value]
-    if isinstance(value, dict):
-        return {_without_nul(key): _without_nul(item) for key, item in value.items()}
-    return value

@@ -9,7 +9,8 @@ program's interpreter, which waits in sitecustomize (on the "go" pipe) before op
 The nonce comes only through stdin, so the program cannot learn it, and marks the launcher's
 messages on stdout: STARTED (the host counts the code's timeout from here), then, after the program
 and every process it left behind are gone, END on stderr and one JSON envelope on stdout with the
-exit status, the exception that ended it, /output/result.json, the artifacts and resource usage.
+exit status, the exception that ended it, /output/result.json, the artifacts, the program's
+display() records (written to an unnamed file it inherits) and resource usage.
 Those lines and the envelope are defined in wire.py, which the host imports too.
 Finally the launcher exits the way the program did, re-raising a fatal signal (exit code 128+N).
 """
@@ -153,13 +154,41 @@ def _read_nonce():
     return wire.nonce_of(data)
 
 
-def _spawn_program(search_path):
+def _display_file():
+    """An unnamed file in /tmp for the program's display() records (hook/tako.py): the program
+    cannot remove it or leave it behind, and it is read only when the program has ended."""
+    try:
+        return os.open("/tmp", os.O_TMPFILE | os.O_RDWR, 0o600)
+    except OSError:  # a filesystem without O_TMPFILE: a named file, unlinked at once
+        path = f"/tmp/.tako-displays-{os.getpid()}"
+        fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_RDWR, 0o600)
+        os.unlink(path)
+        return fd
+
+
+def _read_displays(fd):
+    try:
+        os.lseek(fd, 0, os.SEEK_SET)
+        chunks, size = [], 0
+        while size < wire.MAX_DISPLAY_BYTES:
+            chunk = os.read(fd, 1 << 20)
+            if not chunk:
+                break
+            chunks.append(chunk)
+            size += len(chunk)
+        return wire.display_entries(b"".join(chunks))
+    except OSError:
+        return []
+
+
+def _spawn_program(search_path, display_fd):
     """Start the program's interpreter now; it waits for the go pipe before reading main.py."""
     report_r, report_w = os.pipe()
     go_r, go_w = os.pipe()
-    for fd in (report_w, go_r):
+    for fd in (report_w, go_r, display_fd):
         os.set_inheritable(fd, True)
     env = dict(os.environ, TAKO_REPORT_FD=str(report_w), TAKO_GO_FD=str(go_r))
+    env[wire.DISPLAY_FD_ENV] = str(display_fd)
     env["PYTHONPATH"] = os.pathsep.join(p for p in (*search_path, env.get("PYTHONPATH")) if p)
     # posix_spawn, not subprocess: importing subprocess costs more than the program's own start.
     pid = os.posix_spawn(
@@ -170,6 +199,7 @@ def _spawn_program(search_path):
     )
     os.close(report_w)
     os.close(go_r)
+    os.set_inheritable(display_fd, False)
     return pid, report_r, go_w
 
 
@@ -183,8 +213,9 @@ def main():
         dep_install_ms = int((time.monotonic() - began) * 1000)
         search_path.append(DEPS_DIR)
     pid = report_r = go_w = None
+    display_fd = _display_file()
     if not problem:
-        pid, report_r, go_w = _spawn_program(search_path)
+        pid, report_r, go_w = _spawn_program(search_path, display_fd)
     nonce = _read_nonce()
     if nonce is None:  # the host went away (or the pool was drained) before sending a job
         sys.exit(0)
@@ -210,6 +241,7 @@ def main():
         "result_json": result_json,
         "artifacts": artifacts,
         "skipped_outputs": skipped,
+        "displays": _read_displays(display_fd),
         "dep_install_ms": dep_install_ms,
         "resource_usage": {
             "max_rss_mb": round(usage.ru_maxrss / 1024, 1),

@@ -33,6 +33,7 @@ from executions.sandbox import (
     SandboxError,
     SandboxUnavailable,
     wire,
+    without_nul,
 )
 from executions.sandbox.docker.client import EXECUTION_LABEL, WORKDIR_LABEL, Engine, translate_docker_errors
 from executions.sandbox.docker.stream import (
@@ -228,6 +229,7 @@ def _collect(
     envelope = splitter.envelope if splitter.complete and stderr_splitter.ended else None
     parsed = wire.parse_envelope(bytes(envelope) if envelope is not None else None)
     exit_code = None if killed_by_us else _exit_code_from(parsed)
+    artifacts = _artifacts_from(parsed)
     oom_killed = False
     if exit_code is None:  # no final report (killed, crashed, or it ended by SIGKILL): ask Docker
         with translate_docker_errors("Waiting for the container"):
@@ -247,7 +249,8 @@ def _collect(
         oom_killed=oom_killed,
         exception=_exception_from(parsed),
         result_json=_optional(parsed, "result_json", str),
-        artifacts=_artifacts_from(parsed),
+        artifacts=artifacts,
+        displays=displays_from(parsed, artifacts),
         resource_usage=_resource_usage_from(parsed),
         startup_ms=int(((code_started_at[0] if code_started_at else time.monotonic()) - began) * 1000),
         dep_install_ms=_optional(parsed, "dep_install_ms", int),
@@ -316,6 +319,31 @@ def _artifacts_from(envelope: dict[str, Any]) -> list[Artifact]:
         except (binascii.Error, ValueError):
             continue
     return artifacts
+
+
+def displays_from(envelope: dict[str, Any], artifacts: list[Artifact]) -> list[dict[str, Any]]:
+    """The display() records, each checked: a known mime with data of its kind, or a PNG that is
+    one of the run's artifacts (else it says, as text, that the figure is missing)."""
+    names = {artifact.name for artifact in artifacts}
+    displays: list[dict[str, Any]] = []
+    entries = envelope.get("displays")
+    for entry in (entries if isinstance(entries, list) else [])[: wire.MAX_DISPLAYS]:
+        if not isinstance(entry, dict):
+            continue
+        mime, data = entry.get("mime"), entry.get("data")
+        if mime == "image/png":
+            artifact = entry.get("artifact")
+            if isinstance(artifact, str) and artifact in names:
+                displays.append({"mime": mime, "artifact": artifact})
+            else:
+                displays.append(
+                    {"mime": "text/plain", "data": f"Figure {str(artifact)[:200]!r} is not among the artifacts"}
+                )
+        elif mime in ("text/html", "text/plain") and isinstance(data, str):
+            displays.append({"mime": mime, "data": data.replace("\x00", "\ufffd")})
+        elif mime == "application/json" and "data" in entry:
+            displays.append({"mime": mime, "data": without_nul(data)})
+    return displays
 
 
 def _resource_usage_from(envelope: dict[str, Any]) -> dict[str, Any]:

@@ -1,5 +1,5 @@
 """Loaded by the user's Python before /code/main.py: waits for the job, then records the exception
-that ends the program.
+that ends the program, and saves the matplotlib figures still open when it ends.
 
 The interpreter is started before the job arrives (see launcher.py); Python opens /code/main.py
 only after this module returns, so it blocks here until the launcher says go. The launcher
@@ -38,3 +38,48 @@ if _fd is not None:
         _print_traceback(exc_type, exc, tb)
 
     sys.excepthook = _record_exception
+
+
+# Figures: headless by default (tako_matplotlib: Agg, plt.show() saves), and every figure still open
+# at the end is saved (tako.save_open_figures). matplotlib registers its own exit handler, which
+# closes every figure, when pyplot is imported; ours must be registered after it to run before it
+# (exit handlers run last-registered first), so it is registered as pyplot finishes importing.
+os.environ.setdefault("MPLBACKEND", "module://tako_matplotlib")
+
+
+def _save_open_figures():
+    try:
+        import tako
+
+        tako.save_open_figures()
+    except Exception:  # noqa: S110  (a figure that cannot be saved never changes how the run ended)
+        pass
+
+
+class _AfterPyplot:
+    """A meta path finder that steps aside for every module but matplotlib.pyplot, whose loading it
+    wraps once to register _save_open_figures when it is done."""
+
+    @classmethod
+    def find_spec(cls, name, path=None, target=None):
+        if name != "matplotlib.pyplot":
+            return None
+        sys.meta_path.remove(cls)
+        import importlib.util
+
+        spec = importlib.util.find_spec(name)
+        if spec is None or spec.loader is None:
+            return spec
+        load = spec.loader.exec_module
+
+        def exec_module(module):
+            load(module)
+            import atexit
+
+            atexit.register(_save_open_figures)
+
+        spec.loader.exec_module = exec_module
+        return spec
+
+
+sys.meta_path.insert(0, _AfterPyplot)
