@@ -18,6 +18,7 @@ urlpatterns = [
     path("executions/<uuid:execution_id>/rerun/", pages.execution_rerun, name="ui-rerun"),
     path("batches/<uuid:batch_id>/", pages.batch_detail, name="ui-batch"),
     path("batches/<uuid:batch_id>/cancel/", pages.batch_cancel, name="ui-batch-cancel"),
+    path("executions/<uuid:execution_id>/artifacts.zip", pages.execution_artifacts_zip, name="ui-artifacts-zip"),
     path("ops/", operations.operations, name="ui-ops"),
     path("ops/dlq/<int:entry_id>/", operations.dlq_entry, name="ui-dlq-entry"),
     path("ops/dlq/<str:action>/", operations.dlq_action, name="ui-dlq-action"),

@@ -11,7 +11,7 @@ from django.contrib.auth.models import User
 from playwright.sync_api import Page, expect
 
 from executions.models import DeadLetter, Environment
-from tests.support import SCREENSHOTS
+from tests.support import SCREENSHOTS, multipart_body
 
 PASSWORD = "pw-for-browser-tests"
 FIVE_LINES = """import json, time
@@ -31,6 +31,25 @@ new MutationObserver(() => {
     if (m && !(m[1] in window.__seen)) window.__seen[m[1]] = Date.now() / 1000 - parseFloat(m[2]);
   }
 }).observe(document, {subtree: true, childList: true, characterData: true});
+"""
+
+
+CITIES = ["Lisbon", "Porto", "Braga", "Faro", "Evora"]
+SALES_CSV = "city,sales\n" + "".join(f"{city},{10 * (n + 1)}\n" for n, city in enumerate(CITIES))
+SALES_CSV += "<script>window.__pwned = 'csv'</script>,1\n"
+# Plots the uploaded CSV and displays it; then tries every way to get a script into the page: printed,
+# in a table cell (pandas escapes it), and as raw HTML written straight to the display file (as a
+# hostile program could), which the page may show only inside its sandboxed frame.
+PLOT_AND_DISPLAY = """import json, os
+import pandas as pd
+import matplotlib.pyplot as plt
+from tako import display
+df = pd.read_csv('/input/data/sales.csv')
+df.plot(x='city', y='sales', kind='bar', legend=False)
+display(df)
+print("<script>window.__pwned = 'stdout'; document.title = 'pwned'</script>")
+raw = "<p id='inside'>raw</p><script>document.body.innerHTML += '<p id=ran>ran</p>'; parent.__pwned = 'frame'</script>"
+os.write(int(os.environ['TAKO_DISPLAY_FD']), (json.dumps({'mime': 'text/html', 'data': raw}) + '\\n').encode())
 """
 
 
@@ -177,3 +196,31 @@ def test_the_breaker_panel_follows_docker(live_service, docker_proxy, admin_page
         docker_proxy.up()
     expect(page.locator("#breaker-state")).to_have_text("closed", timeout=60_000)
     shot(page, "7-breaker-closed")
+
+
+def test_an_uploaded_csv_plotted_and_displayed(live_service, shipped_images, admin_page: Page) -> None:
+    page, url = admin_page, live_service.url
+    request = {"code": PLOT_AND_DISPLAY, "job_type": "data-processing"}
+    body, content_type = multipart_body(request, {"data/sales.csv": SALES_CSV.encode()})
+    response = requests.post(f"{url}/execute/async", data=body, headers={"Content-Type": content_type}, timeout=30)
+    assert response.status_code == 202, response.text
+    page.goto(f"{url}/ui/executions/{response.json()['job_id']}/")
+    expect(page.locator("#status")).to_have_text("Succeeded", timeout=90_000)
+    expect(page.locator("#input-files")).to_contain_text("/input/data/sales.csv")
+
+    tables = page.frame_locator("iframe[sandbox]").first
+    expect(tables.locator("table")).to_contain_text("Lisbon")
+    expect(tables.locator("tbody tr")).to_have_count(len(CITIES) + 1)
+    expect(tables.locator("table")).to_contain_text("<script>window.__pwned = 'csv'</script>")  # as text
+    figure = page.locator(".figures img").first
+    expect(figure).to_be_visible()
+    assert figure.evaluate("img => img.complete && img.naturalWidth > 100")  # a real PNG, loaded
+    raw = page.frame_locator("iframe[sandbox]").nth(1)
+    expect(raw.locator("#inside")).to_have_text("raw")  # the program's HTML, in its frame…
+    expect(raw.locator("#ran")).to_have_count(0)  # …whose script did not run
+    expect(page.locator("#stdout")).to_contain_text("<script>window.__pwned = 'stdout'")  # shown as text
+    assert page.evaluate("window.__pwned") is None
+    assert page.title() != "pwned"
+    for frame in page.locator("iframe").all():
+        assert frame.get_attribute("sandbox") == ""  # no allow-scripts, no allow-same-origin
+    shot(page, "8-rich-output")

@@ -18,3 +18,12 @@ def pretty_json(value: Any) -> str:
 @register.filter
 def hint(error_type: str | None) -> Hint | None:
     return HINTS.get(error_type or "")
+
+
+@register.simple_tag
+def rich_outputs(execution: Any) -> dict[str, Any]:
+    """`{% rich_outputs execution as outputs %}`: displays, figures and artifact previews
+    (views/outputs.py), for the page and for the websocket's re-render of the result alike."""
+    from executions.views.outputs import execution_outputs
+
+    return execution_outputs(execution)

@@ -14,7 +14,7 @@ from django.contrib.auth import get_user_model
 from django.contrib.auth.views import redirect_to_login
 from django.core.exceptions import PermissionDenied
 from django.core.paginator import Paginator
-from django.http import Http404, HttpRequest, HttpResponse
+from django.http import FileResponse, Http404, HttpRequest, HttpResponse
 from django.shortcuts import redirect, render
 from django.urls import reverse
 from django.views.decorators.http import require_http_methods, require_POST
@@ -36,6 +36,7 @@ from executions.selectors import (
 from executions.services.limits import rate_key
 from executions.services.webhooks import PENDING as WEBHOOK_PENDING
 from executions.views.forms import ExecutionFilterForm, ExecutionForm
+from executions.views.outputs import artifacts_zip
 
 PAGE_SIZE = 50
 
@@ -168,7 +169,12 @@ def _day_start(day: date) -> datetime:
 @page_login_required
 def execution_detail(request: PageRequest, execution_id: Any) -> HttpResponse:
     execution = _execution_or_404(request, execution_id)
-    context = {"execution": execution, "hints": HINTS, **_webhook_context(execution)}
+    context = {
+        "execution": execution,
+        "hints": HINTS,
+        "input_files": execution.input_files.all(),
+        **_webhook_context(execution),
+    }
     if request.htmx and request.GET.get("panel") == "webhooks":
         return render(request, "executions/detail.html#webhooks", context)
     return render(request, "executions/detail.html", context)
@@ -215,6 +221,14 @@ def batch_cancel(request: PageRequest, batch_id: Any) -> HttpResponse:
     message = f"Cancelling {cancelled} job{'s' if cancelled != 1 else ''}…" if cancelled else "Every job had ended."
     trigger_client_event(response, "showToast", {"message": message, "level": "info"})
     return response
+
+
+@page_login_required
+def execution_artifacts_zip(request: PageRequest, execution_id: Any) -> FileResponse:
+    """Every artifact of the execution, as one zip ("download all")."""
+    execution = _execution_or_404(request, execution_id)
+    name = f"execution-{str(execution.pk)[:8]}-artifacts.zip"
+    return FileResponse(artifacts_zip(execution), as_attachment=True, filename=name, content_type="application/zip")
 
 
 @page_login_required
