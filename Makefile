@@ -49,6 +49,7 @@ lock:
 bench: setup
 	$(PY) bench/execute_latency.py
 	$(PY) bench/scaleout_throughput.py
+	$(PY) bench/input_files.py
 	$(PY) bench/pages.py
 
 clean:
