@@ -165,16 +165,20 @@ def _derive(request: HttpRequest, job_id: UUID, relationship: str, payload: Reru
     return submitted(admitted)
 
 
+# A stored file as a download (an artifact, an input file): the document's 200 and 304.
+DOWNLOAD = {
+    "responses": {
+        200: {"description": "The file", "content": {"application/octet-stream": {}}},
+        304: {"description": "Not modified (If-None-Match matched the ETag)"},
+    }
+}
+
+
 @router.get(
     "/jobs/{uuid:job_id}/artifacts/{str:name}",
     response={200: None, 304: None, 404: Error},
     summary="Download a file the job left in /output (HEAD too; ETag, If-None-Match → 304)",
-    openapi_extra={
-        "responses": {
-            200: {"description": "The file", "content": {"application/octet-stream": {}}},
-            304: {"description": "Not modified (If-None-Match matched the ETag)"},
-        }
-    },
+    openapi_extra=DOWNLOAD,
 )
 def job_artifact(request: HttpRequest, job_id: UUID, name: str) -> HttpResponseBase:
     """One artifact: looked up by exact name among the job's own, never by building a path."""
@@ -233,12 +237,7 @@ def execution_detail(request: HttpRequest, execution_id: UUID, query: Query[Reco
     "/executions/{uuid:execution_id}/files/{path:path}",
     response={200: None, 304: None, 404: Error},
     summary="Download an input file the request sent (HEAD too; ETag, If-None-Match → 304)",
-    openapi_extra={
-        "responses": {
-            200: {"description": "The file", "content": {"application/octet-stream": {}}},
-            304: {"description": "Not modified (If-None-Match matched the ETag)"},
-        }
-    },
+    openapi_extra=DOWNLOAD,
 )
 def execution_input_file(request: HttpRequest, execution_id: UUID, path: str) -> HttpResponseBase:
     """Looked up by exact path among the execution's own files; same visibility as the record."""
