@@ -246,3 +246,57 @@ def test_content_no_execution_lists_is_swept(api_nodocker: ApiClient) -> None:
     Execution.objects.filter(pk=job_id).delete()
     assert input_blobs_sweep(grace_seconds=0) == 1
     assert not blob.exists()
+
+
+def test_a_requeued_dead_letter_keeps_the_files(api_nodocker: ApiClient) -> None:
+    from executions.services import dead_letter_add, dlq_requeue
+
+    job_id = api_nodocker.post("/execute/async", {"code": "print(1)", "files": {"a.csv": b64(b"1")}}).json()["job_id"]
+    execution = Execution.objects.get(pk=job_id)
+    execution.error_type = "internal_error"
+    entry = dead_letter_add(execution)
+    assert entry is not None
+    requeued = dlq_requeue(entry=entry, by="test")
+    assert [f.to_dict() for f in requeued.input_files.all()] == [f.to_dict() for f in execution.input_files.all()]
+
+
+def test_the_request_part_may_be_a_file_part_too(api_nodocker: ApiClient) -> None:
+    """curl -F request=@body.json sends the JSON with a filename: it is still the request part."""
+    boundary = "b0undary"
+    body = (
+        f'--{boundary}\r\nContent-Disposition: form-data; name="request"; filename="body.json"\r\n'
+        f'Content-Type: application/json\r\n\r\n{{"code": "print(1)"}}\r\n'
+        f'--{boundary}\r\nContent-Disposition: form-data; name="f"; filename="x/y.txt"\r\n\r\nhello\r\n'
+        f"--{boundary}--\r\n"
+    ).encode()
+    response = api_nodocker.post("/execute/async", body, content_type=f"multipart/form-data; boundary={boundary}")
+    assert response.status_code == 202, response.content
+    record = api_nodocker.get(f"/executions/{response.json()['job_id']}?view=full").json()
+    assert [f["path"] for f in record["files"]] == ["x/y.txt"]
+
+
+def test_multipart_parts_without_a_filename_are_refused(api_nodocker: ApiClient) -> None:
+    boundary = "b0undary"
+    body = (
+        f'--{boundary}\r\nContent-Disposition: form-data; name="request"\r\n\r\n{{"code": "print(1)"}}\r\n'
+        f'--{boundary}\r\nContent-Disposition: form-data; name="stray"\r\n\r\nvalue\r\n'
+        f"--{boundary}--\r\n"
+    ).encode()
+    response = api_nodocker.post("/execute/async", body, content_type=f"multipart/form-data; boundary={boundary}")
+    assert response.status_code == 422
+    assert "stray" in response.json()["errors"]
+    nothing_stored()
+
+
+def test_multipart_duplicate_paths_are_refused(api_nodocker: ApiClient) -> None:
+    boundary = "b0undary"
+    part = f'--{boundary}\r\nContent-Disposition: form-data; name="f"; filename="a.txt"\r\n\r\nx\r\n'
+    body = (
+        f'--{boundary}\r\nContent-Disposition: form-data; name="request"\r\n\r\n{{"code": "print(1)"}}\r\n'
+        + part
+        + part
+        + f"--{boundary}--\r\n"
+    ).encode()
+    response = api_nodocker.post("/execute/async", body, content_type=f"multipart/form-data; boundary={boundary}")
+    assert refused(response) == ["File 'a.txt': sent twice"]
+    nothing_stored()
