@@ -8,7 +8,6 @@ from django.conf import settings
 
 from executions import services
 from executions.health import probe_breaker
-from executions.models import Execution
 from executions.resilience import another_engine_available, breaker_is_open, breaker_refuses
 from executions.sandbox import get_sandbox
 from executions.services.limits import rate_counters_prune
@@ -45,12 +44,16 @@ def _run_execution(execution_id: str, hops: int = 0) -> None:
             services.execution_dispatch(held, hops=hops)
             return
     execution = services.execution_run(execution_id=execution_id, role="worker", may_hand_over=hops < MAX_HOPS)
-    if execution.status == Execution.Status.QUEUED and not another_engine_available():
+    # Whether this run put its job back in the queue, not the job's status now: another worker's
+    # task may have claimed it already (any task runs the job whose turn it is), and the task this
+    # one used up must be replaced all the same, or some other job would be left without one.
+    requeued_here = getattr(execution, "requeued_here", False)
+    if requeued_here and not another_engine_available():
         # No engine works: it waits out the outage (within TAKO_OUTAGE_GRACE), queued; a pause
         # between tries keeps the workers from spinning on a dead engine.
         time.sleep(OUTAGE_PAUSE_SECONDS)
         services.execution_dispatch(execution, hops=hops)
-    elif execution.status == Execution.Status.QUEUED:  # handed over: this engine fails, another works
+    elif requeued_here:  # handed over: this engine fails, another works
         if breaker_is_open():
             time.sleep(HAND_OVER_PAUSE_SECONDS)  # let the healthy hosts take it
             services.execution_dispatch(execution, hops=hops)

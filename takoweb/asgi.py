@@ -27,6 +27,19 @@ try:  # under daphne: let big headers through to RequestLimits, which answers 43
     from twisted.web.http import HTTPChannel
 
     HTTPChannel.totalHeadersSize = HTTPChannel.MAX_LENGTH = 1024 * 1024
+    # Twisted parses a multipart body itself (into request.args, which daphne never reads) and
+    # answers one it cannot parse with an empty 400 before the service sees it; the service parses
+    # bodies itself (api/routing.py), answering in its own JSON errors, and a large upload is not
+    # parsed twice.
+    from daphne.http_protocol import WebRequest
+
+    _web_request_init = WebRequest.__init__
+
+    def _init_without_form_parsing(self: WebRequest, *args: object, **kwargs: object) -> None:
+        _web_request_init(self, *args, **kwargs)
+        self._parsePOSTFormSubmission = False  # (set per request by Twisted's own __init__)
+
+    WebRequest.__init__ = _init_without_form_parsing
 except ImportError:  # pragma: no cover
     pass
 from executions.routing import websocket_urlpatterns

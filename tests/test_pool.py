@@ -116,6 +116,7 @@ def test_concurrent_jobs_never_share_a_pooled_container(own_deployment) -> None:
 
 
 def test_changed_limits_or_size_replace_or_drain_the_pool(own_deployment) -> None:
+    Environment.objects.exclude(name="default").update(pool_size=0)  # default's pool alone (not strict's)
     keeper = PoolKeeper(own_deployment, engine="host-a")
     keeper.tick()
     old = {c.pool_key for c in ready(own_deployment)}
@@ -130,6 +131,7 @@ def test_changed_limits_or_size_replace_or_drain_the_pool(own_deployment) -> Non
 
 
 def test_an_idle_pool_shrinks_to_one_and_the_host_cap_holds(own_deployment, settings) -> None:
+    Environment.objects.exclude(name="default").update(pool_size=0)  # default's pool alone (not strict's)
     Environment.objects.filter(name="default").update(pool_size=3)
     keeper = PoolKeeper(own_deployment, engine="host-a")
     settings.TAKO_POOL_MAX_CONTAINERS = 2

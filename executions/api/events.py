@@ -121,7 +121,20 @@ async def event_stream(execution_id: UUID, cursor: Cursor) -> AsyncIterator[str]
             200: {
                 "description": 'text/event-stream: `status` ({"status"}) on each change, `stdout` and `stderr` '
                 "(the text as printed, a JSON string), last `end` (the execution record); every event has an id",
-                "content": {"text/event-stream": {"schema": {"type": "string"}}},
+                # Each event of the stream (as OpenAPI 3.2's itemSchema means it; Schemathesis checks it).
+                "content": {
+                    "text/event-stream": {
+                        "schema": {
+                            "type": "object",
+                            "required": ["id", "event", "data"],
+                            "properties": {
+                                "id": {"type": "string", "description": "<stdout chars>-<stderr chars>-<status>"},
+                                "event": {"enum": ["status", "stdout", "stderr", "end"]},
+                                "data": {"type": "string", "description": "JSON"},
+                            },
+                        }
+                    }
+                },
             },
             204: {"description": "Last-Event-ID names the `end` event: nothing follows"},
         }

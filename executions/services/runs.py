@@ -139,6 +139,7 @@ def _hand_over(execution: Execution, error: str) -> Execution:
     _note_attempt(execution, len(execution.attempts) + 1, f"{error} (handed to another engine)")
     lifecycle.requeue(execution)
     execution.refresh_from_db()
+    execution.requeued_here = True  # type: ignore[attr-defined]
     return execution
 
 
@@ -176,6 +177,7 @@ def _wait_for_engine(execution: Execution, error: str) -> Execution:
         logger.warning("Execution %s: no engine works (%s); it waits for one, queued", execution.pk, error)
     lifecycle.requeue(execution)
     execution.refresh_from_db()
+    execution.requeued_here = True  # type: ignore[attr-defined]
     return execution
 
 
