@@ -322,48 +322,10 @@ def _fields(request: ExecuteRequest) -> dict[str, Any]:
 
 
 # -- the record ------------------------------------------------------------------------------------
-def execution_create(
-    *,
-    code: str,
-    input_data: dict[str, Any],
-    environment: Environment,
-    timeout: int | None = None,
-    startup_timeout: int | None = None,
-    requirements: list[str] | None = None,
-    correlation_id: str = "",
-    client_ip: str | None = None,
-    idempotency_key: str | None = None,
-    is_async: bool = False,
-    parent: Execution | None = None,
-    relationship: str | None = None,
-    submitted_by: Any = None,
-    caller: str = "",
-    caller_weight: int = 1,
-    webhook_url: str = "",
-    version: EnvironmentVersion | None = None,
-    files: tuple[InputFile, ...] = (),
-) -> Execution:
-    """The record alone, admitted by nothing: for _admit above, and for tests that set up records."""
-    execution = _execution(
-        code=code,
-        input_data=input_data,
-        environment=environment,
-        timeout=timeout,
-        startup_timeout=startup_timeout,
-        requirements=requirements,
-        correlation_id=correlation_id,
-        client_ip=client_ip,
-        idempotency_key=idempotency_key,
-        is_async=is_async,
-        parent=parent,
-        relationship=relationship,
-        submitted_by=submitted_by,
-        caller=caller,
-        caller_weight=caller_weight,
-        webhook_url=webhook_url,
-        version=version,
-        files=files,
-    )
+def execution_create(**fields: Any) -> Execution:
+    """The record alone, admitted by nothing (`fields` as _execution takes them): for _admit above,
+    and for tests that set up records."""
+    execution = _execution(**fields)
     execution.save(force_insert=True)
     return execution
 

@@ -73,13 +73,18 @@ def _submitter(request: PageRequest) -> services.Submitter:
     )
 
 
+def _visible_or_404(visible: Any, pk: Any, noun: str) -> Any:
+    """The row `pk` among those the user may see; 403 if it is someone else's, 404 if none is."""
+    found = visible.filter(pk=pk).select_related("submitted_by").first()
+    if found is None:
+        if visible.model.objects.filter(pk=pk).exists():
+            raise PermissionDenied(f"This {noun} belongs to another user.")
+        raise Http404(f"There is no such {noun}.")
+    return found
+
+
 def _execution_or_404(request: PageRequest, execution_id: Any) -> Execution:
-    execution = executions_visible_to(request.user).filter(pk=execution_id).select_related("submitted_by").first()
-    if execution is None:
-        if Execution.objects.filter(pk=execution_id).exists():
-            raise PermissionDenied("This execution belongs to another user.")
-        raise Http404("There is no such execution.")
-    return execution
+    return _visible_or_404(executions_visible_to(request.user), execution_id, "execution")
 
 
 # -- new execution ---------------------------------------------------------------------------------
@@ -195,12 +200,7 @@ def _webhook_context(execution: Execution) -> dict[str, Any]:
 
 # -- batches ---------------------------------------------------------------------------------------
 def _batch_or_404(request: PageRequest, batch_id: Any) -> Batch:
-    batch = batches_visible_to(request.user).filter(pk=batch_id).select_related("submitted_by").first()
-    if batch is None:
-        if Batch.objects.filter(pk=batch_id).exists():
-            raise PermissionDenied("This batch belongs to another user.")
-        raise Http404("There is no such batch.")
-    return batch
+    return _visible_or_404(batches_visible_to(request.user), batch_id, "batch")
 
 
 @page_login_required
