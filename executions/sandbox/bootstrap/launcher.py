@@ -35,6 +35,9 @@ RESULT_FILE = "result.json"
 MAX_ARTIFACTS = 100
 MAX_ARTIFACT_BYTES = 10 * 1024 * 1024
 MAX_REPORT_BYTES = 64 * 1024
+DIED = "died"  # _wait_for_job: the program's interpreter ended before the job arrived
+READY = []  # _wait_for_job: [True] once the interpreter said it is ready (its preload is done)
+EXIT_INTERPRETER_DIED = 70
 
 
 def _read_all(fd):
@@ -143,14 +146,30 @@ def _report(nonce, envelope):
     _write(wire.envelope_lines(nonce, envelope))
 
 
-def _read_nonce():
-    """The nonce of the host's one line on stdin (wire.job_line); None if stdin closes first."""
+def _wait_for_job(ready_r):
+    """The nonce of the host's one line on stdin (wire.job_line), watching the program's
+    interpreter meanwhile: None if stdin closes first, DIED if the interpreter ends before the job
+    arrives (a preloaded module crashed it): the container then ends rather than run a job in an
+    interpreter that is gone, and the pool replaces it. `ready_r` reads b"r" once the interpreter
+    is ready, then end of file when it ends (it holds the other end open for its whole life)."""
+    import select
+
+    poller = select.poll()
+    poller.register(0, select.POLLIN)
+    if ready_r is not None:
+        poller.register(ready_r, select.POLLIN)
     data = b""
     while not data.endswith(b"\n"):
-        chunk = os.read(0, 4096)
-        if not chunk:
-            return None
-        data += chunk
+        for fd, _event in poller.poll():
+            if fd == 0:
+                chunk = os.read(0, 4096)
+                if not chunk:
+                    return None
+                data += chunk
+            elif os.read(ready_r, 1) == b"r":
+                READY.append(True)
+            else:
+                return DIED
     return wire.nonce_of(data)
 
 
@@ -185,9 +204,10 @@ def _spawn_program(search_path, display_fd):
     """Start the program's interpreter now; it waits for the go pipe before reading main.py."""
     report_r, report_w = os.pipe()
     go_r, go_w = os.pipe()
-    for fd in (report_w, go_r, display_fd):
+    ready_r, ready_w = os.pipe()
+    for fd in (report_w, go_r, ready_w, display_fd):
         os.set_inheritable(fd, True)
-    env = dict(os.environ, TAKO_REPORT_FD=str(report_w), TAKO_GO_FD=str(go_r))
+    env = dict(os.environ, TAKO_REPORT_FD=str(report_w), TAKO_GO_FD=str(go_r), TAKO_READY_FD=str(ready_w))
     env[wire.DISPLAY_FD_ENV] = str(display_fd)
     env["PYTHONPATH"] = os.pathsep.join(p for p in (*search_path, env.get("PYTHONPATH")) if p)
     # posix_spawn, not subprocess: importing subprocess costs more than the program's own start.
@@ -199,8 +219,9 @@ def _spawn_program(search_path, display_fd):
     )
     os.close(report_w)
     os.close(go_r)
+    os.close(ready_w)
     os.set_inheritable(display_fd, False)
-    return pid, report_r, go_w
+    return pid, report_r, go_w, ready_r
 
 
 def main():
@@ -212,16 +233,26 @@ def main():
         problem = _install_wheels()
         dep_install_ms = int((time.monotonic() - began) * 1000)
         search_path.append(DEPS_DIR)
-    pid = report_r = go_w = None
+    pid = report_r = go_w = ready_r = None
     display_fd = _display_file()
     if not problem:
-        pid, report_r, go_w = _spawn_program(search_path, display_fd)
-    nonce = _read_nonce()
+        pid, report_r, go_w, ready_r = _spawn_program(search_path, display_fd)
+    nonce = _wait_for_job(ready_r)
     if nonce is None:  # the host went away (or the pool was drained) before sending a job
         sys.exit(0)
+    if nonce == DIED:  # nobody is attached yet: the exit status is the only word
+        os.waitpid(pid, 0)
+        sys.exit(EXIT_INTERPRETER_DIED)
     if problem:
         _report(nonce, {"returncode": 1, "dependency_error": problem, "dep_install_ms": dep_install_ms})
         sys.exit(1)
+    # A cold start's interpreter may still be importing the environment's preloaded modules: that
+    # is start-up, so the code's clock (STARTED) begins once it is ready.
+    if not READY and os.read(ready_r, 1) != b"r":
+        returncode = os.waitstatus_to_exitcode(os.waitpid(pid, 0)[1])
+        os.write(2, b"The Python interpreter ended before the program started\n")
+        _report(nonce, {"returncode": returncode, "exception": _parse_exception(_read_all(report_r))})
+        sys.exit(returncode if returncode >= 0 else 128 - returncode)
     _write(wire.started_line(nonce))
     started = time.monotonic()
     os.write(go_w, b"g")

@@ -1,20 +1,18 @@
-"""Loaded by the user's Python before /code/main.py: waits for the job, then records the exception
-that ends the program, and saves the matplotlib figures still open when it ends.
+"""Loaded by the user's Python before /code/main.py: imports the environment's preloaded modules,
+waits for the job, then records the exception that ends the program, and saves the matplotlib
+figures still open when it ends.
 
 The interpreter is started before the job arrives (see launcher.py); Python opens /code/main.py
-only after this module returns, so it blocks here until the launcher says go. The launcher
-classifies the failure from the exception record (its class hierarchy), never by searching stderr
+only after this module returns, so it blocks here (at the end) until the launcher says go. Before
+that it imports the modules TAKO_PRELOAD names, so a pooled container's program finds them loaded,
+and tells the launcher it is ready. A module that fails to import is skipped (the program may
+still import it and see why); the failures are left in TAKO_PRELOAD_ERRORS as JSON. The launcher
+classifies a failure from the exception record (its class hierarchy), never by searching stderr
 text. The traceback itself is still printed by Python's own hook.
 """
 
 import os
 import sys
-
-_go = os.environ.pop("TAKO_GO_FD", None)
-if _go is not None:
-    if os.read(int(_go), 1) != b"g":  # the launcher ended without a job
-        os._exit(0)
-    os.close(int(_go))
 
 _fd = os.environ.pop("TAKO_REPORT_FD", None)
 if _fd is not None:
@@ -83,3 +81,34 @@ class _AfterPyplot:
 
 
 sys.meta_path.insert(0, _AfterPyplot)
+
+
+def _preload(names):
+    failed = {}
+    for name in names:
+        try:
+            __import__(name)
+        except (Exception, SystemExit) as exc:
+            failed[name] = f"{type(exc).__name__}: {exc}"[:500]
+    if failed:
+        import json
+
+        os.environ["TAKO_PRELOAD_ERRORS"] = json.dumps(failed)
+
+
+_modules = [name for name in os.environ.pop("TAKO_PRELOAD", "").split(",") if name]
+if _modules:
+    _preload(_modules)
+
+_ready = os.environ.pop("TAKO_READY_FD", None)
+if _ready is not None:
+    # Held open for the interpreter's life (never by the program's own subprocesses): the launcher
+    # reads the end of this pipe as the interpreter's end.
+    os.set_inheritable(int(_ready), False)
+    os.write(int(_ready), b"r")
+
+_go = os.environ.pop("TAKO_GO_FD", None)
+if _go is not None:
+    if os.read(int(_go), 1) != b"g":  # the launcher ended without a job
+        os._exit(0)
+    os.close(int(_go))
