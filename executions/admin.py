@@ -15,6 +15,17 @@ class EnvironmentAdmin(admin.ModelAdmin):
     list_display = ("name", "memory_limit", "cpu_limit", "timeout", "network_enabled", "pool_size", "updated_at")
     list_editable = ("pool_size",)
     search_fields = ("name",)
+    readonly_fields = ("preload_state",)
+
+    @admin.display(description="Preload check")
+    def preload_state(self, environment: Environment) -> str:
+        status = environment.preload_status
+        if status["state"] == "failed":
+            problems = status["failure"] or "; ".join(f"{m}: {e}" for m, e in status["errors"].items())
+            return f"failed (pools run without the preload): {problems}"
+        if status["state"] == "ok" and status["resident_bytes"]:
+            return f"ok: {status['resident_bytes'] // 1024**2} MB per waiting container"
+        return {"none": "no preload", "unchecked": "not checked on the current image yet"}.get(status["state"], "ok")
 
 
 @admin.register(Execution)

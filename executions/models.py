@@ -83,6 +83,20 @@ def _validate_env_vars(value: Any) -> None:
             raise ValidationError(f"{name}: names starting with TAKO_ are reserved")
 
 
+MAX_PRELOAD_MODULES = 20
+MODULE_NAME_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*$")
+
+
+def _validate_preload(value: Any) -> None:
+    if not isinstance(value, list) or not all(isinstance(item, str) for item in value):
+        raise ValidationError("Preload must be a list of module names")
+    if len(value) > MAX_PRELOAD_MODULES:
+        raise ValidationError(f"At most {MAX_PRELOAD_MODULES} modules may be preloaded")
+    for item in value:
+        if not MODULE_NAME_RE.match(item) or len(item) > 200:
+            raise ValidationError(f"Invalid module name {item!r}: use a dotted name such as matplotlib.pyplot")
+
+
 def _validate_max_timeout(value: int) -> None:
     if value > settings.TAKO_MAX_TIMEOUT:
         raise ValidationError(f"Timeout cannot exceed the deployment's max_timeout ({settings.TAKO_MAX_TIMEOUT}s)")
@@ -120,11 +134,27 @@ class Environment(models.Model):
     # with --network=none), so it cannot be combined with network_enabled.
     runtime = models.CharField(max_length=8, choices=Runtime.choices, blank=True, default="")
     env_vars = models.JSONField(default=dict, blank=True, validators=[_validate_env_vars])
+    # Empty (null): sized from recent demand (services/pool.py); a number: that many, kept while
+    # the environment is busy; 0: no pool.
     pool_size = models.PositiveSmallIntegerField(
+        null=True,
+        blank=True,
         default=0,
         validators=[MaxValueValidator(32)],
-        help_text="Containers kept started ahead of time on each worker host, so jobs skip the start",
+        help_text=(
+            "Containers kept started ahead of time on each worker host, so jobs skip the start. "
+            "Empty: as many as the environment's recent peak of concurrent jobs (at least 1); 0: none"
+        ),
     )
+    preload = models.JSONField(
+        default=list,
+        blank=True,
+        validators=[_validate_preload],
+        help_text='Modules the warm pool\'s interpreters import before a job arrives, e.g. ["pandas"]',
+    )
+    # What the last check of `preload` on this environment's image found (services/preload.py):
+    # {"image_id", "modules", "errors": {module: message}, "failure", "resident_bytes", "checked_at"}.
+    preload_check = models.JSONField(default=dict, blank=True, editable=False)
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)
 
@@ -172,6 +202,36 @@ class Environment(models.Model):
         return f"tako-vm-{self.name}@{self.image_digest}" if self.image_digest else None
 
     @property
+    def wants_pool(self) -> bool:
+        """Jobs may look for a pooled container: a size is set, or left to demand."""
+        return self.pool_size is None or self.pool_size > 0
+
+    @property
+    def preload_status(self) -> dict[str, Any]:
+        """The preload as users see it: whether the modules are imported ahead, and why not."""
+        check, modules = self.preload_check or {}, list(self.preload)
+        if not modules:
+            return {"state": "none", "modules": [], "errors": {}, "resident_bytes": None, "checked_at": None}
+        # (An image no build recorded, as in a test's engine: the check's own image counts.)
+        current = check.get("modules") == modules and check.get("image_id") == (
+            self.image_digest or check.get("image_id")
+        )
+        if not current:
+            state = "unchecked"
+        elif check.get("errors") or check.get("failure"):
+            state = "failed"
+        else:
+            state = "ok"
+        return {
+            "state": state,
+            "modules": modules,
+            "errors": dict(check.get("errors") or {}) if current else {},
+            "failure": (check.get("failure") or None) if current else None,
+            "resident_bytes": check.get("resident_bytes") if current else None,
+            "checked_at": check.get("checked_at") if current else None,
+        }
+
+    @property
     def build_pending(self) -> bool:
         return self.build_status in self.BUILD_PENDING
 
@@ -187,6 +247,8 @@ class Environment(models.Model):
             "network_enabled": self.network_enabled,
             "runtime": self.effective_runtime,
             "pool_size": self.pool_size,
+            "preload": list(self.preload),
+            "preload_status": self.preload_status,
             "image": self.image,
             "image_exists": self.image_ref is not None,
             "image_ref": self.image_ref,
@@ -710,6 +772,7 @@ class PoolState(models.Model):
     # (counted by the runs as they end: no scan of the executions).
     hits = models.PositiveBigIntegerField(default=0)
     misses = models.PositiveBigIntegerField(default=0)
+    resident_bytes = models.PositiveBigIntegerField(default=0)  # held by its ready containers (preloads included)
     updated_at = models.DateTimeField()
 
     class Meta:
@@ -726,6 +789,7 @@ class PoolState(models.Model):
             "starting": self.starting,
             "hits": self.hits,
             "misses": self.misses,
+            "resident_bytes": self.resident_bytes,
         }
 
 

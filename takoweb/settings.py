@@ -310,13 +310,16 @@ TAKO_ENGINE_NAME = envstr("TAKO_ENGINE_NAME", _DOCKER_HOST if _REMOTE_ENGINE els
 # worker and waits for it, and /health reports the workers' engines.
 TAKO_WEB_USES_DOCKER = envbool("TAKO_WEB_USES_DOCKER", True)
 
-# The warm pool: each worker host keeps containers started ahead of time (Environment.pool_size
-# per environment), each used for one job. At most TAKO_POOL_MAX_CONTAINERS ready at once per host,
-# and no more than half the engine's memory in their limits; an environment without a job for
-# TAKO_POOL_IDLE_SECONDS keeps just one.
+# The warm pool: each worker host keeps containers started ahead of time, each used for one job:
+# Environment.pool_size of them while the environment is busy, or with no size set, its peak of
+# concurrent jobs over the last TAKO_POOL_IDLE_SECONDS (at least one; an environment without a job
+# for that long keeps just one). At most TAKO_POOL_MAX_CONTAINERS ready at once per host, holding
+# at most TAKO_POOL_MEMORY while they wait (each counts what its interpreter and preloaded modules
+# hold, as measured; the memory of running jobs is TAKO_HOST_MEMORY's).
 TAKO_POOL_ENABLED = envbool("TAKO_POOL_ENABLED", True)
 TAKO_POOL_MAX_CONTAINERS = envint("TAKO_POOL_MAX_CONTAINERS", 8, minimum=0, maximum=256)
 TAKO_POOL_IDLE_SECONDS = envint("TAKO_POOL_IDLE_SECONDS", 600, minimum=10)
+TAKO_POOL_MEMORY = envmemory("TAKO_POOL_MEMORY", machine_memory() // 4, minimum=0, maximum=machine_memory())
 
 # The longest a task can take: the code's timeout, its startup, and waiting for a container slot.
 _TASK_SECONDS = TAKO_MAX_TIMEOUT + TAKO_MAX_STARTUP_TIMEOUT + 300

@@ -86,6 +86,9 @@ def _no_remembered_breaker_reads() -> None:
     forget_breaker_reads()
 
 
+TEST_POOL_SIZES = {"default": 2, "strict": 1, "data-processing": 0, "ml-inference": 0}
+
+
 @pytest.fixture(autouse=True)
 def _shipped_environments(request: pytest.FixtureRequest) -> None:
     """Transactional tests flush the tables; put the shipped `default` job type back."""
@@ -97,6 +100,10 @@ def _shipped_environments(request: pytest.FixtureRequest) -> None:
         for name, definition in SHIPPED.items():
             Environment.objects.get_or_create(name=name, defaults=definition)
         Environment.objects.get_or_create(name=STRICT["name"], defaults=STRICT)
+        # Fixed pools unless a test says otherwise: default keeps 2, strict 1, and the package
+        # environments none (their preloaded pools, sized from demand, have tests of their own).
+        for name, size in TEST_POOL_SIZES.items():
+            Environment.objects.filter(name=name, pool_size=None).update(pool_size=size)
 
 
 @pytest.fixture

@@ -337,6 +337,18 @@ class JobTypeVersion(Response):
     built_at: Timestamp
 
 
+class PreloadStatus(Response):
+    """What the last check of the preload list on the current image found. Pools preload only
+    when it is "ok"; otherwise jobs import the modules themselves (runs still work)."""
+
+    state: Literal["none", "unchecked", "ok", "failed"]
+    modules: list[str]
+    errors: dict[str, str] = Field(description="module: why it failed to import")
+    failure: str | None = Field(None, description="why the check could not import them at all (a crash, a timeout)")
+    resident_bytes: int | None = Field(description="one waiting pooled container's memory with the modules loaded")
+    checked_at: Timestamp | None
+
+
 class JobType(Response):
     name: str
     requirements: list[str]
@@ -350,7 +362,11 @@ class JobType(Response):
     runtime_available: bool | None = Field(
         None, description="a live worker host's engine has the runtime (null: no host has reported yet)"
     )
-    pool_size: int
+    pool_size: int | None = Field(
+        description="containers kept started ahead of time on each worker host; null: sized from recent demand"
+    )
+    preload: list[str] = Field(description="modules its pooled interpreters import before a job arrives")
+    preload_status: PreloadStatus
     image: str
     image_exists: bool = Field(description="a build recorded the image (stored state; Docker is not asked)")
     image_ref: str | None = Field(description="name@sha256:… of the image the last build recorded")
@@ -383,6 +399,9 @@ class PoolCounts(Response):
     starting: int = Field(ge=0)
     hits: int = Field(ge=0)
     misses: int = Field(ge=0)
+    resident_bytes: int = Field(
+        ge=0, description="memory its ready containers hold while they wait (preloads included)"
+    )
 
 
 class PoolStats(QueueStats):

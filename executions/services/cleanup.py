@@ -14,6 +14,7 @@ from django.utils import timezone
 from executions.models import AuditEvent, DeadLetter, Execution
 from executions.sandbox import SandboxError, SandboxUnavailable, get_sandbox
 from executions.services.input_files import input_blobs_sweep
+from executions.services.preload import is_young_check
 
 
 def containers_reap_quietly() -> int:
@@ -29,6 +30,8 @@ def containers_reap() -> int:
     sandbox = get_sandbox()
     removed = 0
     for execution_id in sandbox.running_executions():
+        if is_young_check(execution_id):
+            continue  # a preload check, not a job's (services/preload.py); it ends by itself
         try:
             running = Execution.objects.filter(pk=uuid.UUID(execution_id), status=Execution.Status.RUNNING).exists()
         except ValueError:

@@ -20,18 +20,33 @@ from executions.models import VERSION_TAG_RE, Environment, EnvironmentVersion
 from executions.sandbox import ContainerShape, SandboxError, SandboxUnavailable
 from executions.sandbox.images import BuildResult, ImageBuildError, ensure_image, keep_version
 from executions.services.audit import audit_record
+from executions.services.preload import preload_modules
 
 
-def environment_shape(environment: Environment, image_ref: str, *, wheels_dir: str | None = None) -> ContainerShape:
-    """The container a job of this environment runs in (`image_ref` is name@sha256:…)."""
+def environment_shape(
+    environment: Environment,
+    image_ref: str,
+    *,
+    wheels_dir: str | None = None,
+    preload: tuple[str, ...] | None = None,
+) -> ContainerShape:
+    """The container a job of this environment runs in (`image_ref` is name@sha256:…). Its
+    interpreter preloads `preload`, by default the environment's modules once checked on this image
+    (a run with packages of its own gets none: what it installed might not match them)."""
+    image_id = image_ref.partition("@")[2]
+    if preload is None:
+        preload = () if wheels_dir else preload_modules(environment, image_id)
+    variables = {str(k): str(v) for k, v in environment.env_vars.items()}
+    if preload:
+        variables["TAKO_PRELOAD"] = ",".join(preload)  # (TAKO_ names are reserved: no clash)
     return ContainerShape(
         image=environment.image,
-        image_id=image_ref.partition("@")[2],
+        image_id=image_id,
         memory_limit=environment.memory_limit,
         cpu_limit=environment.cpu_limit,
         network_enabled=environment.network_enabled,
         runtime=environment.effective_runtime,
-        environment=tuple(sorted((str(k), str(v)) for k, v in environment.env_vars.items())),
+        environment=tuple(sorted(variables.items())),
         wheels_dir=wheels_dir,
     )
 

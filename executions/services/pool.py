@@ -1,9 +1,12 @@
 """The warm pool's keeper: one per worker host, next to its Docker engine.
 
-It keeps each environment's pooled containers started (Environment.pool_size of them, within the
-host's capacity), starts a replacement as soon as a job takes one (it watches the engine's events,
-so an idle pool costs no polling), replaces containers whose image or limits changed, shrinks an
-idle environment's pool to one, and drains the pool when it stops. Every few seconds it also
+It keeps each environment's pooled containers started, within the host's capacity (a count, and
+TAKO_POOL_MEMORY of memory held by waiting containers), starts a replacement as soon as a job takes
+one (it watches the engine's events, so an idle pool costs no polling), replaces containers whose
+image, limits or preload changed, and drains the pool when it stops. How many: Environment.pool_size
+while the environment is busy (one when idle); or, with no size set, the environment's peak of
+concurrent jobs over the last TAKO_POOL_IDLE_SECONDS (at least one). Pooled interpreters import the
+environment's preload list once a check on its image found it sound (services/preload.py). Every few seconds it also
 removes containers whose job has ended but whose removal an engine fault interrupted. Which job gets which container
 is decided on the engine (see sandbox/docker/pool.py), not here; jobs never wait for the keeper.
 """
@@ -12,7 +15,6 @@ from __future__ import annotations
 
 import atexit
 import logging
-import os
 import threading
 import time
 from dataclasses import dataclass
@@ -21,15 +23,16 @@ from typing import Any
 
 from django.conf import settings
 from django.db import DatabaseError, connections
-from django.db.models import F
+from django.db.models import F, Q
 from django.utils import timezone
 
-from executions.models import Environment, Execution, PoolState, ProcessBeat, memory_bytes
+from executions.models import Environment, Execution, PoolState, ProcessBeat
 from executions.resilience import this_engine
 from executions.sandbox import ContainerShape, PooledContainer, Sandbox, SandboxError, SandboxUnavailable, get_sandbox
 from executions.services.cleanup import containers_reap
 from executions.services.environments import environment_shape
 from executions.services.heartbeats import Heartbeat, live_engines
+from executions.services.preload import preload_check_due, preload_check_run, resident_bytes
 
 logger = logging.getLogger(__name__)
 
@@ -40,7 +43,8 @@ PUBLISH_EVERY_SECONDS = 15.0  # the keeper's state is shown as live while it is 
 STATE_MAX_AGE_SECONDS = 60.0  # … this; older rows belong to a keeper that is gone
 REAP_EVERY_SECONDS = 10.0  # containers whose job ended but whose removal failed (an engine fault) go
 CLAIM_STUCK_SECONDS = 30.0  # a claim takes milliseconds; one this old was cut off by an engine fault
-HOST_MEMORY_SHARE = 0.5  # the pool's memory limits together stay under this share of the host's
+DEMAND_EVERY_SECONDS = 10.0  # an environment's recent peak of concurrent jobs is read this often
+PRELOAD_RETRY_SECONDS = 60.0  # a preload check the engine could not run is tried again after this
 
 
 @dataclass(frozen=True)
@@ -48,7 +52,7 @@ class PoolPlan:
     environment: str
     shape: ContainerShape
     target: int
-    memory: int  # bytes of one container's limit
+    memory: int  # bytes one of its containers holds while it waits (its interpreter, its preload)
 
 
 class PoolKeeper:
@@ -57,11 +61,14 @@ class PoolKeeper:
         self.engine = engine or this_engine()
         self.wake = threading.Event()
         self.started_at = timezone.now()
-        self._published: dict[str, tuple[int, int, int, int]] = {}
+        self._published: dict[str, tuple[int, int, int, int, int]] = {}
         self._claimed_since: dict[str, float] = {}
         self._reaped_at = 0.0
         self.heartbeat = Heartbeat(ProcessBeat.Role.POOL, engine=self.engine)
         self._published_at = 0.0
+        self._demand: dict[str, tuple[float, int]] = {}  # environment -> (read at, peak)
+        self._checking: set[tuple[str, str, tuple[str, ...]]] = set()  # preload checks under way
+        self._check_failed_at: dict[tuple[str, str, tuple[str, ...]], float] = {}
 
     def run(self, stop: threading.Event) -> None:
         """Keep the pool until `stop` is set, then drain it."""
@@ -142,25 +149,63 @@ class PoolKeeper:
             return []
         idle_since = timezone.now() - timedelta(seconds=settings.TAKO_POOL_IDLE_SECONDS)
         plans = []
-        for environment in Environment.objects.filter(pool_size__gt=0):
+        for environment in Environment.objects.filter(Q(pool_size__isnull=True) | Q(pool_size__gt=0)):
             image_ref = self.sandbox.image_ref(environment.image)
             if image_ref is None:
                 continue  # not built yet: jobs wait for the build, and so does the pool
+            image_id = image_ref.partition("@")[2]
+            if preload_check_due(environment, image_id):
+                self._check_preload(environment, image_ref)  # meanwhile, its pool has no preload
+            shape = environment_shape(environment, image_ref)
+            target = self._target(environment, idle_since)
+            plans.append(PoolPlan(environment.name, shape, target, resident_bytes(environment, image_id)))
+        return plans
+
+    def _target(self, environment: Environment, idle_since: Any) -> int:
+        """How many of its containers to keep ready: its fixed size while it is busy (one when
+        idle), or with no size set, its recent peak of concurrent jobs (at least one)."""
+        if environment.pool_size is not None:
             busy = self.started_at > idle_since or (
                 Execution.objects.filter(job_type=environment.name, created_at__gte=idle_since).exists()
             )
-            shape = environment_shape(environment, image_ref)
-            target = environment.pool_size if busy else min(environment.pool_size, 1)
-            plans.append(PoolPlan(environment.name, shape, target, memory_bytes(environment.memory_limit)))
-        return plans
+            return environment.pool_size if busy else min(environment.pool_size, 1)
+        now = time.monotonic()
+        read_at, peak = self._demand.get(environment.name, (0.0, 0))
+        if now - read_at > DEMAND_EVERY_SECONDS:
+            peak = peak_concurrency(environment.name, idle_since)
+            self._demand[environment.name] = (now, peak)
+        return max(1, peak)
+
+    def _check_preload(self, environment: Environment, image_ref: str) -> None:
+        """Check the environment's preload on this image in the background (one at a time per
+        environment, image and list; after an engine fault, again PRELOAD_RETRY_SECONDS later)."""
+        key = (environment.name, image_ref, tuple(environment.preload))
+        failed_at = self._check_failed_at.get(key)
+        if key in self._checking or (failed_at is not None and time.monotonic() - failed_at < PRELOAD_RETRY_SECONDS):
+            return
+        self._checking.add(key)
+
+        def check() -> None:
+            try:
+                shape = environment_shape(environment, image_ref, preload=tuple(environment.preload))
+                preload_check_run(self.sandbox, environment, shape)
+                self.wake.set()  # its pool takes the preload now
+            except Exception as exc:  # the engine or the database failed: nothing was recorded
+                self._check_failed_at[key] = time.monotonic()
+                logger.warning("Warm pool: could not check the preload of %s (%s)", environment.name, exc)
+            finally:
+                self._checking.discard(key)
+                connections.close_all()  # this thread's own connection
+
+        threading.Thread(target=check, name=f"preload-check-{environment.name}", daemon=True).start()
 
     @staticmethod
     def _missing(plans: dict[str, PoolPlan], keep: dict[str, list[PooledContainer]]) -> list[str]:
         """The containers to start, one per entry, taking turns between environments, within the
-        host's capacity (a count, and a share of its memory)."""
+        host's capacity (a count, and the memory waiting containers may hold)."""
         count = sum(len(group) for group in keep.values())
         memory = sum(plans[key].memory * len(group) for key, group in keep.items())
-        memory_cap = HOST_MEMORY_SHARE * os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+        memory_cap = settings.TAKO_POOL_MEMORY
         deficits = {key: plan.target - len(keep[key]) for key, plan in plans.items()}
         missing = []
         while any(d > 0 for d in deficits.values()):
@@ -188,10 +233,10 @@ class PoolKeeper:
         states = {}
         for key, plan in plans.items():
             ready = len(keep[key]) + (started or {}).get(key, 0)
-            states[plan.environment] = (plan.target, ready, in_use[key], missing.count(key))
+            states[plan.environment] = (plan.target, ready, in_use[key], missing.count(key), ready * plan.memory)
         if states == self._published and now - self._published_at < PUBLISH_EVERY_SECONDS:
             return
-        for environment, (target, ready, using, starting) in states.items():
+        for environment, (target, ready, using, starting, resident) in states.items():
             PoolState.objects.update_or_create(
                 engine=self.engine,
                 environment=environment,
@@ -200,6 +245,7 @@ class PoolKeeper:
                     "ready": ready,
                     "in_use": using,
                     "starting": starting,
+                    "resident_bytes": resident,
                     "updated_at": timezone.now(),
                 },
             )
@@ -296,4 +342,27 @@ def pool_counts_flush() -> None:
 
 
 def _empty_stats() -> dict[str, Any]:
-    return {"target": 0, "ready": 0, "in_use": 0, "starting": 0, "hits": 0, "misses": 0}
+    return {"target": 0, "ready": 0, "in_use": 0, "starting": 0, "hits": 0, "misses": 0, "resident_bytes": 0}
+
+
+def peak_concurrency(environment: str, since: Any) -> int:
+    """The most jobs of `environment` that ran at once since `since` (running ones count till now)."""
+    # Bounded by created_at (indexed): a job that ran after `since` was created at most its longest
+    # run (timeout and start-up) before it.
+    created_after = since - timedelta(seconds=settings.TAKO_MAX_TIMEOUT + 600)
+    runs = (
+        Execution.objects.filter(job_type=environment, created_at__gte=created_after, started_at__isnull=False)
+        .filter(Q(ended_at__isnull=True) | Q(ended_at__gte=since))
+        .order_by("-created_at")
+        .values_list("started_at", "ended_at")[:10_000]
+    )
+    now = timezone.now()
+    changes = sorted(
+        [(max(started, since), 1) for started, _ in runs] + [(ended or now, -1) for _, ended in runs],
+        key=lambda change: (change[0], change[1]),  # an end before a start at the same instant
+    )
+    peak = running = 0
+    for _, step in changes:
+        running += step
+        peak = max(peak, running)
+    return peak

@@ -370,7 +370,7 @@ def _run_spec(
         input_files=input_files_for_run(execution),
         timeout=execution.timeout,
         startup_timeout=max(execution.startup_timeout - (time.monotonic() - began), 0),
-        warm_pool=settings.TAKO_POOL_ENABLED and environment.pool_size > 0,
+        warm_pool=settings.TAKO_POOL_ENABLED and environment.wants_pool,
         quick=execution.quick,
         on_output=monitor.on_output,
         on_container_start=monitor.on_container_start,

@@ -7,6 +7,7 @@ from functools import wraps
 from typing import Any
 from urllib.parse import urlencode
 
+from django.conf import settings
 from django.core.exceptions import PermissionDenied
 from django.http import Http404, HttpResponse
 from django.shortcuts import get_object_or_404, render
@@ -61,6 +62,7 @@ def operations(request: PageRequest) -> HttpResponse:
         context["waiting_for_engine"] = services.jobs_waiting_for_engine()
         context["host_use"] = services.host_use()
         context["callers"] = services.caller_use()
+        context["pool_memory"] = settings.TAKO_POOL_MEMORY
     if panel in (None, "dlq"):
         context.update(_dlq_context(request))
     if panel in (None, "environments"):

@@ -45,6 +45,27 @@ if _fd is not None:
 os.environ.setdefault("MPLBACKEND", "module://tako_matplotlib")
 
 
+def _font_cache():
+    """matplotlib's font cache, built with the image (prepare_image.py), copied to where this run's
+    matplotlib looks (its config folder must be writable, and the image is read-only)."""
+    built = "/opt/tako/matplotlib-cache"
+    try:
+        names = [name for name in os.listdir(built) if name.startswith("fontlist")]
+    except OSError:
+        return  # no matplotlib in this environment
+    target = os.environ.setdefault("MPLCONFIGDIR", os.path.join(os.environ.get("HOME", "/tmp"), ".matplotlib"))
+    try:
+        os.makedirs(target, exist_ok=True)
+        for name in names:
+            with open(os.path.join(built, name), "rb") as source, open(os.path.join(target, name), "wb") as copy:
+                copy.write(source.read())
+    except OSError:
+        pass  # matplotlib builds its own
+
+
+_font_cache()
+
+
 def _save_open_figures():
     try:
         import tako
