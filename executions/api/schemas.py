@@ -444,6 +444,11 @@ class Readiness(Response):
     checks: Checks
 
 
+class JobDataVersion(Response):
+    tag: str
+    digest: str = Field(description="sha256:… of the image")
+
+
 class JobData(Response):
     code: str
     input_data: dict[str, Any]
@@ -451,6 +456,9 @@ class JobData(Response):
     timeout: int
     startup_timeout: int | None = None
     requirements: list[str] | None = None
+    job_version: JobDataVersion | None = Field(
+        None, description="The build of its job type the job asked for (name@…): a requeue runs on it"
+    )
 
 
 class DeadLetter(Response):
