@@ -84,7 +84,7 @@ class AsyncExecuteRequest(ExecuteRequest, WebhookTarget):
 
 
 class BatchRequest(WebhookTarget):
-    """POST /execute/batch: the same code and settings for every input (a webhook per job)."""
+    """POST /execute/batch: the same code, settings and files for every input (a webhook per job)."""
 
     code: Code
     inputs: Inputs
@@ -92,6 +92,28 @@ class BatchRequest(WebhookTarget):
     timeout: Timeout | None = Field(None, description="Each job's run time in seconds; default: the job type's")
     startup_timeout: StartupTimeout | None = None
     requirements: Requirements | None = None
+    files: Files | None = None  # written under /input for every job of the batch
+
+
+# The same request as multipart/form-data (routing.read_json_or_multipart), for the document.
+MULTIPART_BODY = {
+    "requestBody": {
+        "content": {
+            "multipart/form-data": {
+                "schema": {
+                    "type": "object",
+                    "required": ["request"],
+                    "properties": {"request": {"type": "string", "description": "The JSON body, without files"}},
+                    "additionalProperties": {
+                        "type": "string",
+                        "format": "binary",
+                        "description": "One part per input file: its filename is its path under /input",
+                    },
+                }
+            }
+        }
+    }
+}
 
 
 class RerunRequest(Request):

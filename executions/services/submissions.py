@@ -26,7 +26,7 @@ from executions.errors import (
 from executions.models import Batch, DeadLetter, Environment, EnvironmentVersion, Execution, Lock, memory_bytes
 from executions.resilience import no_engine_available
 from executions.services.audit import audit_record
-from executions.services.input_files import input_files_of, input_files_store
+from executions.services.input_files import input_files_of, input_files_store, input_files_store_for
 from executions.services.job_requests import (
     BatchRequest,
     DeriveRequest,
@@ -216,7 +216,8 @@ def dlq_requeue_matching(
 
 def batch_submit(request: BatchRequest, *, submitter: Submitter) -> tuple[Batch, list[Execution]]:
     """Queue one job per input, admitted as a whole: every job counts against the caller's quota
-    (QuotaExceeded) and must fit in the queue (QueueFull); refused, nothing is queued."""
+    (QuotaExceeded) and must fit in the queue (QueueFull); refused, nothing is queued and no file
+    is stored. The request's files are shared: each job lists them all."""
     if submitter.rate_key is not None:
         request_count(submitter.rate_key)
     job = request.job
@@ -252,6 +253,7 @@ def batch_submit(request: BatchRequest, *, submitter: Submitter) -> tuple[Batch,
         if job.webhook_url:
             for execution in executions:
                 webhook_delivery_create(execution, api_key=submitter.api_key)
+        input_files_store_for(executions, job.files)  # once, the limits checked: shared by every job
         transaction.on_commit(lambda: executions_dispatch(executions))
     return batch, executions
 
