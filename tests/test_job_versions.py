@@ -63,6 +63,9 @@ class _Monitor:
     def on_output(self, stream: str, text: str) -> None:
         pass
 
+    def on_truncated(self, stream: str) -> None:
+        pass
+
     def on_container_start(self) -> None:
         pass
 
