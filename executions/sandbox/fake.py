@@ -27,7 +27,7 @@ import sys
 import tempfile
 import threading
 import time
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import IO
 
@@ -42,7 +42,7 @@ from executions.sandbox import (
     wire,
 )
 from executions.sandbox.docker.runner import displays_from, write_input_files
-from executions.sandbox.docker.stream import CappedStream, emitter
+from executions.sandbox.docker.stream import CappedStream, Emit, emitter
 
 HOOK_DIR = Path(__file__).resolve().parent / "bootstrap" / "hook"
 RESULT_FILE = "result.json"
@@ -293,7 +293,7 @@ class FakeSandbox:
             raise SandboxUnavailable("The fake engine is down (FakeSandbox.available is False)")
 
 
-def _pump(pipe: IO[bytes], capped: CappedStream, stream: str, emit: Callable[..., None]) -> None:
+def _pump(pipe: IO[bytes], capped: CappedStream, stream: str, emit: Emit) -> None:
     """Keep (capped) and pass on live what the program writes to one stream, until it closes."""
     with pipe:
         while data := os.read(pipe.fileno(), 65536):

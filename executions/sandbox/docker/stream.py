@@ -7,7 +7,7 @@ import codecs
 import logging
 import os
 from collections.abc import Callable, Iterator
-from typing import Any
+from typing import Any, Protocol
 
 import docker
 from docker.utils.socket import frames_iter
@@ -195,9 +195,11 @@ def _marker_prefix_length(buf: bytes, marker: bytes) -> int:
     return 0
 
 
-def emitter(
-    on_output: Callable[[str, str], None] | None, on_truncated: Callable[[str], None] | None = None
-) -> Callable[..., None]:
+class Emit(Protocol):
+    def __call__(self, stream: str, data: bytes, capped: CappedStream | None = None) -> None: ...
+
+
+def emitter(on_output: Callable[[str, str], None] | None, on_truncated: Callable[[str], None] | None = None) -> Emit:
     """Decode each stream incrementally (a character may span two chunks) and pass it on. Called as
     `emit(stream, kept_bytes, capped)`: once `capped` has passed its cap, the marker its stored text
     ends with is passed on too, then `on_truncated(stream)`, once; so what was passed on live is
