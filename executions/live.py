@@ -45,12 +45,13 @@ def notify_execution_changed(execution_id: Any) -> None:
 
 
 def _versions(ids: list[str]) -> dict[str, tuple[Any, ...]]:
-    """What tells a change, per execution: its status and the length of each stream."""
+    """What tells a change, per execution: its status, the length of each stream, whether it passed
+    the output cap."""
     close_old_connections()
     rows = (
         Execution.objects.filter(pk__in=ids)
         .annotate(out=Length("stdout"), err=Length("stderr"))
-        .values_list("pk", "status", "out", "err", "ended_at")
+        .values_list("pk", "status", "out", "err", "ended_at", "stdout_truncated", "stderr_truncated")
     )
     return {str(pk): tuple(rest) for pk, *rest in rows}
 

@@ -4,14 +4,18 @@ only by whoever may see executions."""
 
 from __future__ import annotations
 
+import base64
+import hashlib
+from pathlib import Path
 from typing import Any
 
 import pytest
+from django.conf import settings
 from django.contrib.auth.models import User
 
 from executions import services
-from executions.models import ApiKey, Batch, Environment, Execution, WebhookDelivery
-from tests.support import ApiClient
+from executions.models import ApiKey, Batch, Environment, Execution, InputFile, WebhookDelivery
+from tests.support import ApiClient, multipart_body
 
 pytestmark = pytest.mark.django_db
 
@@ -160,3 +164,120 @@ def test_the_batch_page_cancels_and_refuses_other_users(api_nodocker: ApiClient,
     response = _page_client(user).post(f"/ui/batches/{batch_id}/cancel/", HTTP_HX_REQUEST="true")
     assert response.status_code == 204 and "Cancelling 2 jobs" in response["HX-Trigger"]
     assert set(Execution.objects.values_list("status", flat=True)) == {"cancelled"}
+
+
+# -- input files, shared by every job of the batch ---------------------------------------------------
+@pytest.fixture
+def data_dir(settings: Any, tmp_path: Path) -> Path:
+    settings.DATA_DIR = tmp_path / "data"
+    return settings.DATA_DIR / "inputs"
+
+
+def stored_blobs(root: Path) -> list[Path]:
+    return [p for p in root.rglob("*") if p.is_file()] if root.exists() else []
+
+
+def b64(data: bytes) -> str:
+    return base64.b64encode(data).decode()
+
+
+FILES = {"table.csv": b"n,label\n1,one\n", "nested/dir/blob.bin": bytes(range(256))}
+
+
+def test_every_job_of_a_batch_lists_the_same_files(api_nodocker: ApiClient, ana: tuple[User, str], data_dir) -> None:
+    key = ana[1]
+    encoded = {path: b64(data) for path, data in FILES.items()}
+    by_json = batch(api_nodocker, key, inputs=[{"n": 0}, {"n": 1}, {"n": 2}], files=encoded)
+    assert by_json.status_code == 202, by_json.content
+    body, content_type = multipart_body({"code": "print(1)", "inputs": [{"n": 3}, {"n": 4}]}, FILES)
+    by_multipart = api_nodocker.post("/execute/batch", body, content_type=content_type, HTTP_X_API_KEY=key)
+    assert by_multipart.status_code == 202, by_multipart.content
+    expected = sorted(
+        ({"path": p, "size_bytes": len(d), "sha256": hashlib.sha256(d).hexdigest()} for p, d in FILES.items()),
+        key=lambda f: f["path"],
+    )
+    job_ids = by_json.json()["job_ids"] + by_multipart.json()["job_ids"]
+    for job_id in job_ids:
+        record = api_nodocker.get(f"/executions/{job_id}?view=full", HTTP_X_API_KEY=key).json()
+        assert record["files"] == expected
+        download = api_nodocker.get(f"/executions/{job_id}/files/table.csv", HTTP_X_API_KEY=key)
+        assert b"".join(download.streaming_content) == FILES["table.csv"]
+    assert [Execution.objects.get(pk=j).input_data for j in job_ids] == [{"n": n} for n in range(5)]
+    assert len(stored_blobs(data_dir)) == 2  # stored once by content, for all five jobs
+
+
+def test_a_rerun_of_a_batch_job_keeps_its_files(api_nodocker: ApiClient, ana: tuple[User, str], data_dir) -> None:
+    key = ana[1]
+    job_id = batch(api_nodocker, key, inputs=[{}], files={"a.txt": b64(b"x")}).json()["job_ids"][0]
+    rerun = api_nodocker.post(f"/jobs/{job_id}/rerun", {}, HTTP_X_API_KEY=key).json()["job_id"]
+    assert [f.path for f in Execution.objects.get(pk=rerun).input_files.all()] == ["a.txt"]
+
+
+def _too_many() -> dict[str, str]:
+    return {f"f{i}.txt": b64(b"x") for i in range(settings.TAKO_MAX_INPUT_FILES + 1)}
+
+
+@pytest.mark.parametrize(
+    ("files", "message"),
+    [
+        ({"../etc/passwd": b64(b"x")}, "File '../etc/passwd': '..' and '.' are not allowed in a path"),
+        ({"/etc/passwd": b64(b"x")}, "File '/etc/passwd': absolute paths are not allowed"),
+        ({"data.json": b64(b"x")}, "File 'data.json': /input/data.json holds input_data"),
+        ({"a b.csv": b64(b"x")}, "File 'a b.csv': the path must match"),
+        ({"a": b64(b"1"), "a/b.csv": b64(b"2")}, "File 'a': the path is also a folder of another file"),
+        ({"ok.csv": "not base64!!"}, "File 'ok.csv': its content is not valid base64"),
+        ({"ok.csv": 5}, "File 'ok.csv': its content must be a base64 string"),
+        (["ok.csv"], "files must be an object of {path: base64 content}"),
+        (_too_many, "At most 20 files are allowed (21 sent)"),
+        ({"big.bin": "big"}, "File 'big.bin': it is 11 bytes, over the limit of 10 bytes per file"),
+        ({"a.txt": b64(b"x" * 9), "b.txt": b64(b"y" * 9)}, "Files total 18 bytes, over the limit of 15 bytes in all"),
+    ],
+)
+def test_files_that_break_a_rule_refuse_the_whole_batch_naming_the_file(
+    api_nodocker: ApiClient, ana: tuple[User, str], data_dir, settings, files: Any, message: str
+) -> None:
+    settings.TAKO_MAX_INPUT_FILE_BYTES, settings.TAKO_MAX_INPUT_FILES_BYTES = 10, 15
+    if callable(files):
+        files = files()
+    elif files == {"big.bin": "big"}:
+        files = {"big.bin": b64(b"z" * 11)}
+    response = batch(api_nodocker, ana[1], inputs=[{}, {}], files=files)
+    assert response.status_code == 422, response.content
+    assert any(m.startswith(message) for m in response.json()["errors"]["files"]), response.json()
+    assert (Execution.objects.count(), Batch.objects.count(), InputFile.objects.count()) == (0, 0, 0)
+    assert stored_blobs(data_dir) == []
+
+
+def test_multipart_batches_follow_the_same_rules(
+    api_nodocker: ApiClient, ana: tuple[User, str], data_dir, settings
+) -> None:
+    settings.TAKO_MAX_INPUT_FILE_BYTES = 4
+    key = ana[1]
+    request = {"code": "print(1)", "inputs": [{}]}
+    for part_request, files, field, message in [
+        (request, {"a.bin": b"12345"}, "files", "File 'a.bin': it is 5 bytes, over the limit of 4 bytes per file"),
+        (request, {"../x.csv": b"1"}, "files", "File '../x.csv': '..' and '.' are not allowed in a path"),
+        ({**request, "files": {"b.csv": b64(b"2")}}, {"a.csv": b"1"}, "files", "In a multipart request, send"),
+        (None, {"a.csv": b"1"}, "request", "A multipart request needs a 'request' part holding the JSON body"),
+        ({"code": "print(1)"}, {"a.csv": b"1"}, "inputs", "Inputs is required"),
+    ]:
+        body, content_type = multipart_body(part_request, files)
+        response = api_nodocker.post("/execute/batch", body, content_type=content_type, HTTP_X_API_KEY=key)
+        assert response.status_code == 422, response.content
+        assert response.json()["errors"][field][0].startswith(message), response.json()
+    assert (Execution.objects.count(), Batch.objects.count(), InputFile.objects.count()) == (0, 0, 0)
+    assert stored_blobs(data_dir) == []
+
+
+def test_a_batch_refused_for_room_or_quota_stores_no_file(
+    api_nodocker: ApiClient, ana: tuple[User, str], data_dir, settings
+) -> None:
+    files = {"a.txt": b64(b"kept only if admitted")}
+    settings.TAKO_MAX_QUEUE_SIZE = 2
+    assert batch(api_nodocker, ana[1], inputs=[{}] * 3, files=files).status_code == 503
+    settings.TAKO_MAX_QUEUE_SIZE, settings.TAKO_MAX_JOBS_IN_PROGRESS = 100, 2
+    assert batch(api_nodocker, ana[1], inputs=[{}] * 3, files=files).status_code == 429
+    assert (Execution.objects.count(), Batch.objects.count(), InputFile.objects.count()) == (0, 0, 0)
+    assert stored_blobs(data_dir) == []
+    assert batch(api_nodocker, ana[1], inputs=[{}] * 2, files=files).status_code == 202
+    assert (InputFile.objects.count(), len(stored_blobs(data_dir))) == (2, 1)

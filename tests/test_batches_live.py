@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import base64
+import json
 import time
 from typing import Any
 
@@ -50,3 +52,36 @@ def test_cancelling_a_batch_stops_the_running_jobs_and_the_queued_never_start(li
     assert {item["error_type"] for item in done["items"]} == {"cancelled"}
     started = [requests.get(f"{live_url}/executions/{j}", timeout=10).json()["started_at"] for j in body["job_ids"]]
     assert None in started  # the queued ones never started
+
+
+READ_FILE = "import json\nn = json.load(open('/input/data.json'))['n']\n"
+READ_FILE += "print(open('/input/tables/labels.csv').read().splitlines()[n])"
+
+
+def test_every_job_of_a_batch_reads_the_batchs_files_under_input(live_url: str) -> None:
+    labels = b"zero\none\ntwo\n"
+    body = {"code": READ_FILE, "inputs": [{"n": n} for n in range(3)]}
+    by_json = requests.post(
+        f"{live_url}/execute/batch",
+        json={**body, "files": {"tables/labels.csv": base64.b64encode(labels).decode()}},
+        timeout=30,
+    )
+    assert by_json.status_code == 202, by_json.text
+    # The same as multipart/form-data, as curl -F sends it, through daphne.
+    by_multipart = requests.post(
+        f"{live_url}/execute/batch",
+        files={
+            "request": (None, json.dumps({**body, "inputs": [{"n": 2}]}), "application/json"),
+            "file": ("tables/labels.csv", labels, "text/csv"),
+        },
+        timeout=30,
+    )
+    assert by_multipart.status_code == 202, by_multipart.text
+    for submitted, expected in ((by_json, ["zero", "one", "two"]), (by_multipart, ["two"])):
+        batch_id = submitted.json()["batch_id"]
+        done = wait_for(lambda b=batch_id: (p := progress(live_url, b))["done"] and p, timeout=120, what="the batch")
+        assert done["counts"] == {"succeeded": len(expected)}, done
+        for job_id, label in zip(submitted.json()["job_ids"], expected, strict=True):
+            record = requests.get(f"{live_url}/executions/{job_id}?view=full", timeout=10).json()
+            assert record["stdout"] == f"{label}\n"
+            assert [f["path"] for f in record["files"]] == ["tables/labels.csv"]

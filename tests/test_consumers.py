@@ -88,6 +88,26 @@ def test_it_catches_up_then_streams_then_ends(owner: User) -> None:
     assert 'id="result"' in final and "status-succeeded" in final
 
 
+def test_the_page_shows_the_truncation_marker_as_the_run_monitor_stores_it(owner: User) -> None:
+    execution = _execution(owner, status="running", stdout="x" * 10)
+    headers = _cookie(owner)
+    marker = "\n[TRUNCATED: output exceeded 65536 bytes]"
+
+    async def scenario() -> str:
+        communicator = _communicator(execution.pk, headers)
+        await communicator.connect()
+        await communicator.receive_from(timeout=5)
+        # As the run monitor writes a stream passing the cap (services/runs.py), the job still running.
+        await asyncio.to_thread(
+            Execution.objects.filter(pk=execution.pk).update, stdout="x" * 10 + marker, stdout_truncated=True
+        )
+        message = await communicator.receive_from(timeout=5)
+        await communicator.disconnect()
+        return message
+
+    assert run_async(scenario()) == f'<pre id="stdout" hx-swap-oob="beforeend">{marker}</pre>'
+
+
 def test_a_reconnect_replaces_the_text_instead_of_repeating_it(owner: User) -> None:
     execution = _execution(owner, status="running", stdout="a\nb\n")
     headers = _cookie(owner)

@@ -94,6 +94,33 @@ def test_an_ended_job_gets_its_whole_output_and_end_at_once(live_url: str) -> No
     assert events[3]["data"]["exit_code"] == 3
 
 
+def test_output_past_the_cap_is_told_truncated_while_the_job_runs_as_the_record_says(live_url: str) -> None:
+    code = "import sys, time\nsys.stdout.write('x' * 70000)\nsys.stdout.flush()\ntime.sleep(3)\nprint('dropped')"
+    job_id = submit(live_url, code)
+    events, status_when_told = [], None
+    with stream(live_url, job_id) as response:
+        for event in sse_events(response):
+            events.append(event)
+            if event["event"] == "truncated":
+                status_when_told = status_of(live_url, job_id)
+    assert status_when_told == "running"  # told at once, not when the job ended
+    told = [e for e in events if e["event"] == "truncated"]
+    assert [e["data"] for e in told] == [{"stream": "stdout"}]
+    kinds = [e["event"] for e in events]
+    assert kinds.index("truncated") < kinds.index("end")
+    out = "".join(e["data"] for e in events if e["event"] == "stdout")
+    record = requests.get(f"{live_url}/executions/{job_id}?view=full", timeout=10).json()
+    assert out == record["stdout"] == "x" * 65536 + "\n[TRUNCATED: output exceeded 65536 bytes]"
+    assert (record["stdout_truncated"], record["stderr_truncated"]) == (True, False)
+    before = events[kinds.index("truncated") - 1]
+    assert before["event"] == "stdout" and before["data"].endswith("[TRUNCATED: output exceeded 65536 bytes]")
+    # A client that went away between the marker and the word gets the word, then the rest, once.
+    with stream(live_url, job_id, **{"Last-Event-ID": before["id"]}) as response:
+        rest = list(sse_events(response))
+    assert [e["event"] for e in rest] == ["truncated", "status", "end"]
+    assert rest[-1]["id"].endswith("-end-t:stdout")
+
+
 def test_callers_see_only_their_own_jobs(live_url: str) -> None:
     alice = User.objects.create_user("alice-sse", password="pw-for-tests-only")
     bob = User.objects.create_user("bob-sse", password="pw-for-tests-only")

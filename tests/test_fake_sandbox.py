@@ -112,6 +112,25 @@ def test_output_streams_live_and_the_start_is_announced() -> None:
     assert "".join(text for stream, text in chunks if stream == "stderr") == "err\n"
 
 
+def test_past_the_cap_the_live_output_ends_with_the_stored_marker_then_tells_truncated() -> None:
+    calls: list[tuple[str, str | None]] = []
+    # 'a' then 2-byte characters: the 1024-byte cap cuts one in half, which neither side keeps.
+    code = "import sys\nprint('a' + 'é' * 600, flush=True)\nprint('more ' * 100)\nprint('err', file=sys.stderr)"
+    result = FakeSandbox(output_cap_bytes=1024).run(
+        spec(
+            code,
+            on_output=lambda stream, text: calls.append((stream, text)),
+            on_truncated=lambda stream: calls.append((stream, None)),
+        )
+    )
+    assert result.stdout_truncated and not result.stderr_truncated
+    live = "".join(text for stream, text in calls if stream == "stdout" and text is not None)
+    assert live == result.stdout and live.endswith("\n[TRUNCATED: output exceeded 1024 bytes]")
+    stdout_calls = [text for stream, text in calls if stream == "stdout"]
+    assert stdout_calls[-2:] == ["\n[TRUNCATED: output exceeded 1024 bytes]", None]  # the marker, then the word
+    assert ("stderr", None) not in calls and "".join(t for s, t in calls if s == "stderr" and t) == "err\n"
+
+
 def test_a_cancelled_run_ends_as_cancelled() -> None:
     cancel = threading.Event()
     threading.Timer(0.3, cancel.set).start()

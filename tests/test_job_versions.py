@@ -63,6 +63,9 @@ class _Monitor:
     def on_output(self, stream: str, text: str) -> None:
         pass
 
+    def on_truncated(self, stream: str) -> None:
+        pass
+
     def on_container_start(self) -> None:
         pass
 
@@ -117,3 +120,67 @@ def test_a_rerun_keeps_the_version_unless_it_names_another_job_type(api_nodocker
     assert Execution.objects.get(pk=plain).job_version is None
     assert EnvironmentVersion.objects.count() == 2
     assert services.execute_request_parse({"code": "1", "job_type": "default@v2"}).version.digest == B
+
+
+# -- the dead letter queue ---------------------------------------------------------------------------
+def _dead_lettered(api: ApiClient, job_type: str) -> tuple[Execution, Any]:
+    job_id = api.post("/execute/async", {"code": "print(1)", "job_type": job_type}).json()["job_id"]
+    Execution.objects.filter(pk=job_id).update(status="failed", error_type="internal_error", error_message="boom")
+    execution = Execution.objects.get(pk=job_id)
+    entry = services.dead_letter_add(execution)
+    assert entry is not None
+    return execution, entry
+
+
+@pytest.mark.parametrize("spec", ["v1", A[:19]])
+def test_a_requeued_dead_letter_runs_on_the_version_it_asked_for(api_nodocker: ApiClient, default, spec) -> None:
+    old = environment_version_record(default, digest=A)
+    environment_version_record(default, digest=B)  # the latest: not what the job asked for
+    _, entry = _dead_lettered(api_nodocker, f"default@{spec}")
+    listed = api_nodocker.get("/dlq").json()["items"][0]["job_data"]
+    assert (listed["job_type"], listed["job_version"]) == ("default", {"tag": "v1", "digest": A})
+    response = api_nodocker.post(f"/dlq/{entry.pk}/requeue")
+    assert response.status_code == 202, response.content
+    requeued = Execution.objects.get(pk=response.json()["job_id"])
+    assert requeued.job_version == old
+    spec_run = runs._run_spec(requeued, services_sandbox(), _Monitor(), default)
+    assert spec_run.shape.image_id == A
+    done = services.dlq_requeue_matching(ids=[_dead_lettered(api_nodocker, "default@v1")[1].pk], by="ops")
+    assert [job.job_version for _, job in done.requeued] == [old]  # the bulk requeue too
+
+
+def test_an_unversioned_dead_letter_runs_on_the_latest(api_nodocker: ApiClient, default) -> None:
+    environment_version_record(default, digest=A)
+    _, entry = _dead_lettered(api_nodocker, "default")
+    assert "job_version" not in entry.job_data
+    requeued = services.dlq_requeue(entry=entry, by="ops")
+    assert requeued.job_version is None
+
+
+def test_a_dead_letter_whose_version_is_gone_is_refused_not_run_on_another(api_nodocker: ApiClient, default) -> None:
+    environment_version_record(default, digest=A)
+    _, entry = _dead_lettered(api_nodocker, "default@v1")
+    # The job type was made again under the same name: its v1 is another image.
+    EnvironmentVersion.objects.filter(environment=default).update(digest=B)
+    response = api_nodocker.post(f"/dlq/{entry.pk}/requeue")
+    assert response.status_code == 422, response.content
+    gone = f"Version 'v1' of job_type 'default' is no longer the build {A} the job asked for"
+    assert response.json()["detail"] == gone
+    EnvironmentVersion.objects.filter(environment=default).delete()
+    response = api_nodocker.post(f"/dlq/{entry.pk}/requeue")
+    assert response.status_code == 422
+    assert response.json()["detail"].startswith("Unknown version 'v1' of job_type 'default'")
+    done = services.dlq_requeue_matching(ids=[entry.pk], by="ops")  # skipped, and the bulk goes on
+    assert done.requeued == [] and done.skipped[0][0] == entry.pk and "Unknown version 'v1'" in done.skipped[0][1]
+    entry.refresh_from_db()
+    assert entry.requeued_at is None
+    assert Execution.objects.count() == 1  # only the dead job: nothing was queued
+
+
+def test_an_entry_stored_before_versions_were_kept_takes_the_jobs_own(api_nodocker: ApiClient, default) -> None:
+    old = environment_version_record(default, digest=A)
+    environment_version_record(default, digest=B)
+    _, entry = _dead_lettered(api_nodocker, "default@v1")
+    entry.job_data.pop("job_version")
+    entry.save(update_fields=["job_data"])
+    assert services.dlq_requeue(entry=entry, by="ops").job_version == old

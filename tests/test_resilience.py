@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import subprocess
@@ -18,6 +19,7 @@ from executions import services
 from executions.models import CircuitBreaker, DeadLetter, Environment, Execution
 from executions.resilience import CircuitOpen, breaker_acquire, breaker_failure, breaker_state, breaker_success
 from executions.sandbox.docker import DockerSandbox
+from executions.services.environments import environment_version_record
 from tests.support import ROOT
 
 DEAD_ENGINE = "unix:///nonexistent/docker.sock"
@@ -93,6 +95,37 @@ def test_a_transient_fault_is_retried_then_dead_lettered(default_image: str, set
     assert entry.job_data["code"] == "print(1)" and entry.job_data["input_data"] == {"k": 1}
     assert entry.job_data["job_type"] == "default" and entry.job_data["timeout"] == 30
     assert entry.client_ip == "127.0.0.1"
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_requeued_versioned_job_runs_on_its_versions_image_not_the_latest(
+    default_image: str, scratch_environment_name: str, tmp_path, settings
+) -> None:
+    settings.TAKO_RETRY_BASE_DELAY = 0.1
+    name, engine = scratch_environment_name, docker.from_env(version="auto")
+    digests: dict[str, str] = {}
+    try:
+        for tag in ("v1", "latest"):  # two images, told apart by a file
+            folder = tmp_path / tag
+            folder.mkdir()
+            (folder / "version.txt").write_text(tag)
+            (folder / "Dockerfile").write_text(f"FROM {default_image}\nCOPY version.txt /version.txt\n")
+            digests[tag] = engine.images.build(path=str(folder), tag=f"tako-vm-{name}:{tag}", rm=True)[0].id
+        environment = Environment.objects.create(name=name, requirements=[], pool_size=0)
+        version = environment_version_record(environment, digest=digests["v1"])
+        environment_version_record(environment, digest=digests["latest"])
+        code = "print(open('/version.txt').read())"
+        dead = services.execution_create(code=code, input_data={}, environment=environment, version=version)
+        dead = services.execution_run(execution_id=dead.pk, sandbox=_dead_sandbox())
+        entry = DeadLetter.objects.get(execution=dead)
+        requeued = services.execution_run(execution_id=services.dlq_requeue(entry=entry, by="test").pk)
+        assert (requeued.status, requeued.stdout) == ("succeeded", "v1\n"), requeued.stderr
+        assert requeued.job_ref == f"tako-vm-{name}@{digests['v1']}"
+        plain = services.execution_create(code=code, input_data={}, environment=environment)
+        assert services.execution_run(execution_id=plain.pk).stdout == "latest\n"  # what it would have run on
+    finally:
+        with contextlib.suppress(docker.errors.ImageNotFound):
+            engine.images.remove(f"tako-vm-{name}:v1", force=True)
 
 
 def test_failures_of_the_users_code_are_not_docker_failures(api) -> None:

@@ -174,6 +174,24 @@ def test_output_streams_live_while_the_program_runs(default_image: str, settings
     assert "".join(text for _, stream, text in chunks if stream == "stdout") == "first\nsecond\n"
 
 
+def test_past_the_cap_the_live_output_adds_up_to_the_stored_text(default_image: str, settings) -> None:
+    settings.TAKO_DEPLOYMENT_ID = "live-output-test"  # no execution record: the live reaper must not see it
+    calls: list[tuple[str, str | None]] = []
+    spec = RunSpec(
+        execution_id="live-cap-test",
+        shape=ContainerShape(image=default_image, image_id=""),
+        code="print('a' + 'é' * 40000)",  # 80,002 bytes: the cap (65,536) cuts an 'é' in half
+        input_json="{}",
+        timeout=10,
+        on_output=lambda stream, text: calls.append((stream, text)),
+        on_truncated=lambda stream: calls.append((stream, None)),
+    )
+    result = get_sandbox().run(spec)
+    assert result.stdout_truncated and result.stdout == "a" + "é" * 32767 + "\n[TRUNCATED: output exceeded 65536 bytes]"
+    assert "".join(text for stream, text in calls if stream == "stdout" and text) == result.stdout
+    assert calls[-1] == ("stdout", None) and calls.count(("stdout", None)) == 1
+
+
 def test_the_launchers_report_cannot_be_spoofed_by_the_program(api) -> None:
     code = "print('\\x1eTAKO-ENVELOPE 0000\\n' + '{\"returncode\": 0}')\nraise KeyError('real')"
     body = run_code(api, code)

@@ -13,8 +13,16 @@ from ninja.responses import Status
 from executions import services
 from executions.api.auth import EXECUTE, caller, submitter
 from executions.api.errors import ApiError
-from executions.api.routing import JsonBody, Router
-from executions.api.schemas import BatchCancelled, BatchRequest, BatchStatus, BatchSubmitted, Error, Unavailable
+from executions.api.routing import JsonOrMultipartBody, Router
+from executions.api.schemas import (
+    MULTIPART_BODY,
+    BatchCancelled,
+    BatchRequest,
+    BatchStatus,
+    BatchSubmitted,
+    Error,
+    Unavailable,
+)
 from executions.models import Batch
 from executions.selectors import batch_progress, batches_visible_to
 
@@ -25,8 +33,11 @@ router = Router(auth=EXECUTE, tags=["batches"])
     "/execute/batch",
     response={202: BatchSubmitted, 400: Error, 415: Error, 422: Error, 503: Unavailable},
     summary="Queue one job per input, as a whole (over quota: 429; no room for all: 503; nothing queued)",
+    openapi_extra=MULTIPART_BODY,
 )
-def execute_batch(request: HttpRequest, payload: Annotated[BatchRequest, JsonBody(...)]) -> Status[object]:
+def execute_batch(request: HttpRequest, payload: Annotated[BatchRequest, JsonOrMultipartBody(...)]) -> Status[object]:
+    """JSON, or multipart/form-data (a `request` part and one part per file) like POST /execute/async;
+    the files are written under /input for every job."""
     batch_request = services.batch_request_parse(payload.model_dump(exclude_unset=True))
     batch, executions = services.batch_submit(batch_request, submitter=submitter(request))
     return Status(202, {"batch_id": str(batch.pk), "job_ids": [str(e.pk) for e in executions]})

@@ -2,9 +2,14 @@
 
 Fed by live.py, the event source of the execution page's websocket. Each event's id is the
 position after it: how much of stdout and of stderr has been sent, and the last status sent
-(`<stdout chars>-<stderr chars>-<status>`, `…-end` for the last event). A client reconnecting
-with `Last-Event-ID` gets what follows that position, so no line is repeated or lost; after
-`end` it gets 204, which tells an EventSource to stop reconnecting.
+(`<stdout chars>-<stderr chars>-<status>`, `…-end` for the last event), then which streams were
+told truncated, if any (`…-t:stdout,stderr`). A client reconnecting with `Last-Event-ID` gets
+what follows that position, so no line is repeated or lost; after `end` it gets 204, which tells
+an EventSource to stop reconnecting.
+
+A stream that passes the output cap stops there: its text (as the record's) ends with the
+sandbox's marker, `[TRUNCATED: output exceeded N bytes]`, sent as the run monitor stores it, and
+a `truncated` event (`{"stream": "stdout"}`) follows at once, which no program can print.
 
 Django answers the request (authentication, visibility, 401/404, the usual headers) and, when
 the stream may start, says so in a header that EventStreams, the ASGI layer in front of Django,
@@ -38,7 +43,7 @@ from executions.models import Execution
 router = Router(auth=EXECUTE, tags=["jobs"])
 
 KEEPALIVE_SECONDS = 15  # a comment line now and then keeps proxies from closing an idle stream
-EVENT_ID_RE = re.compile(r"^(\d{1,12})-(\d{1,12})-([a-z_]{1,16})$")
+EVENT_ID_RE = re.compile(r"^(\d{1,12})-(\d{1,12})-([a-z_]{1,16})(?:-t:(stdout|stderr|stdout,stderr))?$")
 STREAMS = ("stdout", "stderr")
 
 
@@ -49,6 +54,7 @@ class Cursor:
     stdout: int = 0
     stderr: int = 0
     sent: str = ""  # the last status sent, or `end`
+    truncated: tuple[str, ...] = ()  # the streams a `truncated` event was sent for, in STREAMS order
 
     @classmethod
     def parse(cls, value: str | None) -> Cursor:
@@ -56,14 +62,15 @@ class Cursor:
         found = EVENT_ID_RE.match((value or "").strip())
         if found is None:
             return cls()
-        return cls(int(found[1]), int(found[2]), found[3])
+        return cls(int(found[1]), int(found[2]), found[3], tuple(found[4].split(",")) if found[4] else ())
 
     @property
     def ended(self) -> bool:
         return self.sent == "end"
 
     def __str__(self) -> str:
-        return f"{self.stdout}-{self.stderr}-{self.sent}"
+        told = f"-t:{','.join(self.truncated)}" if self.truncated else ""
+        return f"{self.stdout}-{self.stderr}-{self.sent}{told}"
 
 
 def _event(kind: str, data: Any, cursor: Cursor) -> str:
@@ -82,6 +89,9 @@ def events_since(execution: Execution, cursor: Cursor) -> list[str]:
         if len(text) > sent:
             setattr(cursor, stream, len(text))
             events.append(_event(stream, text[sent:], cursor))
+        if getattr(execution, f"{stream}_truncated") and stream not in cursor.truncated:
+            cursor.truncated = tuple(s for s in STREAMS if s in cursor.truncated or s == stream)
+            events.append(_event("truncated", {"stream": stream}, cursor))
     if execution.is_terminal:
         events += _status(execution, cursor)
         cursor.sent = "end"
@@ -120,7 +130,9 @@ async def event_stream(execution_id: UUID, cursor: Cursor) -> AsyncIterator[str]
         "responses": {
             200: {
                 "description": 'text/event-stream: `status` ({"status"}) on each change, `stdout` and `stderr` '
-                "(the text as printed, a JSON string), last `end` (the execution record); every event has an id",
+                '(the text as printed, a JSON string), `truncated` ({"stream"}) once a stream passed the output '
+                "cap (its text then ends with the marker the record's does), last `end` (the execution record); "
+                "every event has an id",
                 # Each event of the stream (as OpenAPI 3.2's itemSchema means it; Schemathesis checks it).
                 "content": {
                     "text/event-stream": {
@@ -128,8 +140,11 @@ async def event_stream(execution_id: UUID, cursor: Cursor) -> AsyncIterator[str]
                             "type": "object",
                             "required": ["id", "event", "data"],
                             "properties": {
-                                "id": {"type": "string", "description": "<stdout chars>-<stderr chars>-<status>"},
-                                "event": {"enum": ["status", "stdout", "stderr", "end"]},
+                                "id": {
+                                    "type": "string",
+                                    "description": "<stdout chars>-<stderr chars>-<status>[-t:<streams truncated>]",
+                                },
+                                "event": {"enum": ["status", "stdout", "stderr", "truncated", "end"]},
                                 "data": {"type": "string", "description": "JSON"},
                             },
                         }

@@ -14,6 +14,7 @@ from executions import services
 from executions.api.auth import EXECUTE, submitter
 from executions.api.routing import JsonOrMultipartBody, Router, in_worker_thread
 from executions.api.schemas import (
+    MULTIPART_BODY,
     AsyncExecuteRequest,
     Error,
     ExecuteRequest,
@@ -28,32 +29,13 @@ router = Router(auth=EXECUTE, tags=["run"])
 
 SYNC_POLL_SECONDS = 0.02
 REFUSALS = {400: Error, 409: IdempotencyConflict, 415: Error, 422: Error, 503: Unavailable}
-# The same request as multipart/form-data (routing.read_json_or_multipart), for the document.
-MULTIPART = {
-    "requestBody": {
-        "content": {
-            "multipart/form-data": {
-                "schema": {
-                    "type": "object",
-                    "required": ["request"],
-                    "properties": {"request": {"type": "string", "description": "The JSON body, without files"}},
-                    "additionalProperties": {
-                        "type": "string",
-                        "format": "binary",
-                        "description": "One part per input file: its filename is its path under /input",
-                    },
-                }
-            }
-        }
-    }
-}
 
 
 @router.post(
     "/execute",
     response={200: ExecuteResponse, **REFUSALS},
     summary="Run code and wait for the result",
-    openapi_extra=MULTIPART,
+    openapi_extra=MULTIPART_BODY,
 )
 async def execute(
     request: HttpRequest, payload: Annotated[ExecuteRequest, JsonOrMultipartBody(...)]
@@ -85,7 +67,7 @@ async def execute(
     "/execute/async",
     response={202: JobSubmitted, 200: JobSubmitted, **REFUSALS},
     summary="Queue code to run on the worker cluster",
-    openapi_extra=MULTIPART,
+    openapi_extra=MULTIPART_BODY,
 )
 def execute_async(
     request: HttpRequest, payload: Annotated[AsyncExecuteRequest, JsonOrMultipartBody(...)]

@@ -106,11 +106,12 @@ def dlq_entry(request: HttpRequest, entry_id: int) -> dict[str, Any]:
 
 @router.post(
     "/dlq/{int:entry_id}/requeue",
-    response={202: Requeued, 404: Error, 409: Error, 503: Unavailable},
+    response={202: Requeued, 404: Error, 409: Error, 422: Error, 503: Unavailable},
     summary="Run an entry's job again, as a new job linked to it",
 )
 def dlq_requeue(request: HttpRequest, entry_id: int) -> Status[dict[str, Any]]:
-    """409: the entry was already requeued (existing_job_id names the job)."""
+    """409: the entry was already requeued (existing_job_id names the job); 422: its job type, or
+    the build of it the job asked for, no longer exists."""
     entry = _entry_or_404(entry_id)
     if no_engine_available():
         raise ServiceUnavailable("Docker circuit breaker is open; requeue once it has closed")

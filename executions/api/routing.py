@@ -77,9 +77,9 @@ class _PathNamedParser(MultiPartParser):
 
 
 def read_json_or_multipart(request: HttpRequest) -> Any:
-    """The body of POST /execute and /execute/async: JSON, or multipart/form-data with a `request`
-    part holding the JSON body and one part per input file, its filename the file's path. The files
-    join the body as `files` ({path: bytes}), validated with it."""
+    """The body of POST /execute, /execute/async and /execute/batch: JSON, or multipart/form-data
+    with a `request` part holding the JSON body and one part per input file, its filename the
+    file's path. The files join the body as `files` ({path: bytes}), validated with it."""
     if (request.content_type or "") != MULTIPART:
         return read_json(request, empty_is_object=False)
     try:

@@ -84,7 +84,7 @@ class AsyncExecuteRequest(ExecuteRequest, WebhookTarget):
 
 
 class BatchRequest(WebhookTarget):
-    """POST /execute/batch: the same code and settings for every input (a webhook per job)."""
+    """POST /execute/batch: the same code, settings and files for every input (a webhook per job)."""
 
     code: Code
     inputs: Inputs
@@ -92,6 +92,28 @@ class BatchRequest(WebhookTarget):
     timeout: Timeout | None = Field(None, description="Each job's run time in seconds; default: the job type's")
     startup_timeout: StartupTimeout | None = None
     requirements: Requirements | None = None
+    files: Files | None = None  # written under /input for every job of the batch
+
+
+# The same request as multipart/form-data (routing.read_json_or_multipart), for the document.
+MULTIPART_BODY = {
+    "requestBody": {
+        "content": {
+            "multipart/form-data": {
+                "schema": {
+                    "type": "object",
+                    "required": ["request"],
+                    "properties": {"request": {"type": "string", "description": "The JSON body, without files"}},
+                    "additionalProperties": {
+                        "type": "string",
+                        "format": "binary",
+                        "description": "One part per input file: its filename is its path under /input",
+                    },
+                }
+            }
+        }
+    }
+}
 
 
 class RerunRequest(Request):
@@ -463,6 +485,11 @@ class Readiness(Response):
     checks: Checks
 
 
+class JobDataVersion(Response):
+    tag: str
+    digest: str = Field(description="sha256:… of the image")
+
+
 class JobData(Response):
     code: str
     input_data: dict[str, Any]
@@ -470,6 +497,9 @@ class JobData(Response):
     timeout: int
     startup_timeout: int | None = None
     requirements: list[str] | None = None
+    job_version: JobDataVersion | None = Field(
+        None, description="The build of its job type the job asked for (name@…): a requeue runs on it"
+    )
 
 
 class DeadLetter(Response):

@@ -79,8 +79,11 @@ class RunSpec:
     # Sync or quick work (False: a long job): a long job's container gets a quarter of the CPU
     # weight, so on a busy host the quick runs beside it are not slowed down by it.
     quick: bool = True
-    # Called from a reader thread with ("stdout" | "stderr", text) as the program writes.
+    # Called from a reader thread with ("stdout" | "stderr", text) as the program writes. What it is
+    # given adds up to the result's text: past the output cap, the marker that text ends with.
     on_output: Callable[[str, str], None] | None = None
+    # Called once with "stdout" or "stderr" when that stream passes the cap (after on_output's marker).
+    on_truncated: Callable[[str], None] | None = None
     # Called once the container has started (before that, the run can safely be tried again).
     on_container_start: Callable[[], None] | None = None
     # Set from outside to stop the run; it then ends with `cancelled` true.

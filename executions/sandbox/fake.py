@@ -27,7 +27,7 @@ import sys
 import tempfile
 import threading
 import time
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import IO
 
@@ -42,7 +42,7 @@ from executions.sandbox import (
     wire,
 )
 from executions.sandbox.docker.runner import displays_from, write_input_files
-from executions.sandbox.docker.stream import CappedStream, emitter
+from executions.sandbox.docker.stream import CappedStream, Emit, emitter
 
 HOOK_DIR = Path(__file__).resolve().parent / "bootstrap" / "hook"
 RESULT_FILE = "result.json"
@@ -98,6 +98,9 @@ class FakeSandbox:
             emit = emitter(spec.on_output)
             emit("stdout", result.stdout.encode())
             emit("stderr", result.stderr.encode())
+            for stream in ("stdout", "stderr"):  # (a scripted text holds its marker already)
+                if getattr(result, f"{stream}_truncated") and spec.on_truncated is not None:
+                    spec.on_truncated(stream)
             return result
         with tempfile.TemporaryDirectory(prefix="tako-fake-") as folder:
             result = self._run_process(spec, Path(folder))
@@ -178,7 +181,7 @@ class FakeSandbox:
         Returns its stdout, its stderr, and whether it was killed."""
         self._running[spec.execution_id] = process
         stdout, stderr = CappedStream(self.output_cap_bytes), CappedStream(self.output_cap_bytes)
-        emit = emitter(spec.on_output)
+        emit = emitter(spec.on_output, spec.on_truncated)
         assert process.stdout is not None and process.stderr is not None
         readers = [
             threading.Thread(target=_pump, args=(process.stdout, stdout, "stdout", emit), daemon=True),
@@ -290,11 +293,11 @@ class FakeSandbox:
             raise SandboxUnavailable("The fake engine is down (FakeSandbox.available is False)")
 
 
-def _pump(pipe: IO[bytes], capped: CappedStream, stream: str, emit: Callable[[str, bytes], None]) -> None:
+def _pump(pipe: IO[bytes], capped: CappedStream, stream: str, emit: Emit) -> None:
     """Keep (capped) and pass on live what the program writes to one stream, until it closes."""
     with pipe:
         while data := os.read(pipe.fileno(), 65536):
-            emit(stream, capped.feed(data))
+            emit(stream, capped.feed(data), capped)
 
 
 def _kill_group(process: subprocess.Popen[bytes]) -> None:

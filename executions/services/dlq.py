@@ -29,6 +29,7 @@ def dead_letter_add(execution: Execution) -> DeadLetter | None:
             "timeout": execution.timeout,
             "startup_timeout": execution.startup_timeout,
             "requirements": execution.requirements,
+            **_version_of(execution),
         },
         error_type=execution.error_type,
         error_message=execution.error_message or "",
@@ -38,6 +39,16 @@ def dead_letter_add(execution: Execution) -> DeadLetter | None:
     )
     logger.warning("Execution %s went to the dead letter queue as entry %s", execution.pk, entry.pk)
     return entry
+
+
+def _version_of(execution: Execution) -> dict[str, object]:
+    """The build a job asked for (`name@<tag>` or `name@sha256:…`): a requeue runs on that image,
+    not the latest. Tag and digest both: a tag names one image, but a job type made again under
+    the same name numbers its builds from v1 again."""
+    version = execution.job_version
+    if version is None:
+        return {}
+    return {"job_version": {"tag": version.tag, "digest": version.digest}}
 
 
 def dlq_stats() -> dict[str, object]:

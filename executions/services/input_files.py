@@ -11,7 +11,7 @@ from __future__ import annotations
 import os
 import tempfile
 import time
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from pathlib import Path
 
 from django.conf import settings
@@ -33,17 +33,27 @@ def input_blob_path(sha256: str) -> Path:
 
 def input_files_store(execution: Execution, files: Iterable[RequestedFile]) -> list[InputFile]:
     """Write the content of new files (once per sha256, atomically) and list them all on `execution`."""
-    rows = []
+    stored = input_files_store_for([execution], files)
+    # Known here: a run of this same instance (a sync request's) need not read them back.
+    execution.admitted_input_files = stored  # type: ignore[attr-defined]
+    return stored
+
+
+def input_files_store_for(executions: Sequence[Execution], files: Iterable[RequestedFile]) -> list[InputFile]:
+    """As input_files_store, for several executions sharing the same files (a batch's jobs): the
+    content is written once, and each execution lists every file."""
+    files = list(files)
     for file in files:
         if file.data is not None:
             _write_blob(file.sha256, file.data)
         elif not input_blob_path(file.sha256).is_file():  # a parent's file whose content is gone
             raise NotFound(f"The content of input file {file.path!r} is no longer stored")
-        rows.append(InputFile(execution=execution, path=file.path, size_bytes=file.size_bytes, sha256=file.sha256))
-    stored = InputFile.objects.bulk_create(rows) if rows else []
-    # Known here: a run of this same instance (a sync request's) need not read them back.
-    execution.admitted_input_files = stored  # type: ignore[attr-defined]
-    return stored
+    rows = [
+        InputFile(execution=execution, path=f.path, size_bytes=f.size_bytes, sha256=f.sha256)
+        for execution in executions
+        for f in files
+    ]
+    return InputFile.objects.bulk_create(rows) if rows else []
 
 
 def input_files_of(execution: Execution) -> list[RequestedFile]:

@@ -33,7 +33,7 @@ EXECUTE_FIELDS = (
     "files",
 )
 IDEMPOTENCY_KEY_RE = re.compile(r"^[A-Za-z0-9_-]{8,255}$")
-BATCH_FIELDS = ("code", "inputs", "job_type", "timeout", "startup_timeout", "requirements", "webhook_url")
+BATCH_FIELDS = ("code", "inputs", "job_type", "timeout", "startup_timeout", "requirements", "webhook_url", "files")
 MAX_BATCH_INPUTS = 1000
 JOB_TYPE_MESSAGE = "job_type must be a name of letters, digits, - and _ (optionally @<version tag> or @sha256:<digest>)"
 INPUT_PATH_RE = re.compile(r"^[A-Za-z0-9._-]+(/[A-Za-z0-9._-]+)*$")
@@ -145,15 +145,17 @@ def execute_request_parse(body: Any) -> ExecuteRequest:
 
 @dataclass(frozen=True)
 class BatchRequest:
-    """A valid batch (POST /execute/batch): one job per input, each as `job` with that input_data."""
+    """A valid batch (POST /execute/batch): one job per input, each as `job` with that input_data
+    (and `job.files`, the same for all)."""
 
     job: ExecuteRequest
     inputs: list[dict[str, Any]]
 
 
 def batch_request_parse(body: Any) -> BatchRequest:
-    """Validate a batch: the fields of a single job (checked as one), and 1 to 1000 inputs, each a
-    JSON object within the input size limit; InvalidRequest names every broken rule."""
+    """Validate a batch: the fields of a single job (checked as one; `files` too, shared by every
+    job), and 1 to 1000 inputs, each a JSON object within the input size limit; InvalidRequest
+    names every broken rule."""
     if not isinstance(body, dict):
         raise InvalidRequest({"body": ["Request body must be a JSON object"]})
     errors = FieldErrors()

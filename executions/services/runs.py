@@ -255,6 +255,7 @@ class _RunMonitor:
         self.cancel = threading.Event()
         self.container_started = False
         self._output = {"stdout": "", "stderr": ""}
+        self._truncated: dict[str, bool] = {}  # {"stdout_truncated": True}, once a stream passed the cap
         self._dirty = False
         self._lock = threading.Lock()
         self._stopped = threading.Event()
@@ -265,6 +266,12 @@ class _RunMonitor:
     def on_output(self, stream: str, text: str) -> None:
         with self._lock:
             self._output[stream] += text
+            self._dirty = True
+
+    def on_truncated(self, stream: str) -> None:
+        """Stored live (the record ends so too): followers tell their clients at once."""
+        with self._lock:
+            self._truncated[f"{stream}_truncated"] = True
             self._dirty = True
 
     def on_container_start(self) -> None:
@@ -288,7 +295,7 @@ class _RunMonitor:
             while not self._stopped.wait(MONITOR_TICK_SECONDS):
                 with self._lock:
                     dirty, self._dirty = self._dirty, False
-                    output = dict(self._output)
+                    output = {**self._output, **self._truncated}
                 due = time.monotonic() - last_beat >= settings.TAKO_HEARTBEAT_SECONDS
                 try:
                     if dirty or due:
@@ -373,6 +380,7 @@ def _run_spec(
         warm_pool=settings.TAKO_POOL_ENABLED and environment.wants_pool,
         quick=execution.quick,
         on_output=monitor.on_output,
+        on_truncated=monitor.on_truncated,
         on_container_start=monitor.on_container_start,
         cancel=monitor.cancel,
     )

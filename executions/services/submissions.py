@@ -26,7 +26,7 @@ from executions.errors import (
 from executions.models import Batch, DeadLetter, Environment, EnvironmentVersion, Execution, Lock, memory_bytes
 from executions.resilience import no_engine_available
 from executions.services.audit import audit_record
-from executions.services.input_files import input_files_of, input_files_store
+from executions.services.input_files import input_files_of, input_files_store, input_files_store_for
 from executions.services.job_requests import (
     BatchRequest,
     DeriveRequest,
@@ -34,6 +34,7 @@ from executions.services.job_requests import (
     InputFile,
     canonical_json,
     environment_named,
+    job_type_named,
     request_hash,
     sha256_hex,
 )
@@ -122,9 +123,11 @@ def dlq_requeue(*, entry: DeadLetter, by: str, correlation_id: str = "") -> Exec
         if locked.requeued_at is not None:
             raise AlreadyRequeued(locked)
         data = locked.job_data
+        environment = _environment_of(data["job_type"])
         request = ExecuteRequest(
             code=data["code"],
-            environment=_environment_of(data["job_type"]),
+            environment=environment,
+            version=_version_of(locked, environment),
             input_data=data.get("input_data") or {},
             timeout=data.get("timeout"),
             startup_timeout=data.get("startup_timeout"),
@@ -203,6 +206,8 @@ def dlq_requeue_matching(
             skipped.append((entry.pk, "already requeued"))
         except NotFound:
             skipped.append((entry.pk, "deleted meanwhile"))
+        except InvalidRequest as exc:  # its job type, or the build it asked for, is gone
+            skipped.append((entry.pk, exc.message))
         except QueueFull as exc:
             skipped += [(rest.pk, str(exc)) for rest in pending[position:]]
             break
@@ -211,7 +216,8 @@ def dlq_requeue_matching(
 
 def batch_submit(request: BatchRequest, *, submitter: Submitter) -> tuple[Batch, list[Execution]]:
     """Queue one job per input, admitted as a whole: every job counts against the caller's quota
-    (QuotaExceeded) and must fit in the queue (QueueFull); refused, nothing is queued."""
+    (QuotaExceeded) and must fit in the queue (QueueFull); refused, nothing is queued and no file
+    is stored. The request's files are shared: each job lists them all."""
     if submitter.rate_key is not None:
         request_count(submitter.rate_key)
     job = request.job
@@ -247,6 +253,7 @@ def batch_submit(request: BatchRequest, *, submitter: Submitter) -> tuple[Batch,
         if job.webhook_url:
             for execution in executions:
                 webhook_delivery_create(execution, api_key=submitter.api_key)
+        input_files_store_for(executions, job.files)  # once, the limits checked: shared by every job
         transaction.on_commit(lambda: executions_dispatch(executions))
     return batch, executions
 
@@ -258,6 +265,27 @@ def _environment_of(name: str) -> Environment:
     errors.raise_if_any()
     assert environment is not None
     return environment
+
+
+def _version_of(entry: DeadLetter, environment: Environment) -> EnvironmentVersion | None:
+    """The build a dead letter's job asked for (dlq.dead_letter_add records it), found by its tag
+    and checked by its digest; InvalidRequest if it is gone: never the latest image instead."""
+    recorded = entry.job_data.get("job_version")
+    if recorded is None:  # an entry stored before job_data kept it: the job's record still says
+        return entry.execution.job_version if entry.execution is not None else None
+    errors = FieldErrors()
+    _, version = job_type_named(f"{environment.name}@{recorded['tag']}", errors)
+    errors.raise_if_any()
+    if version is None or version.digest != recorded["digest"]:
+        raise InvalidRequest(
+            {
+                "job_type": [
+                    f"Version '{recorded['tag']}' of job_type '{environment.name}' is no longer the build "
+                    f"{recorded['digest']} the job asked for"
+                ]
+            }
+        )
+    return version
 
 
 def _admit(

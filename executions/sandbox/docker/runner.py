@@ -182,22 +182,22 @@ def _collect(
 
     splitter = StdoutSplitter(nonce, stdout, on_started)
     stderr_splitter = StderrSplitter(nonce, stderr)
-    emit = emitter(spec.on_output)
+    emit = emitter(spec.on_output, spec.on_truncated)
 
     def read() -> None:
         try:
             for stream_id, data in attachment.frames():
                 if stream_id == STDOUT:
-                    emit("stdout", splitter.feed(data))
+                    emit("stdout", splitter.feed(data), stdout)
                 elif stream_id == STDERR:
-                    emit("stderr", stderr_splitter.feed(data))
+                    emit("stderr", stderr_splitter.feed(data), stderr)
                 if splitter.complete and stderr_splitter.ended:
                     break  # the launcher's last word: no need to wait for the engine's teardown
         except OSError:  # the socket closes under us when the container is killed
             pass
         finally:
-            emit("stdout", splitter.finish())
-            emit("stderr", stderr_splitter.finish())
+            emit("stdout", splitter.finish(), stdout)
+            emit("stderr", stderr_splitter.finish(), stderr)
             startup_over.set()
 
     reader = threading.Thread(target=read, name=f"sandbox-reader-{spec.execution_id}", daemon=True)

@@ -7,7 +7,7 @@ import codecs
 import logging
 import os
 from collections.abc import Callable, Iterator
-from typing import Any
+from typing import Any, Protocol
 
 import docker
 from docker.utils.socket import frames_iter
@@ -73,10 +73,15 @@ class CappedStream:
     def truncated(self) -> bool:
         return self.total > self.cap
 
+    @property
+    def marker(self) -> str:
+        """What the text of a truncated stream ends with."""
+        return _truncation_marker(self.cap)
+
     def text(self) -> str:
         data = _without_cut_character(bytes(self.kept)) if self.truncated else bytes(self.kept)
         text = data.decode("utf-8", errors="replace").replace("\x00", "\ufffd")
-        return text + _truncation_marker(self.cap) if self.truncated else text
+        return text + self.marker if self.truncated else text
 
 
 def _without_cut_character(data: bytes) -> bytes:
@@ -190,18 +195,34 @@ def _marker_prefix_length(buf: bytes, marker: bytes) -> int:
     return 0
 
 
-def emitter(on_output: Callable[[str, str], None] | None) -> Callable[[str, bytes], None]:
-    """Decode each stream incrementally (a character may span two chunks) and pass it on."""
-    decoders = {name: codecs.getincrementaldecoder("utf-8")(errors="replace") for name in ("stdout", "stderr")}
+class Emit(Protocol):
+    def __call__(self, stream: str, data: bytes, capped: CappedStream | None = None) -> None: ...
 
-    def emit(stream: str, data: bytes) -> None:
-        if on_output is None or not data:
+
+def emitter(on_output: Callable[[str, str], None] | None, on_truncated: Callable[[str], None] | None = None) -> Emit:
+    """Decode each stream incrementally (a character may span two chunks) and pass it on. Called as
+    `emit(stream, kept_bytes, capped)`: once `capped` has passed its cap, the marker its stored text
+    ends with is passed on too, then `on_truncated(stream)`, once; so what was passed on live is
+    what is stored (a character cut by the cap stays in the decoder, as text() drops it)."""
+    decoders = {name: codecs.getincrementaldecoder("utf-8")(errors="replace") for name in ("stdout", "stderr")}
+    told: set[str] = set()
+
+    def call(callback: Callable[..., None] | None, *args: str) -> None:
+        if callback is None:
             return
-        text = decoders[stream].decode(data)
-        if text:
-            try:
-                on_output(stream, text.replace("\x00", "\ufffd"))
-            except Exception:
-                logger.exception("Live output callback failed")
+        try:
+            callback(*args)
+        except Exception:
+            logger.exception("Live output callback failed")
+
+    def emit(stream: str, data: bytes, capped: CappedStream | None = None) -> None:
+        if data and on_output is not None:
+            text = decoders[stream].decode(data)
+            if text:
+                call(on_output, stream, text.replace("\x00", "\ufffd"))
+        if capped is not None and capped.truncated and stream not in told:
+            told.add(stream)
+            call(on_output, stream, capped.marker)
+            call(on_truncated, stream)
 
     return emit
