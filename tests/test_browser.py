@@ -70,9 +70,18 @@ def admin_page(live_service, page: Page) -> Page:
     return page
 
 
+def fill_code(page: Page, code: str) -> None:
+    """Replace the text of the New page's code editor (CodeMirror), as typed into it."""
+    editor = page.locator("#run-form .cm-content")
+    editor.click()
+    page.keyboard.press("ControlOrMeta+a")
+    page.keyboard.insert_text(code)
+    expect(editor).to_contain_text(code.splitlines()[-1].strip())
+
+
 def run_from_the_form(page: Page, url: str, code: str, job_type: str = "default") -> None:
     page.goto(f"{url}/ui/new/")
-    page.fill("#code", code)
+    fill_code(page, code)
     page.select_option("#job_type", job_type)
     page.click("#run-form button[type=submit]")
     page.wait_for_url("**/ui/executions/*/")
@@ -99,7 +108,7 @@ def test_watch_a_job_live_then_fork_it(live_service, admin_page: Page, capsys) -
 
     page.click("text=Fork")
     expect(page.locator("h1")).to_contain_text("Fork of")
-    page.fill("#code", "import json\nprint('forked', json.load(open('/input/data.json')))")
+    fill_code(page, "import json\nprint('forked', json.load(open('/input/data.json')))")
     page.click("#run-form button[type=submit]")
     page.wait_for_url("**/ui/executions/*/")
     expect(page.locator("#status")).to_have_text("Succeeded", timeout=30_000)
@@ -131,7 +140,7 @@ def test_every_page_works_under_a_strict_content_security_policy(live_service, a
     violations += page.evaluate("window.__csp")
     for path, ready in [
         ("/ui/executions/", "h1"),
-        ("/ui/new/", "#code"),
+        ("/ui/new/", "#run-form .cm-editor"),  # the editor, with its styles
         ("/ui/ops/", "#status-panel"),
         ("/ui/audit/", "#audit"),
         ("/docs", ".swagger-ui .info"),
@@ -147,13 +156,13 @@ def test_every_page_works_under_a_strict_content_security_policy(live_service, a
 def test_invalid_input_is_shown_inline_and_nothing_is_sent(live_service, admin_page: Page) -> None:
     page = admin_page
     page.goto(f"{live_service.url}/ui/new/")
-    page.fill("#code", "print(1)")
+    fill_code(page, "print(1)")
     page.fill("#input_data", "{broken")
     page.click("#run-form button[type=submit]")
     expect(page.locator("#input_data-error")).to_contain_text("Input is not valid JSON")
     expect(page).to_have_url(f"{live_service.url}/ui/new/")
     page.fill("#input_data", "{}")
-    page.fill("#code", "   ")
+    fill_code(page, "   ")
     page.click("#run-form button[type=submit]")
     expect(page.locator("#code-error")).to_have_text("Code cannot be empty")
     shot(page, "4-form-errors")
@@ -224,3 +233,39 @@ def test_an_uploaded_csv_plotted_and_displayed(live_service, shipped_images, adm
     for frame in page.locator("iframe").all():
         assert frame.get_attribute("sandbox") == ""  # no allow-scripts, no allow-same-origin
     shot(page, "8-rich-output")
+
+
+def test_code_typed_in_the_editor_runs_with_ctrl_enter(live_service, admin_page: Page) -> None:
+    """The New page's CodeMirror editor: Python highlighting, auto-indent, bracket matching, search,
+    and Ctrl+Enter sends the form, whose textarea it filled, to a real run; no CSP violation."""
+    page, url = admin_page, live_service.url
+    page.add_init_script(RECORD_CSP_VIOLATIONS)
+    page.goto(f"{url}/ui/new/")
+    expect(page.locator("#run-form .cm-editor")).to_be_visible()
+    expect(page.locator("textarea#code")).to_be_hidden()  # still in the form, filled by the editor
+    page.locator("#run-form .cm-content").click()
+    page.keyboard.press("ControlOrMeta+a")
+    page.keyboard.press("Delete")
+    page.keyboard.type("for i in range(2):\n")
+    page.keyboard.type("print('tick', i * 21)")  # the editor indented the loop's body itself
+    expect(page.locator(".cm-line").nth(1)).to_have_text("    print('tick', i * 21)")
+    assert page.input_value("textarea#code") == "for i in range(2):\n    print('tick', i * 21)"
+    keyword = page.locator(".cm-line").first.locator("span", has_text="for").first
+    plain, highlighted = page.evaluate(
+        "k => [getComputedStyle(k.closest('.cm-line')).color, getComputedStyle(k).color]", keyword.element_handle()
+    )
+    assert highlighted != plain  # `for` is coloured as a keyword
+    expect(page.locator(".cm-matchingBracket")).to_have_count(2)  # the cursor is after ")"
+    page.keyboard.press("ControlOrMeta+f")
+    expect(page.locator(".cm-search")).to_be_visible()
+    page.keyboard.press("Escape")
+    expect(page.locator(".cm-search")).to_have_count(0)
+    page.locator("#run-form .cm-content").click()
+    shot(page, "9-code-editor")
+    assert page.evaluate("window.__csp") == []  # CodeMirror's <style> came in with the page's nonce
+    assert page.evaluate("[...document.querySelectorAll('style')].every(s => s.nonce)")
+
+    page.keyboard.press("Control+Enter")
+    page.wait_for_url("**/ui/executions/*/")
+    expect(page.locator("#status")).to_have_text("Succeeded", timeout=30_000)
+    expect(page.locator("#stdout")).to_have_text("tick 0\ntick 21\n")

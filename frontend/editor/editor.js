@@ -7,7 +7,7 @@ import {
 } from "@codemirror/view";
 import { defaultKeymap, history, historyKeymap, indentWithTab } from "@codemirror/commands";
 import {
-  bracketMatching, indentOnInput, syntaxHighlighting, defaultHighlightStyle, foldGutter, foldKeymap,
+  bracketMatching, indentOnInput, indentUnit, syntaxHighlighting, defaultHighlightStyle, foldGutter, foldKeymap,
 } from "@codemirror/language";
 import { search, searchKeymap, highlightSelectionMatches } from "@codemirror/search";
 import { python } from "@codemirror/lang-python";
@@ -36,7 +36,7 @@ function attach(textarea, options = {}) {
         drawSelection(), dropCursor(), indentOnInput(), bracketMatching(), rectangularSelection(),
         highlightActiveLine(), highlightSelectionMatches(), search({ top: true }),
         syntaxHighlighting(defaultHighlightStyle, { fallback: true }), python(),
-        EditorState.tabSize.of(4),
+        EditorState.tabSize.of(4), indentUnit.of("    "), // PEP 8's four spaces, not CodeMirror's two
         form ? runKeys(form) : [],
         // Tab indents; Esc then Tab moves on (CodeMirror's own escape from the Tab trap).
         keymap.of([...defaultKeymap, ...searchKeymap, ...historyKeymap, ...foldKeymap, indentWithTab]),

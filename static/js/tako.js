@@ -1,9 +1,19 @@
-// Small page behaviours: the code editor's keys and line numbers, inline JSON checking, the
-// environment's description, and toasts from the server's HX-Trigger: showToast events.
+// Small page behaviours: the code editor (CodeMirror from static/vendor/codemirror/ where it
+// loaded, else the textarea's keys and line numbers), inline JSON checking, the environment's description, and toasts from the server's HX-Trigger: showToast events.
 (function () {
   "use strict";
 
   function setUpEditor(textarea) {
+    if (window.TakoEditor) {
+      const nonce = document.querySelector('meta[name="csp-nonce"]');
+      window.TakoEditor.attach(textarea, { nonce: nonce ? nonce.content : "", label: "Code" });
+      textarea.parentElement.classList.add("enhanced");
+      return;
+    }
+    setUpPlainEditor(textarea);
+  }
+
+  function setUpPlainEditor(textarea) {
     const gutter = textarea.parentElement.querySelector(".gutter");
     const renumber = () => {
       const lines = textarea.value.split("\n").length;
@@ -60,8 +70,9 @@
     const input = form.querySelector("textarea[data-json]");
     if (input && !checkJson(input)) { event.preventDefault(); input.focus(); }
   });
+  // Ctrl+Enter in any field of the form runs it (the code editor handles its own: defaultPrevented).
   document.addEventListener("keydown", (event) => {
-    if (event.key === "Enter" && (event.ctrlKey || event.metaKey)) {
+    if (event.key === "Enter" && (event.ctrlKey || event.metaKey) && !event.defaultPrevented) {
       const form = document.getElementById("run-form");
       if (form && form.contains(document.activeElement)) { event.preventDefault(); form.requestSubmit(); }
     }
