@@ -269,3 +269,44 @@ def test_code_typed_in_the_editor_runs_with_ctrl_enter(live_service, admin_page:
     page.wait_for_url("**/ui/executions/*/")
     expect(page.locator("#status")).to_have_text("Succeeded", timeout=30_000)
     expect(page.locator("#stdout")).to_have_text("tick 0\ntick 21\n")
+
+
+DROP_FILES = """([zone, files]) => {
+  const transfer = new DataTransfer();
+  for (const [name, size, text] of files) {
+    transfer.items.add(new File([text === null ? new Uint8Array(size) : text], name));
+  }
+  const drop = new DragEvent('drop', {dataTransfer: transfer, bubbles: true, cancelable: true});
+  document.querySelector(zone).dispatchEvent(drop);
+}"""
+
+
+def test_input_files_dropped_or_picked_are_listed_and_over_limit_ones_refused(live_service, admin_page: Page) -> None:
+    page, url = admin_page, live_service.url
+    page.goto(f"{url}/ui/new/")
+    expect(page.locator("#files-limits")).to_have_text("At most 20 files, 10.0 MB each, 25.0 MB in all.")
+    page.evaluate(DROP_FILES, ["[data-dropzone]", [["table.csv", 0, "a,b\n1,2\n"]]])
+    page.set_input_files("#input_files", files=[{"name": "notes.txt", "mimeType": "text/plain", "buffer": b"hello"}])
+    files = page.locator("#files-list")
+    expect(files).to_contain_text("/input/table.csv 8 bytes")
+    expect(files).to_contain_text("/input/notes.txt 5 bytes")  # picking added to the dropped file
+    expect(files).to_contain_text("2 of at most 20 files, 13 bytes of 25.0 MB")
+
+    page.evaluate(DROP_FILES, ["[data-dropzone]", [["big.bin", 10 * 1024 * 1024 + 1, None], ["my data.csv", 0, "x"]]])
+    error = page.locator("#input_files-error")
+    expect(error).to_contain_text("“big.bin” was not added: it is 10.0 MB, over the limit of 10.0 MB per file.")
+    expect(error).to_contain_text("“my data.csv” was not added: a name may hold only letters, digits")
+    expect(files).not_to_contain_text("big.bin")
+    expect(files).not_to_contain_text("my data.csv")
+    page.evaluate(DROP_FILES, ["[data-dropzone]", [["scratch.txt", 0, "gone"]]])
+    page.get_by_role("button", name="Remove scratch.txt").click()
+    expect(files).not_to_contain_text("scratch.txt")
+    shot(page, "10-input-files")
+
+    # The form sends what is listed: the run reads both files under /input.
+    fill_code(page, "print(open('/input/table.csv').read() + open('/input/notes.txt').read())")
+    page.click("#run-form button[type=submit]")
+    page.wait_for_url("**/ui/executions/*/")
+    expect(page.locator("#status")).to_have_text("Succeeded", timeout=30_000)
+    expect(page.locator("#stdout")).to_have_text("a,b\n1,2\nhello\n")
+    expect(page.locator("#input-files")).to_contain_text("/input/notes.txt")

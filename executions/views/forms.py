@@ -8,13 +8,30 @@ import json
 from typing import Any
 
 from django import forms
+from django.core.files.uploadedfile import UploadedFile
 
 from executions import services
 from executions.errors import InvalidRequest
 
+FIELD_OF = {"files": "input_files"}  # admission's field names that differ from the form's
+
+
+class MultipleFileInput(forms.FileInput):
+    allow_multiple_selected = True
+
+
+class InputFilesField(forms.Field):
+    """The files picked or dropped for /input, as uploaded (a FileField would refuse empty ones:
+    an empty input file is a fine input). Their rules are admission's, checked in clean()."""
+
+    widget = MultipleFileInput
+
+    def clean(self, value: Any) -> list[UploadedFile]:
+        return [upload for upload in value or [] if isinstance(upload, UploadedFile)]
+
 
 class ExecutionForm(forms.Form):
-    """The New and Fork pages: code, the environment (job type), a timeout, JSON input."""
+    """The New and Fork pages: code, the environment (job type), a timeout, JSON input, input files."""
 
     code = forms.CharField(required=False, strip=False, widget=forms.Textarea)
     job_type = forms.CharField(required=False)
@@ -22,6 +39,8 @@ class ExecutionForm(forms.Form):
         required=False, error_messages={"invalid": "Timeout must be a whole number of seconds"}
     )
     input_data = forms.CharField(required=False, strip=False, widget=forms.Textarea)
+    # (Not "files": a form's `files` is the request's uploads.) Admission's "files" errors land here.
+    input_files = InputFilesField(required=False)
     # Sent again by a second click on Run: the same job, never a second run (an idempotency key).
     submit_token = forms.CharField(required=False, max_length=64, widget=forms.HiddenInput)
 
@@ -41,13 +60,28 @@ class ExecutionForm(forms.Form):
         for name in ("timeout", "input_data"):
             if cleaned.get(name) is not None:
                 body[name] = cleaned[name]
+        files = self._files_by_name(cleaned.get("input_files") or [])
+        if files:
+            body["files"] = files
         try:
             cleaned["request"] = services.execute_request_parse(body)
         except InvalidRequest as exc:
             for name, messages in exc.errors.items():
+                name = FIELD_OF.get(name, name)
                 if name not in self.errors:  # a field's own error (bad JSON) says it first
                     self.add_error(name if name in self.fields else None, messages)
         return cleaned
+
+    def _files_by_name(self, uploads: list[UploadedFile]) -> dict[str, bytes]:
+        """{name: content}: a file's name is its path under /input. Admission checks the count
+        and sizes; the request's own size is bounded (TAKO_MAX_REQUEST_BYTES) before this reads it."""
+        files: dict[str, bytes] = {}
+        for upload in uploads:
+            name = upload.name or ""
+            if name in files:
+                self.add_error("input_files", f"File {name!r}: chosen twice; rename one of them")
+            files[name] = upload.read()
+        return files
 
     @staticmethod
     def initial_for(execution: Any) -> dict[str, Any]:
