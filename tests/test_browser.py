@@ -165,6 +165,13 @@ def test_invalid_input_is_shown_inline_and_nothing_is_sent(live_service, admin_p
     fill_code(page, "   ")
     page.click("#run-form button[type=submit]")
     expect(page.locator("#code-error")).to_have_text("Code cannot be empty")
+    fill_code(page, "print(1)")  # the editor again, over the form the server sent back
+    page.fill("#startup_timeout", "5")
+    page.fill("#requirements", "numpy\nhttps://example.invalid/x.whl")
+    page.click("#run-form button[type=submit]")
+    expect(page.locator("#startup_timeout-error")).to_have_text("startup_timeout must be between 10 and 600 seconds")
+    expect(page.locator("#requirements-error")).to_contain_text("Invalid requirement 'https://example.invalid/x.whl'")
+    expect(page.locator("#code-error")).to_have_text("")
     shot(page, "4-form-errors")
 
 
@@ -303,8 +310,14 @@ def test_input_files_dropped_or_picked_are_listed_and_over_limit_ones_refused(li
     expect(files).not_to_contain_text("scratch.txt")
     shot(page, "10-input-files")
 
-    # The form sends what is listed: the run reads both files under /input.
+    # The form sends what is listed, also after the server sent it back with an error: the run
+    # reads both files under /input.
     fill_code(page, "print(open('/input/table.csv').read() + open('/input/notes.txt').read())")
+    page.fill("#startup_timeout", "5")
+    page.click("#run-form button[type=submit]")
+    expect(page.locator("#startup_timeout-error")).to_contain_text("between 10 and 600")
+    expect(files).to_contain_text("2 of at most 20 files")
+    page.fill("#startup_timeout", "30")
     page.click("#run-form button[type=submit]")
     page.wait_for_url("**/ui/executions/*/")
     expect(page.locator("#status")).to_have_text("Succeeded", timeout=30_000)

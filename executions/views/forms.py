@@ -31,7 +31,8 @@ class InputFilesField(forms.Field):
 
 
 class ExecutionForm(forms.Form):
-    """The New and Fork pages: code, the environment (job type), a timeout, JSON input, input files."""
+    """The New and Fork pages: code, the environment (job type), a timeout, JSON input, input
+    files, per-run packages and a startup timeout."""
 
     code = forms.CharField(required=False, strip=False, widget=forms.Textarea)
     job_type = forms.CharField(required=False)
@@ -41,6 +42,11 @@ class ExecutionForm(forms.Form):
     input_data = forms.CharField(required=False, strip=False, widget=forms.Textarea)
     # (Not "files": a form's `files` is the request's uploads.) Admission's "files" errors land here.
     input_files = InputFilesField(required=False)
+    # One pip requirement a line (a specifier may hold commas: numpy>=1.26,<2).
+    requirements = forms.CharField(required=False, widget=forms.Textarea)
+    startup_timeout = forms.IntegerField(
+        required=False, error_messages={"invalid": "Startup timeout must be a whole number of seconds"}
+    )
     # Sent again by a second click on Run: the same job, never a second run (an idempotency key).
     submit_token = forms.CharField(required=False, max_length=64, widget=forms.HiddenInput)
 
@@ -53,11 +59,14 @@ class ExecutionForm(forms.Form):
         except json.JSONDecodeError as exc:
             raise forms.ValidationError(f"Input is not valid JSON: {exc}") from None
 
+    def clean_requirements(self) -> list[str]:
+        return [line.strip() for line in self.cleaned_data["requirements"].splitlines() if line.strip()]
+
     def clean(self) -> dict[str, Any]:
         """Validate the job as admission will; its refusals are shown beside their fields."""
         cleaned = super().clean() or {}
         body: dict[str, Any] = {"code": cleaned.get("code", ""), "job_type": cleaned.get("job_type") or None}
-        for name in ("timeout", "input_data"):
+        for name in ("timeout", "input_data", "requirements", "startup_timeout"):
             if cleaned.get(name) is not None:
                 body[name] = cleaned[name]
         files = self._files_by_name(cleaned.get("input_files") or [])
@@ -91,6 +100,8 @@ class ExecutionForm(forms.Form):
             "job_type": execution.job_type,
             "timeout": execution.timeout,
             "input_data": json.dumps(execution.input_data, indent=2),
+            "requirements": "\n".join(execution.requirements or []),
+            "startup_timeout": execution.startup_timeout,
         }
 
 

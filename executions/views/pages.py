@@ -132,6 +132,7 @@ def _form_page(request: PageRequest, form: ExecutionForm, parent: Execution | No
             "each": settings.TAKO_MAX_INPUT_FILE_BYTES,
             "total": settings.TAKO_MAX_INPUT_FILES_BYTES,
         },
+        "requirements_allowed": settings.TAKO_ALLOW_REQUIREMENTS,
     }
     template = "executions/new.html#form" if request.htmx and form.is_bound else "executions/new.html"
     return render(request, template, context)
