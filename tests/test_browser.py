@@ -3,6 +3,7 @@ service: daphne, a worker cluster and the Docker engine. Screenshots go to artif
 
 from __future__ import annotations
 
+import re
 import statistics
 
 import pytest
@@ -267,7 +268,8 @@ def test_code_typed_in_the_editor_runs_with_ctrl_enter(live_service, admin_page:
     expect(page.locator(".cm-search")).to_be_visible()
     page.keyboard.press("Escape")
     expect(page.locator(".cm-search")).to_have_count(0)
-    page.locator("#run-form .cm-content").click()
+    page.click("label[for=code]")  # the label leads to the editor
+    expect(page.locator("#run-form .cm-editor")).to_have_class(re.compile(r"\bcm-focused\b"))
     shot(page, "9-code-editor")
     assert page.evaluate("window.__csp") == []  # CodeMirror's <style> came in with the page's nonce
     assert page.evaluate("[...document.querySelectorAll('style')].every(s => s.nonce)")

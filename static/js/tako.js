@@ -7,8 +7,11 @@
   function setUpEditor(textarea) {
     if (window.TakoEditor) {
       const nonce = document.querySelector('meta[name="csp-nonce"]');
-      window.TakoEditor.attach(textarea, { nonce: nonce ? nonce.content : "", label: "Code" });
+      const view = window.TakoEditor.attach(textarea, { nonce: nonce ? nonce.content : "", label: "Code" });
       textarea.parentElement.classList.add("enhanced");
+      // The label names the hidden textarea: a click on it goes to the editor instead.
+      const label = document.querySelector(`label[for="${textarea.id}"]`);
+      if (label) label.addEventListener("click", (event) => { event.preventDefault(); view.focus(); });
       return;
     }
     setUpPlainEditor(textarea);
