@@ -9,9 +9,9 @@ import statistics
 import pytest
 import requests
 from django.contrib.auth.models import User
-from playwright.sync_api import Page, expect
+from playwright.sync_api import Browser, Page, expect
 
-from executions.models import DeadLetter, Environment
+from executions.models import DeadLetter, Environment, Execution
 from tests.support import SCREENSHOTS, multipart_body
 
 PASSWORD = "pw-for-browser-tests"
@@ -325,3 +325,26 @@ def test_input_files_dropped_or_picked_are_listed_and_over_limit_ones_refused(li
     expect(page.locator("#status")).to_have_text("Succeeded", timeout=30_000)
     expect(page.locator("#stdout")).to_have_text("a,b\n1,2\nhello\n")
     expect(page.locator("#input-files")).to_contain_text("/input/notes.txt")
+
+
+def test_without_javascript_the_textarea_is_the_editor_and_files_still_go(live_service, browser: Browser) -> None:
+    """Progressive enhancement: with scripts off, no CodeMirror, and the plain form still runs a job."""
+    User.objects.create_user("plain", password=PASSWORD)
+    context = browser.new_context(java_script_enabled=False)
+    try:
+        page = context.new_page()
+        page.goto(f"{live_service.url}/ui/login/")
+        page.fill("#id_username", "plain")
+        page.fill("#id_password", PASSWORD)
+        page.click("main button[type=submit]")
+        page.goto(f"{live_service.url}/ui/new/")
+        expect(page.locator(".cm-editor")).to_have_count(0)
+        page.fill("#code", "print(open('/input/notes.txt').read())")
+        page.set_input_files("#input_files", files=[{"name": "notes.txt", "mimeType": "text/plain", "buffer": b"hi"}])
+        page.click("#run-form button[type=submit]")
+        page.wait_for_url("**/ui/executions/*/")
+        execution = Execution.objects.get(submitted_by__username="plain")
+        assert execution.code == "print(open('/input/notes.txt').read())"
+        assert [(f.path, f.size_bytes) for f in execution.input_files.all()] == [("notes.txt", 2)]
+    finally:
+        context.close()
