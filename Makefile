@@ -6,7 +6,7 @@ HOST ?= 127.0.0.1
 PORT ?= 8000
 export HOST PORT PY VENV
 
-.PHONY: setup setup-test run test test-unit lint bench docker clean compose-check lock
+.PHONY: setup setup-test run test test-unit lint bench docker clean compose-check lock editor
 
 setup:
 	scripts/setup.sh run
@@ -45,6 +45,10 @@ compose-check:
 # Rewrites the hashed lock files (requirements.txt, requirements-dev.txt) after a change to pyproject.toml's dependencies.
 lock:
 	scripts/lock.sh
+
+# Rebuilds static/vendor/codemirror/ (committed) from frontend/editor/ after a change there (needs node; the service does not).
+editor:
+	scripts/build-editor.sh
 
 bench: setup
 	$(PY) bench/execute_latency.py

@@ -13,6 +13,7 @@ from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
+from csp.constants import NONCE
 from django.core.exceptions import ImproperlyConfigured
 
 from takoweb.env import (
@@ -200,7 +201,9 @@ CONTENT_SECURITY_POLICY = {
     "DIRECTIVES": {
         "default-src": ["'self'"],
         "script-src": ["'self'"],
-        "style-src": ["'self'"],
+        # A page that asks for request.csp_nonce (the New page's editor) also allows <style> elements
+        # carrying it; no other inline style. Pages that do not ask get no nonce in their header.
+        "style-src": ["'self'", NONCE],
         "img-src": ["'self'", "data:"],
         "font-src": ["'self'"],
         "connect-src": ["'self'"],  # the live pages' websocket is same-origin

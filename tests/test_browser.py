@@ -3,14 +3,15 @@ service: daphne, a worker cluster and the Docker engine. Screenshots go to artif
 
 from __future__ import annotations
 
+import re
 import statistics
 
 import pytest
 import requests
 from django.contrib.auth.models import User
-from playwright.sync_api import Page, expect
+from playwright.sync_api import Browser, Page, expect
 
-from executions.models import DeadLetter, Environment
+from executions.models import DeadLetter, Environment, Execution
 from tests.support import SCREENSHOTS, multipart_body
 
 PASSWORD = "pw-for-browser-tests"
@@ -70,9 +71,18 @@ def admin_page(live_service, page: Page) -> Page:
     return page
 
 
+def fill_code(page: Page, code: str) -> None:
+    """Replace the text of the New page's code editor (CodeMirror), as typed into it."""
+    editor = page.locator("#run-form .cm-content")
+    editor.click()
+    page.keyboard.press("ControlOrMeta+a")
+    page.keyboard.insert_text(code)
+    expect(editor).to_contain_text(code.splitlines()[-1].strip())
+
+
 def run_from_the_form(page: Page, url: str, code: str, job_type: str = "default") -> None:
     page.goto(f"{url}/ui/new/")
-    page.fill("#code", code)
+    fill_code(page, code)
     page.select_option("#job_type", job_type)
     page.click("#run-form button[type=submit]")
     page.wait_for_url("**/ui/executions/*/")
@@ -99,7 +109,7 @@ def test_watch_a_job_live_then_fork_it(live_service, admin_page: Page, capsys) -
 
     page.click("text=Fork")
     expect(page.locator("h1")).to_contain_text("Fork of")
-    page.fill("#code", "import json\nprint('forked', json.load(open('/input/data.json')))")
+    fill_code(page, "import json\nprint('forked', json.load(open('/input/data.json')))")
     page.click("#run-form button[type=submit]")
     page.wait_for_url("**/ui/executions/*/")
     expect(page.locator("#status")).to_have_text("Succeeded", timeout=30_000)
@@ -131,7 +141,7 @@ def test_every_page_works_under_a_strict_content_security_policy(live_service, a
     violations += page.evaluate("window.__csp")
     for path, ready in [
         ("/ui/executions/", "h1"),
-        ("/ui/new/", "#code"),
+        ("/ui/new/", "#run-form .cm-editor"),  # the editor, with its styles
         ("/ui/ops/", "#status-panel"),
         ("/ui/audit/", "#audit"),
         ("/docs", ".swagger-ui .info"),
@@ -147,15 +157,22 @@ def test_every_page_works_under_a_strict_content_security_policy(live_service, a
 def test_invalid_input_is_shown_inline_and_nothing_is_sent(live_service, admin_page: Page) -> None:
     page = admin_page
     page.goto(f"{live_service.url}/ui/new/")
-    page.fill("#code", "print(1)")
+    fill_code(page, "print(1)")
     page.fill("#input_data", "{broken")
     page.click("#run-form button[type=submit]")
     expect(page.locator("#input_data-error")).to_contain_text("Input is not valid JSON")
     expect(page).to_have_url(f"{live_service.url}/ui/new/")
     page.fill("#input_data", "{}")
-    page.fill("#code", "   ")
+    fill_code(page, "   ")
     page.click("#run-form button[type=submit]")
     expect(page.locator("#code-error")).to_have_text("Code cannot be empty")
+    fill_code(page, "print(1)")  # the editor again, over the form the server sent back
+    page.fill("#startup_timeout", "5")
+    page.fill("#requirements", "numpy\nhttps://example.invalid/x.whl")
+    page.click("#run-form button[type=submit]")
+    expect(page.locator("#startup_timeout-error")).to_have_text("startup_timeout must be between 10 and 600 seconds")
+    expect(page.locator("#requirements-error")).to_contain_text("Invalid requirement 'https://example.invalid/x.whl'")
+    expect(page.locator("#code-error")).to_have_text("")
     shot(page, "4-form-errors")
 
 
@@ -224,3 +241,110 @@ def test_an_uploaded_csv_plotted_and_displayed(live_service, shipped_images, adm
     for frame in page.locator("iframe").all():
         assert frame.get_attribute("sandbox") == ""  # no allow-scripts, no allow-same-origin
     shot(page, "8-rich-output")
+
+
+def test_code_typed_in_the_editor_runs_with_ctrl_enter(live_service, admin_page: Page) -> None:
+    """The New page's CodeMirror editor: Python highlighting, auto-indent, bracket matching, search,
+    and Ctrl+Enter sends the form, whose textarea it filled, to a real run; no CSP violation."""
+    page, url = admin_page, live_service.url
+    page.add_init_script(RECORD_CSP_VIOLATIONS)
+    page.goto(f"{url}/ui/new/")
+    expect(page.locator("#run-form .cm-editor")).to_be_visible()
+    expect(page.locator("textarea#code")).to_be_hidden()  # still in the form, filled by the editor
+    page.locator("#run-form .cm-content").click()
+    page.keyboard.press("ControlOrMeta+a")
+    page.keyboard.press("Delete")
+    page.keyboard.type("for i in range(2):\n")
+    page.keyboard.type("print('tick', i * 21)")  # the editor indented the loop's body itself
+    expect(page.locator(".cm-line").nth(1)).to_have_text("    print('tick', i * 21)")
+    assert page.input_value("textarea#code") == "for i in range(2):\n    print('tick', i * 21)"
+    keyword = page.locator(".cm-line").first.locator("span", has_text="for").first
+    plain, highlighted = page.evaluate(
+        "k => [getComputedStyle(k.closest('.cm-line')).color, getComputedStyle(k).color]", keyword.element_handle()
+    )
+    assert highlighted != plain  # `for` is coloured as a keyword
+    expect(page.locator(".cm-matchingBracket")).to_have_count(2)  # the cursor is after ")"
+    page.keyboard.press("ControlOrMeta+f")
+    expect(page.locator(".cm-search")).to_be_visible()
+    page.keyboard.press("Escape")
+    expect(page.locator(".cm-search")).to_have_count(0)
+    page.click("label[for=code]")  # the label leads to the editor
+    expect(page.locator("#run-form .cm-editor")).to_have_class(re.compile(r"\bcm-focused\b"))
+    shot(page, "9-code-editor")
+    assert page.evaluate("window.__csp") == []  # CodeMirror's <style> came in with the page's nonce
+    assert page.evaluate("[...document.querySelectorAll('style')].every(s => s.nonce)")
+
+    page.keyboard.press("Control+Enter")
+    page.wait_for_url("**/ui/executions/*/")
+    expect(page.locator("#status")).to_have_text("Succeeded", timeout=30_000)
+    expect(page.locator("#stdout")).to_have_text("tick 0\ntick 21\n")
+
+
+DROP_FILES = """([zone, files]) => {
+  const transfer = new DataTransfer();
+  for (const [name, size, text] of files) {
+    transfer.items.add(new File([text === null ? new Uint8Array(size) : text], name));
+  }
+  const drop = new DragEvent('drop', {dataTransfer: transfer, bubbles: true, cancelable: true});
+  document.querySelector(zone).dispatchEvent(drop);
+}"""
+
+
+def test_input_files_dropped_or_picked_are_listed_and_over_limit_ones_refused(live_service, admin_page: Page) -> None:
+    page, url = admin_page, live_service.url
+    page.goto(f"{url}/ui/new/")
+    expect(page.locator("#files-limits")).to_have_text("At most 20 files, 10.0 MB each, 25.0 MB in all.")
+    page.evaluate(DROP_FILES, ["[data-dropzone]", [["table.csv", 0, "a,b\n1,2\n"]]])
+    page.set_input_files("#input_files", files=[{"name": "notes.txt", "mimeType": "text/plain", "buffer": b"hello"}])
+    files = page.locator("#files-list")
+    expect(files).to_contain_text("/input/table.csv 8 bytes")
+    expect(files).to_contain_text("/input/notes.txt 5 bytes")  # picking added to the dropped file
+    expect(files).to_contain_text("2 of at most 20 files, 13 bytes of 25.0 MB")
+
+    page.evaluate(DROP_FILES, ["[data-dropzone]", [["big.bin", 10 * 1024 * 1024 + 1, None], ["my data.csv", 0, "x"]]])
+    error = page.locator("#input_files-error")
+    expect(error).to_contain_text("“big.bin” was not added: it is 10.0 MB, over the limit of 10.0 MB per file.")
+    expect(error).to_contain_text("“my data.csv” was not added: a name may hold only letters, digits")
+    expect(files).not_to_contain_text("big.bin")
+    expect(files).not_to_contain_text("my data.csv")
+    page.evaluate(DROP_FILES, ["[data-dropzone]", [["scratch.txt", 0, "gone"]]])
+    page.get_by_role("button", name="Remove scratch.txt").click()
+    expect(files).not_to_contain_text("scratch.txt")
+    shot(page, "10-input-files")
+
+    # The form sends what is listed, also after the server sent it back with an error: the run
+    # reads both files under /input.
+    fill_code(page, "print(open('/input/table.csv').read() + open('/input/notes.txt').read())")
+    page.fill("#startup_timeout", "5")
+    page.click("#run-form button[type=submit]")
+    expect(page.locator("#startup_timeout-error")).to_contain_text("between 10 and 600")
+    expect(files).to_contain_text("2 of at most 20 files")
+    page.fill("#startup_timeout", "30")
+    page.click("#run-form button[type=submit]")
+    page.wait_for_url("**/ui/executions/*/")
+    expect(page.locator("#status")).to_have_text("Succeeded", timeout=30_000)
+    expect(page.locator("#stdout")).to_have_text("a,b\n1,2\nhello\n")
+    expect(page.locator("#input-files")).to_contain_text("/input/notes.txt")
+
+
+def test_without_javascript_the_textarea_is_the_editor_and_files_still_go(live_service, browser: Browser) -> None:
+    """Progressive enhancement: with scripts off, no CodeMirror, and the plain form still runs a job."""
+    User.objects.create_user("plain", password=PASSWORD)
+    context = browser.new_context(java_script_enabled=False)
+    try:
+        page = context.new_page()
+        page.goto(f"{live_service.url}/ui/login/")
+        page.fill("#id_username", "plain")
+        page.fill("#id_password", PASSWORD)
+        page.click("main button[type=submit]")
+        page.goto(f"{live_service.url}/ui/new/")
+        expect(page.locator(".cm-editor")).to_have_count(0)
+        page.fill("#code", "print(open('/input/notes.txt').read())")
+        page.set_input_files("#input_files", files=[{"name": "notes.txt", "mimeType": "text/plain", "buffer": b"hi"}])
+        page.click("#run-form button[type=submit]")
+        page.wait_for_url("**/ui/executions/*/")
+        execution = Execution.objects.get(submitted_by__username="plain")
+        assert execution.code == "print(open('/input/notes.txt').read())"
+        assert [(f.path, f.size_bytes) for f in execution.input_files.all()] == [("notes.txt", 2)]
+    finally:
+        context.close()

@@ -127,6 +127,17 @@ def test_the_form_shows_each_environments_packages_and_limits(analyst) -> None:
     assert 'data-info="no extra packages · 512m · 1.0 CPU · 30 s"' in html
 
 
+def test_the_editor_loads_from_this_site_and_its_styles_only_with_the_pages_nonce(analyst) -> None:
+    response = client_for(analyst).get("/ui/new/")
+    html, policy = response.content.decode(), response["Content-Security-Policy"]
+    nonce = re.search(r'<meta name="csp-nonce" content="([^"]+)">', html).group(1)
+    style_src = re.search(r"style-src ([^;]+)", policy).group(1)
+    assert style_src == f"'self' 'nonce-{nonce}'"  # no 'unsafe-inline'
+    assert re.search(r"script-src 'self'(;|$)", policy)
+    assert re.search(r'<script src="/static/vendor/codemirror/codemirror\.bundle[.\w]*\.js" defer>', html)
+    assert "nonce-" not in client_for(analyst).get("/ui/executions/")["Content-Security-Policy"]  # only where asked
+
+
 @pytest.mark.parametrize(
     ("fields", "message"),
     [

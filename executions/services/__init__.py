@@ -19,7 +19,7 @@ from executions.services.environments import (
     environment_build_request,
     environment_builds_reset,
 )
-from executions.services.input_files import input_blobs_sweep, input_file_find
+from executions.services.input_files import input_blobs_sweep, input_file_find, input_files_of
 from executions.services.job_requests import (
     BatchRequest,
     DeriveRequest,
@@ -101,6 +101,7 @@ __all__ = [
     "host_use",
     "input_blobs_sweep",
     "input_file_find",
+    "input_files_of",
     "jobs_waiting_for_engine",
     "pool_stats",
     "queue_position",

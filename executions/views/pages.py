@@ -10,6 +10,7 @@ from functools import wraps
 from typing import Any
 from urllib.parse import urlencode
 
+from django.conf import settings
 from django.contrib.auth import get_user_model
 from django.contrib.auth.views import redirect_to_login
 from django.core.exceptions import PermissionDenied
@@ -96,14 +97,17 @@ def execution_new(request: PageRequest, fork_of: Any = None) -> HttpResponse:
         initial = ExecutionForm.initial_for(parent) if parent else {"job_type": "default", "input_data": "{}"}
         return _form_page(request, ExecutionForm(initial=initial), parent)
 
-    form = ExecutionForm(request.POST)
+    form = ExecutionForm(request.POST, request.FILES)
     if not form.is_valid():
         return _form_page(request, form, parent)
+    job = form.cleaned_data["request"]
+    if parent is not None and not job.files:  # a fork keeps its parent's files unless others are sent
+        job = replace(job, files=tuple(services.input_files_of(parent)))
     # A second click on Run sends the same token: the same job, never a second run.
     key = f"ui-{request.user.pk}-{form.cleaned_data['submit_token']}"[:255]
     try:
         admitted = services.execution_submit(
-            replace(form.cleaned_data["request"], idempotency_key=key),
+            replace(job, idempotency_key=key),
             submitter=_submitter(request),
             parent=parent,
             relationship="fork" if parent else None,
@@ -122,6 +126,13 @@ def _form_page(request: PageRequest, form: ExecutionForm, parent: Execution | No
         "parent": parent,
         "environments": Environment.objects.all(),
         "submit_token": form["submit_token"].value() or uuid.uuid4().hex,
+        "parent_files": parent.input_files.all() if parent else [],
+        "file_limits": {
+            "count": settings.TAKO_MAX_INPUT_FILES,
+            "each": settings.TAKO_MAX_INPUT_FILE_BYTES,
+            "total": settings.TAKO_MAX_INPUT_FILES_BYTES,
+        },
+        "requirements_allowed": settings.TAKO_ALLOW_REQUIREMENTS,
     }
     template = "executions/new.html#form" if request.htmx and form.is_bound else "executions/new.html"
     return render(request, template, context)
