@@ -127,6 +127,20 @@ def test_the_form_shows_each_environments_packages_and_limits(analyst) -> None:
     assert 'data-info="no extra packages · 512m · 1.0 CPU · 30 s"' in html
 
 
+def test_the_form_shows_the_modules_preloaded_in_warm_containers_once_checked(analyst) -> None:
+    environment = Environment.objects.get(name="data-processing")
+    modules = ["numpy", "pandas"]
+    check = {"image_id": "sha256:abc", "modules": modules, "errors": {}, "failure": "", "resident_bytes": 1}
+    Environment.objects.filter(pk=environment.pk).update(preload=modules, preload_check={}, image_digest="sha256:abc")
+    assert "preloaded in warm containers" not in client_for(analyst).get("/ui/new/").content.decode()  # unchecked
+    Environment.objects.filter(pk=environment.pk).update(preload_check=check)
+    html = client_for(analyst).get("/ui/new/").content.decode()
+    assert " · 60 s · preloaded in warm containers: numpy, pandas" in html
+    Environment.objects.filter(pk=environment.pk).update(preload_check={**check, "errors": {"pandas": "boom"}})
+    html = client_for(analyst).get("/ui/new/").content.decode()
+    assert "preload of numpy, pandas failed (see Operations): import them yourself" in html
+
+
 def test_the_editor_loads_from_this_site_and_its_styles_only_with_the_pages_nonce(analyst) -> None:
     response = client_for(analyst).get("/ui/new/")
     html, policy = response.content.decode(), response["Content-Security-Policy"]
