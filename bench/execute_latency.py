@@ -3,16 +3,20 @@
 Starts two copies of the service on free loopback ports, each with its own SQLite file and its own
 container label (daphne + a worker cluster of TAKO_MAX_WORKERS, the machine's default): one with
 the warm pool off (every job starts its container cold) and one as shipped (the `default`
-environment keeps 2 containers warm). Then measures, alternating the variants so that all see the
-same machine:
-  1. sequential latency (p50/p90) of: bare `docker run --rm` through the SDK, POST /execute cold,
-     POST /execute with the pool, and async submit + wait (pool on), each as a ratio to bare;
-  2. throughput at 4 concurrent clients, in jobs/s and as a ratio to bare `docker run`;
-  3. a burst of 8 requests at once (4 times the pool), cold and with the pool;
-  4. queue pick-up: submit -> the job's container starts (async, one job at a time);
-  5. the CPU the idle service uses (all its processes, over 10 s, after the pool has filled).
+environment keeps 2 containers warm). Prints the machine (cores, memory, kernel, Docker), then
+measures, alternating the variants so that all see the same machine:
+  1. sequential latency (p50/p95) of: bare `docker run --rm` through the SDK, POST /execute cold,
+     POST /execute with the pool, and async submit + wait (pool on), each as a ratio to bare, and
+     async over sync;
+  2. where a warm POST /execute's time goes, step by step, from its Server-Timing header (the
+     rest, outside the view: HTTP, routing, auth, validation, rendering);
+  3. throughput at 4 concurrent clients, in jobs/s and as a ratio to bare `docker run`, with the
+     CPU per job of the engine (dockerd, containerd, shims) and of the service, read from /proc;
+  4. a burst of 8 requests at once (4 times the pool), cold and with the pool;
+  5. queue pick-up: submit -> the job's container starts (async, one job at a time);
+  6. the CPU the idle service uses (all its processes, over 10 s, after the pool has filled).
 The pool rows say how many jobs got a pooled container (the rest found it empty and ran cold).
-Usage: python bench/execute_latency.py [-n 40] [--jobs 40]
+Usage: python bench/execute_latency.py [-n 40] [--jobs 40] [--rounds 2]
 """
 
 from __future__ import annotations
@@ -26,6 +30,7 @@ import statistics
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 import urllib.request
 from collections.abc import Callable
@@ -38,6 +43,20 @@ import docker
 ROOT = Path(__file__).resolve().parent.parent
 IMAGE = "tako-vm-default:latest"
 CLIENTS = 4
+BARE, WARM, ASYNC = "bare docker run (SDK)", "POST /execute, warm pool", "async submit+wait, warm pool"
+STEP_NAMES = {  # the Server-Timing steps (executions/timings.py marks), in words
+    "parse": "parse: the request into a job",
+    "admit": "admit: quota, queue room, the insert",
+    "claim": "claim: the record, queued -> running",
+    "spec": "spec: environment, image, breaker",
+    "take": "take: a pooled container (the engine)",
+    "send": "send: files, attach, the job line",
+    "run": "run: until the launcher's report",
+    "monitor": "monitor: its thread stopped",
+    "record": "record: the end, in one update",
+    "respond": "respond: the body",
+}
+ENGINE_PROCESSES = ("dockerd", "containerd", "containerd-shim", "runc")  # (comm: 15 characters at most)
 
 
 @dataclass
@@ -91,15 +110,56 @@ class Service:
     def cpu_seconds(self) -> float:
         """User + system CPU of every process of this service (each started in its own session)."""
         sessions = {p.pid for p in self.processes}
-        ticks = 0
-        for stat in Path("/proc").glob("[0-9]*/stat"):
-            try:
-                fields = stat.read_text().rsplit(")", 1)[1].split()
-            except OSError:
-                continue
-            if int(fields[3]) in sessions:  # field 6 of stat: the session id
-                ticks += int(fields[11]) + int(fields[12])
-        return ticks / os.sysconf("SC_CLK_TCK")
+        return sum(ticks for _, session, ticks in _processes().values() if session in sessions) / CLOCK_TICKS
+
+
+CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
+
+
+def _processes() -> dict[int, tuple[str, int, int]]:
+    """pid -> (command name, session id, CPU ticks of it and of its children it waited for)."""
+    found = {}
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            text = stat.read_text()
+        except OSError:
+            continue
+        comm, rest = text[text.index("(") + 1 : text.rindex(")")], text[text.rindex(")") + 2 :].split()
+        found[int(stat.parent.name)] = (comm, int(rest[3]), sum(int(t) for t in rest[11:15]))
+    return found
+
+
+class EngineCpu:
+    """CPU the engine's processes use meanwhile; samples /proc every 0.1 s, so the CPU of a shim
+    that ends (with its container) counts up to its last sample."""
+
+    def __init__(self) -> None:
+        self._seen: dict[int, int] = {}
+        self._first = self._engine()
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._sample, daemon=True)
+        self._thread.start()
+
+    @staticmethod
+    def _engine() -> dict[int, int]:
+        return {pid: ticks for pid, (comm, _, ticks) in _processes().items() if comm.startswith(ENGINE_PROCESSES)}
+
+    def _sample(self) -> None:
+        while not self._stop.wait(0.1):
+            self._seen |= self._engine()
+
+    def seconds(self) -> float:
+        self._stop.set()
+        self._thread.join()
+        self._seen |= self._engine()
+        return sum(ticks - self._first.get(pid, 0) for pid, ticks in self._seen.items()) / CLOCK_TICKS
+
+
+@dataclass
+class Throughput:
+    rate: float  # jobs/s
+    engine_ms: float  # CPU per job
+    service_ms: float
 
 
 def _free_port() -> int:
@@ -121,9 +181,17 @@ def _bare_run(client: docker.DockerClient) -> None:
     assert out == b"1\n", out
 
 
-def _sync_run(service: Service) -> None:
-    body = _post(service.url, "/execute", {"code": "print(1)"})
+def _sync_run(service: Service) -> dict[str, float]:
+    """Runs print(1) through POST /execute; its Server-Timing steps, in ms."""
+    request = urllib.request.Request(
+        f"{service.url}/execute", data=b'{"code": "print(1)"}', headers={"Content-Type": "application/json"}
+    )
+    with urllib.request.urlopen(request, timeout=120) as response:
+        body = json.load(response)
+        timing = response.headers.get("Server-Timing", "")
     assert body["success"] and body["stdout"] == "1\n", body
+    steps = (step.split(";dur=") for step in timing.split(", ") if ";dur=" in step)
+    return {name: float(ms) for name, ms in steps}
 
 
 def _async_run(service: Service) -> None:
@@ -133,17 +201,23 @@ def _async_run(service: Service) -> None:
     assert body["status"] == "succeeded" and body["stdout"] == "1\n", body
 
 
-def _timed(fn: Callable[[], None]) -> float:
+def _timed(fn: Callable[[], object]) -> float:
     began = time.perf_counter()
     fn()
     return time.perf_counter() - began
 
 
-def _throughput(fn: Callable[[], None], jobs: int) -> float:
+def _throughput(fn: Callable[[], object], jobs: int, service: Service | None = None) -> Throughput:
+    """`jobs` runs of `fn` from CLIENTS threads; CPU per job of the engine and of `service` (None:
+    of this process, the bare runs' client)."""
+    engine = EngineCpu()
+    own = service.cpu_seconds() if service else time.process_time()
     began = time.perf_counter()
     with ThreadPoolExecutor(CLIENTS) as pool:
         list(pool.map(lambda _: fn(), range(jobs)))
-    return jobs / (time.perf_counter() - began)
+    elapsed = time.perf_counter() - began
+    own = (service.cpu_seconds() if service else time.process_time()) - own
+    return Throughput(jobs / elapsed, engine.seconds() * 1000 / jobs, own * 1000 / jobs)
 
 
 def _hit_rate(service: Service, since: str) -> str:
@@ -164,12 +238,32 @@ def _wait_for_full_pool(service: Service, timeout: float = 120) -> None:
         time.sleep(0.2)
 
 
+def machine() -> str:
+    """Cores, memory, kernel, Docker version and runtime: what the figures were measured on."""
+    memory_kb = int(Path("/proc/meminfo").read_text().split()[1])
+    info = docker.from_env(version="auto").info()
+    return (
+        f"{os.cpu_count()} cores, {memory_kb / 2**20:.1f} GiB, kernel {os.uname().release}, "
+        f"Docker {info.get('ServerVersion')} ({info.get('DefaultRuntime')}, cgroup v{info.get('CgroupVersion')})"
+    )
+
+
+def _percentile(samples: list[float], q: int) -> float:
+    return statistics.quantiles(samples, n=100, method="inclusive")[q - 1]
+
+
+def _ms(samples: list[float]) -> str:
+    return f"{statistics.median(samples) * 1000:8.1f} {_percentile(samples, 95) * 1000:8.1f}"
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("-n", type=int, default=40, help="sequential requests per variant (at least 30)")
     parser.add_argument("--jobs", type=int, default=40, help="jobs per throughput measurement")
+    parser.add_argument("--rounds", type=int, default=2, help="throughput rounds (median)")
     args = parser.parse_args()
     client = docker.from_env(version="auto")
+    print(f"machine: {machine()}", flush=True)
     with tempfile.TemporaryDirectory(prefix="tako-bench-") as cold_dir, tempfile.TemporaryDirectory() as pool_dir:
         cold, pooled = Service("cold", cold_dir), Service("pool", pool_dir)
         cold.start(TAKO_POOL_ENABLED="0")
@@ -181,29 +275,36 @@ def main() -> None:
                 _sync_run(cold)
                 _sync_run(pooled)
                 _async_run(pooled)
-            variants: dict[str, Callable[[], None]] = {
-                "bare docker run (SDK)": lambda: _bare_run(client),
+            steps: list[dict[str, float]] = []
+            variants: dict[str, Callable[[], object]] = {
+                BARE: lambda: _bare_run(client),
                 "POST /execute, cold": lambda: _sync_run(cold),
-                "POST /execute, warm pool": lambda: _sync_run(pooled),
-                "async submit+wait, warm pool": lambda: _async_run(pooled),
+                WARM: lambda: _sync_run(pooled),
+                ASYNC: lambda: _async_run(pooled),
             }
             latency: dict[str, list[float]] = {name: [] for name in variants}
             notes = {name: "" for name in variants}
             since = _now(pooled)
             for _ in range(max(args.n, 30)):
                 for name, run in variants.items():
-                    latency[name].append(_timed(run))
-            notes["POST /execute, warm pool"] = _hit_rate(pooled, since) + " (this and the async row)"
+                    began = time.perf_counter()
+                    answer = run()
+                    latency[name].append(time.perf_counter() - began)
+                    if name == WARM:
+                        steps.append(answer)  # type: ignore[arg-type]
+            notes[WARM] = _hit_rate(pooled, since) + " (this and the async row)"
 
-            rates: dict[str, float] = {}
+            rates: dict[str, list[Throughput]] = {name: [] for name in variants}
             rate_notes = {name: "" for name in variants}
-            for name, run in variants.items():
-                if name != "bare docker run (SDK)":
+            for _ in range(args.rounds):
+                for name, run in variants.items():
                     _wait_for_full_pool(pooled)
-                since = _now(pooled)
-                rates[name] = _throughput(run, args.jobs)
-                if "pool" in name:
-                    rate_notes[name] = _hit_rate(pooled, since)
+                    time.sleep(1)  # the keeper's refill is over: its CPU is not counted for this variant
+                    since = _now(pooled)
+                    service = pooled if name != "POST /execute, cold" else cold
+                    rates[name].append(_throughput(run, args.jobs, service if name != BARE else None))
+                    if name in (WARM, ASYNC):
+                        rate_notes[name] = _hit_rate(pooled, since)
 
             bursts: dict[str, list[float]] = {"cold": [], "warm pool": []}
             for _ in range(3):  # 8 requests at once, 4 times the pool: the rest must not be slower than cold
@@ -233,18 +334,32 @@ def main() -> None:
             pooled.stop()
             cold.stop()
 
-    reference = statistics.median(latency["bare docker run (SDK)"])
-    print(f"print(1) on {os.cpu_count()} cores; sequential: {len(latency['bare docker run (SDK)'])} runs each")
-    print(f"{'variant':<30} {'p50 ms':>8} {'p90 ms':>8}  {'vs bare':>7}")
+    reference = statistics.median(latency[BARE])
+    print(f"print(1), one request at a time, {len(latency[BARE])} runs of each variant, alternating")
+    print(f"{'variant':<30} {'p50 ms':>8} {'p95 ms':>8}  {'vs bare':>7}")
     for name, samples in latency.items():
-        p50, p90 = statistics.median(samples), statistics.quantiles(samples, n=10)[-1]
-        print(f"{name:<30} {p50 * 1000:8.1f} {p90 * 1000:8.1f}  {p50 / reference:6.2f}x  {notes[name]}")
+        print(f"{name:<30} {_ms(samples)}  {statistics.median(samples) / reference:6.2f}x  {notes[name]}")
+    ratio = statistics.median(latency[ASYNC]) / statistics.median(latency[WARM])
+    print(f"async submit+wait / POST /execute (warm pool), p50: {ratio:.2f}x")
     print()
-    print(f"throughput, {CLIENTS} concurrent clients, {args.jobs} jobs each")
-    print(f"{'variant':<30} {'jobs/s':>8}  {'vs bare':>7}")
-    bare_rate = rates["bare docker run (SDK)"]
-    for name, rate in rates.items():
-        print(f"{name:<30} {rate:8.2f}  {rate / bare_rate:6.2f}x  {rate_notes[name]}")
+    print(f"where a warm POST /execute's time goes, {len(steps)} runs (Server-Timing), ms:")
+    print(f"  {'step':<46} {'p50':>6} {'p95':>6}")
+    outside = [total * 1000 - sum(s.values()) for total, s in zip(latency[WARM], steps, strict=True)]
+    for name, samples in [(STEP_NAMES.get(n, n), [s.get(n, 0.0) for s in steps]) for n in steps[-1]] + [
+        ("HTTP, routing, auth, validation, rendering", outside)
+    ]:
+        print(f"  {name:<46} {statistics.median(samples):6.1f} {_percentile(samples, 95):6.1f}")
+    print()
+    print(f"throughput, {CLIENTS} concurrent clients, {args.jobs} jobs, median of {args.rounds} rounds")
+    print(f"{'variant':<30} {'jobs/s':>7} {'vs bare':>8} {'engine CPU':>11} {'service CPU':>12}  (ms per job)")
+    bare_rate = statistics.median(t.rate for t in rates[BARE])
+    for name, runs in rates.items():
+        rate = statistics.median(t.rate for t in runs)
+        engine = statistics.median(t.engine_ms for t in runs)
+        own = statistics.median(t.service_ms for t in runs)
+        print(f"{name:<30} {rate:7.2f} {rate / bare_rate:7.2f}x {engine:11.1f} {own:12.1f}  {rate_notes[name]}")
+    print("  (engine: dockerd, containerd and the shims; service: daphne and the worker cluster, or for")
+    print("   a bare run the benchmark's own SDK client; both from /proc, other users of the engine included)")
     print()
     print("burst of 8 POST /execute at once (pool of 2), 3 bursts:", end="")
     for name, samples in bursts.items():

@@ -46,7 +46,7 @@ def _measure(name: str, jobs: int, **env: str) -> tuple[float, float]:
                 _async_run(service)
             sequential = [_timed(lambda: _async_run(service)) for _ in range(20)]
             _wait_for_full_pool(service)
-            rate = _throughput(lambda: _async_run(service), jobs)
+            rate = _throughput(lambda: _async_run(service), jobs, service).rate
         finally:
             service.stop()
     return statistics.median(sequential), rate

@@ -7,7 +7,7 @@ from typing import Annotated
 
 from asgiref.sync import sync_to_async
 from django.conf import settings
-from django.http import HttpRequest
+from django.http import HttpRequest, HttpResponse
 from ninja.responses import Status
 
 from executions import services
@@ -24,6 +24,7 @@ from executions.api.schemas import (
     Unavailable,
 )
 from executions.models import Execution
+from executions.timings import timing_header, timing_mark, timing_start
 
 router = Router(auth=EXECUTE, tags=["run"])
 
@@ -38,12 +39,15 @@ REFUSALS = {400: Error, 409: IdempotencyConflict, 415: Error, 422: Error, 503: U
     openapi_extra=MULTIPART_BODY,
 )
 async def execute(
-    request: HttpRequest, payload: Annotated[ExecuteRequest, JsonOrMultipartBody(...)]
+    request: HttpRequest, response: HttpResponse, payload: Annotated[ExecuteRequest, JsonOrMultipartBody(...)]
 ) -> dict[str, object]:
     """Tako VM's sync endpoint. The run ended (successfully or not), or an earlier one with the
-    same idempotency_key did."""
+    same idempotency_key did. The `Server-Timing` header says where the time went."""
+    steps = timing_start()
     job = await sync_to_async(services.execute_request_parse)(payload.model_dump(exclude_unset=True))
+    timing_mark("parse")
     admitted = await sync_to_async(services.execution_submit_sync)(job, submitter=submitter(request))
+    timing_mark("admit")
     execution = admitted.execution
     if admitted.created and settings.TAKO_WEB_USES_DOCKER:
         # Runs here (not on the cluster) but within the same worker budget: it waits for a free slot.
@@ -60,7 +64,10 @@ async def execute(
         while not execution.is_terminal:
             await asyncio.sleep(SYNC_POLL_SECONDS)
             await execution.arefresh_from_db()
-    return execution.to_sync_response()
+    body = execution.to_sync_response()
+    timing_mark("respond")
+    response["Server-Timing"] = timing_header(steps)
+    return body
 
 
 @router.post(

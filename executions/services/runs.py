@@ -42,6 +42,7 @@ from executions.services import lifecycle
 from executions.services.cleanup import containers_reap_quietly
 from executions.services.environments import environment_shape
 from executions.services.input_files import input_files_for_run
+from executions.timings import timing_mark
 
 logger = logging.getLogger(__name__)
 
@@ -89,6 +90,7 @@ def execution_run(
     elif not lifecycle.claim(execution, worker=worker_name(role)):
         logger.info("Execution %s was claimed elsewhere or cancelled", execution.pk)
         return Execution.objects.get(pk=execution.pk)
+    timing_mark("claim")
     with correlation_context(execution.correlation_id):
         logger.info("Running execution %s on %s", execution.pk, execution.job_type)
         outcome: Outcome = failure("internal_error", "Internal error while running the job", phase="startup")
@@ -120,6 +122,7 @@ def execution_run(
             logger.exception("Execution %s failed inside the service", execution.pk)
         finally:
             monitor.stop()
+            timing_mark("monitor")
             if not handed_over:  # (else it is queued again, for another worker)
                 if monitor.cancel.is_set() and (result is None or not outcome.success):
                     outcome = failure("cancelled", "Cancelled by request", phase=outcome.phase or "execution")
@@ -129,6 +132,7 @@ def execution_run(
                     ),
                     what=f"recording how execution {execution.pk} ended",
                 )
+                timing_mark("record")
         logger.info("Execution %s ended %s (%s)", execution.pk, execution.status, execution.error_type or "ok")
         return execution
 
@@ -212,7 +216,9 @@ def _run_with_retries(
                 raise
         else:
             try:
-                result = sandbox.run(_run_spec(execution, sandbox, monitor, environment))
+                spec = _run_spec(execution, sandbox, monitor, environment)
+                timing_mark("spec")
+                result = sandbox.run(spec)
             except SandboxUnavailable as exc:
                 breaker_failure(str(exc), breaker)
                 _note_attempt(execution, attempt, str(exc))

@@ -45,6 +45,7 @@ from executions.sandbox.docker.stream import (
     StdoutSplitter,
     emitter,
 )
+from executions.timings import timing_mark
 
 logger = logging.getLogger(__name__)
 
@@ -70,6 +71,7 @@ def run(engine: Engine, spec: RunSpec, take_pooled: TakePooled | None) -> RunRes
     try:
         with translate_docker_errors("Starting the container"):
             taken = take_pooled(spec) if take_pooled is not None else None
+            timing_mark("take")
             if taken is not None:
                 container_id, run_dir = taken
                 write_job_files(run_dir, spec)
@@ -90,9 +92,11 @@ def run(engine: Engine, spec: RunSpec, take_pooled: TakePooled | None) -> RunRes
                 engine.api.start(container_id)
             nonce = secrets.token_hex(16)  # tells the launcher's messages from the program's output
             attachment.send(wire.job_line(nonce))  # the job may start
+            timing_mark("send")
         if spec.on_container_start is not None:
             spec.on_container_start()
         result = _collect(engine, spec, container_id, attachment, began, nonce)
+        timing_mark("run")
         result.warm = (taken is not None) if take_pooled is not None else None
         return result
     finally:
