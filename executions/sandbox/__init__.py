@@ -188,7 +188,7 @@ class Sandbox(Protocol):
         ...
 
     def pool_changes(self) -> Iterator[None]:
-        """Yields whenever a pooled container is taken, ends or goes; blocks in between."""
+        """Yields whenever a pooled container is taken, or a ready one ends; blocks in between."""
         ...
 
     def pool_remove(self, containers: list[PooledContainer]) -> None:

@@ -80,15 +80,17 @@ class WarmPool:
         return pooled
 
     def changes(self) -> Iterator[None]:
-        """Yields whenever a pooled container is taken (renamed), ends or goes."""
-        filters = {
-            "type": "container",
-            "label": [self.engine.label_filter, POOL_LABEL],
-            "event": ["rename", "die", "destroy"],
-        }
+        """Yields whenever a pooled container is taken (renamed) or a ready one ends.
+
+        Not for the end or removal of a taken one: that is a job's end, which changes nothing in
+        the pool (its replacement was started when it was taken), and waking the keeper for it
+        costs a listing of the engine's containers per job. Its periodic tick sees the rest."""
+        filters = {"type": "container", "label": [self.engine.label_filter, POOL_LABEL], "event": ["rename", "die"]}
         with translate_docker_errors("Watching the pool"), closing(self.engine.events(filters)) as events:
-            for _event in events:
-                yield None
+            for event in events:
+                name = str(((event.get("Actor") or {}).get("Attributes") or {}).get("name", ""))
+                if event.get("Action") == "rename" or name.startswith(POOL_NAME_PREFIX):
+                    yield None
 
     def remove(self, containers: list[PooledContainer]) -> None:
         """Remove pooled containers; a job that took one meanwhile keeps it."""
