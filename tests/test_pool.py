@@ -80,6 +80,15 @@ def test_with_the_pool_empty_a_job_runs_cold_and_counts_as_a_miss(own_deployment
     assert (result.warm, result.stdout) == (False, "cold\n")
 
 
+def test_a_pooled_container_that_ended_unseen_costs_the_job_its_warm_start_not_its_run(own_deployment) -> None:
+    own_deployment.pool_start(default_shape(), "default")
+    (dead,) = ready(own_deployment)
+    docker.from_env().containers.get(dead.name).kill()
+    wait_for(lambda: not ready(own_deployment), what="the pooled container to end")
+    result = own_deployment.run(spec(default_shape(), "print('ran')", warm_pool=True))
+    assert (result.warm, result.exit_code, result.stdout) == (False, 0, "ran\n")
+
+
 def test_a_job_with_other_limits_never_takes_a_pooled_container(own_deployment) -> None:
     PoolKeeper(own_deployment, engine="host-a").tick()
     shape = default_shape()

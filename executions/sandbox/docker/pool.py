@@ -5,10 +5,16 @@ claimant asks for that same new name, and the engine renames under the container
 a rename to the name it already has, so exactly one claimant wins (a job, or the keeper draining
 it). The name never changes again (a late claimant must keep failing). A job that won writes its
 execution id into the container's host folder (OWNER_FILE), which tells the reaper whose it is.
+
+A job finds the candidates without asking the engine: each pooled container's host folder (under
+the deployment's own folder) holds a READY_PREFIX + pool key file from its start until it is
+claimed. The rename, one engine call, stays the claim; a folder whose container is gone only costs
+a failed rename, and one whose container died unseen is caught by the runner (no code started).
 """
 
 from __future__ import annotations
 
+import hashlib
 import random
 import secrets
 from collections.abc import Iterator
@@ -32,21 +38,29 @@ from executions.sandbox.docker.runner import create, dispose, make_run_dir, remo
 POOL_NAME_PREFIX = "tako-pool-"  # a ready pooled container
 CLAIMED_NAME_PREFIX = "tako-claimed-"  # claimed by a job or for removal; the token stays
 OWNER_FILE = "execution"  # in a claimed container's host folder: the execution it runs
+READY_PREFIX = "ready-"  # + the pool key: in a ready container's host folder, until it is claimed
 
 
 class WarmPool:
     def __init__(self, engine: Engine) -> None:
         self.engine = engine
 
+    @property
+    def folder(self) -> Path:
+        """The host folders of this deployment's pooled containers (deployments may share work_dir)."""
+        deployment = hashlib.sha256(self.engine.config.deployment_id.encode()).hexdigest()[:16]
+        return self.engine.config.work_dir / "pool" / deployment
+
     def start(self, shape: ContainerShape, pool: str) -> None:
         """Create and start one container of `shape`, waiting for a job of pool `pool`."""
-        run_dir = make_run_dir(self.engine.config.work_dir / "pool" / secrets.token_hex(8))
+        run_dir = make_run_dir(self.folder / secrets.token_hex(8))
         labels = {POOL_LABEL: pool, POOL_KEY_LABEL: shape.pool_key, WORKDIR_LABEL: str(run_dir)}
         container_id = None
         try:
             with translate_docker_errors("Starting a pooled container"):
                 container_id = create(self.engine, shape, run_dir, labels=labels, name=POOL_NAME_PREFIX + run_dir.name)
                 self.engine.api.start(container_id)
+            (run_dir / (READY_PREFIX + shape.pool_key)).touch()  # jobs may take it now
         except BaseException:
             dispose(self.engine, container_id, run_dir)
             raise
@@ -102,26 +116,22 @@ class WarmPool:
                 remove_now(self.engine, CLAIMED_NAME_PREFIX + _token_of(container.name), workdir)
 
     def take(self, spec: RunSpec) -> tuple[str, Path] | None:
-        """Claim a ready pooled container of the job's shape and name it after the job, or None."""
-        filters = {
-            "label": [self.engine.label_filter, f"{POOL_KEY_LABEL}={spec.shape.pool_key}"],
-            "name": POOL_NAME_PREFIX,
-            "status": "running",
-        }
-        candidates = self.engine.api.containers(filters=filters)
+        """Claim a ready pooled container of the job's shape, or None: (its name, its host folder)."""
+        candidates = list(self.folder.glob(f"*/{READY_PREFIX}{spec.shape.pool_key}"))
         random.shuffle(candidates)  # concurrent takers rarely race for the same one
-        for summary in candidates:
-            name = _name_of(summary)
-            if self._claim(name):
-                workdir = Path(summary["Labels"][WORKDIR_LABEL])
+        for ready in candidates:
+            workdir = ready.parent
+            if self._claim(POOL_NAME_PREFIX + workdir.name):
+                claimed = CLAIMED_NAME_PREFIX + workdir.name
                 try:
                     (workdir / OWNER_FILE).write_text(spec.execution_id)
+                    ready.unlink()
                 except FileNotFoundError:
                     # Its folder is gone: an engine fault cut its start short after the engine had
                     # made it (the keeper cleaned up what it believed failed). Unusable: remove it.
-                    remove_now(self.engine, CLAIMED_NAME_PREFIX + _token_of(name), None)
+                    remove_now(self.engine, claimed, None)
                     continue
-                return str(summary["Id"]), workdir
+                return claimed, workdir
         return None
 
     def _claim(self, pool_name: str) -> bool:

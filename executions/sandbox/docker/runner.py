@@ -58,13 +58,30 @@ CONTAINER_TMP = "/tmp"  # noqa: S108  (the container's own tmpfs, not the host's
 FSIZE_LIMIT = 10 * 1024 * 1024  # per file the program writes
 FSIZE_LIMIT_WITH_PACKAGES = 1024 * 1024 * 1024  # the launcher raises it to unpack shared libraries
 KILL_GRACE = 10
+# A pooled container's interpreter is up: its code starts within milliseconds of the job line.
+# Not started after this long, the engine is asked whether the container still runs.
+POOLED_START_SECONDS = 0.5
 
 # Takes a ready pooled container of the job's shape for it: (container id, its host folder) or None.
 TakePooled = Callable[[RunSpec], tuple[str, Path] | None]
 
 
+class _PooledContainerDead(Exception):
+    """The pooled container taken had ended before its job could start: nothing of it ran."""
+
+
 def run(engine: Engine, spec: RunSpec, take_pooled: TakePooled | None) -> RunResult:
-    """Run `spec` in a pooled container (when `take_pooled` finds one) or in one created for it."""
+    """Run `spec` in a pooled container (when `take_pooled` finds one) or in one created for it.
+    A pooled container found dead once taken costs the job its warm start, never its run."""
+    if take_pooled is not None:
+        try:
+            return _run(engine, spec, take_pooled)
+        except _PooledContainerDead:
+            logger.warning("Execution %s: its pooled container had ended; running it cold", spec.execution_id)
+    return _run(engine, spec, None if take_pooled is None else lambda _: None)  # (wanted the pool: warm False)
+
+
+def _run(engine: Engine, spec: RunSpec, take_pooled: TakePooled | None) -> RunResult:
     began = time.monotonic()
     container_id: str | None = None
     run_dir: Path | None = None
@@ -87,15 +104,21 @@ def run(engine: Engine, spec: RunSpec, take_pooled: TakePooled | None) -> RunRes
                     labels={EXECUTION_LABEL: spec.execution_id, WORKDIR_LABEL: str(run_dir)},
                     cpu_shares=QUICK_CPU_SHARES if spec.quick else LONG_CPU_SHARES,
                 )
-            attachment = Attachment(engine.api, container_id)  # before start: no output lost
-            if taken is None:
-                engine.api.start(container_id)
             nonce = secrets.token_hex(16)  # tells the launcher's messages from the program's output
-            attachment.send(wire.job_line(nonce))  # the job may start
+            try:
+                attachment = Attachment(engine.api, container_id)  # before start: no output lost
+                if taken is None:
+                    engine.api.start(container_id)
+                attachment.send(wire.job_line(nonce))  # the job may start
+            except (docker.errors.APIError, OSError) as exc:
+                # A pooled container that ended meanwhile refuses the attach (409) or the write.
+                if taken is not None and (not isinstance(exc, docker.errors.APIError) or exc.status_code == 409):
+                    raise _PooledContainerDead from exc
+                raise
             timing_mark("send")
         if spec.on_container_start is not None:
             spec.on_container_start()
-        result = _collect(engine, spec, container_id, attachment, began, nonce)
+        result = _collect(engine, spec, container_id, attachment, began, nonce, pooled=taken is not None)
         timing_mark("run")
         result.warm = (taken is not None) if take_pooled is not None else None
         return result
@@ -173,7 +196,7 @@ def create(
 
 
 def _collect(
-    engine: Engine, spec: RunSpec, container_id: str, attachment: Attachment, began: float, nonce: str
+    engine: Engine, spec: RunSpec, container_id: str, attachment: Attachment, began: float, nonce: str, *, pooled: bool
 ) -> RunResult:
     cap = engine.config.output_cap_bytes
     stdout, stderr = CappedStream(cap), CappedStream(cap)
@@ -207,6 +230,9 @@ def _collect(
     reader = threading.Thread(target=read, name=f"sandbox-reader-{spec.execution_id}", daemon=True)
     reader.start()
     cancel = spec.cancel or threading.Event()
+    if pooled and not startup_over.wait(POOLED_START_SECONDS) and not _is_running(engine, container_id):
+        attachment.close()  # (the attach stream of an ended container never ends)
+        raise _PooledContainerDead
     startup_timed_out = not _wait_unless_cancelled(
         startup_over.wait, spec.startup_timeout - (time.monotonic() - began), cancel
     )
@@ -230,6 +256,8 @@ def _collect(
         reader.join(timeout=KILL_GRACE)
     execution_ms = int((time.monotonic() - code_began) * 1000) if code_started_at else 0
     attachment.close()
+    if pooled and not code_started_at and not killed_by_us:  # its launcher never got the job
+        raise _PooledContainerDead
     envelope = splitter.envelope if splitter.complete and stderr_splitter.ended else None
     parsed = wire.parse_envelope(bytes(envelope) if envelope is not None else None)
     exit_code = None if killed_by_us else _exit_code_from(parsed)
@@ -279,6 +307,11 @@ def _wait_unless_cancelled(wait: Callable[[float], bool], seconds: float, cancel
 def _image_ref_of(engine: Engine, spec: RunSpec, container_id: str) -> str:
     image_id = spec.shape.image_id or engine.api.inspect_container(container_id).get("Image", "")
     return f"{spec.shape.image.split(':')[0]}@{image_id}"
+
+
+def _is_running(engine: Engine, container_id: str) -> bool:
+    with translate_docker_errors("Inspecting the container"):
+        return bool(engine.api.inspect_container(container_id).get("State", {}).get("Running"))
 
 
 def _was_oom_killed(engine: Engine, container_id: str) -> bool:
