@@ -135,9 +135,8 @@ class PoolKeeper:
                 break
             self.sandbox.pool_start(plans[key].shape, plans[key].environment)
             started[key] = started.get(key, 0) + 1
-        if started:
+        if started:  # (jobs that took some meanwhile woke it again: _watch_engine)
             self._publish(plans, keep, in_use, [], started=started)
-            self.wake.set()  # look again at once: jobs may have taken some meanwhile
 
     def _say_alive(self) -> None:
         """This keeper is alive (whether or not its engine works): its pool counts are shown only
