@@ -14,7 +14,8 @@ measures, alternating the variants so that all see the same machine:
      CPU per job of the engine (dockerd, containerd, shims) and of the service, read from /proc;
   4. a burst of 8 requests at once (4 times the pool), cold and with the pool;
   5. queue pick-up: submit -> the job's container starts (async, one job at a time);
-  6. the CPU the idle service uses (all its processes, over 10 s, after the pool has filled).
+  6. the CPU the idle service uses (all its processes, over 10 s, after the pool has filled);
+  7. the engine API calls per job (bench/engine_calls.py), on a third service started afterwards.
 The pool rows say how many jobs got a pooled container (the rest found it empty and ran cold).
 Usage: python bench/execute_latency.py [-n 40] [--jobs 40] [--rounds 2]
 """
@@ -39,6 +40,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import docker
+from engine_calls import CountingProxy
 
 ROOT = Path(__file__).resolve().parent.parent
 IMAGE = "tako-vm-default:latest"
@@ -238,6 +240,44 @@ def _wait_for_full_pool(service: Service, timeout: float = 120) -> None:
         time.sleep(0.2)
 
 
+def engine_calls(jobs: int) -> tuple[dict[str, tuple[int, dict[str, float]]], float]:
+    """Engine API calls per job of each path (the pool's refill included), counted on a third
+    service whose every process reaches the engine through a CountingProxy; and the calls per
+    second of that service idle (the keeper's periodic look), which the per-job figures include."""
+    with tempfile.TemporaryDirectory(prefix="tako-bench-") as data_dir:
+        proxy = CountingProxy(Path(data_dir) / "engine.sock")
+        service = Service("counted", data_dir)
+        service.start(DOCKER_HOST=proxy.url)
+        try:
+            _wait_for_full_pool(service)
+            for _ in range(3):
+                _sync_run(service)
+                _async_run(service)
+            counted = {}
+            bare = docker.DockerClient(base_url=proxy.url, version="auto")
+            paths: tuple[tuple[str, Callable[[], object]], ...] = (
+                (BARE, lambda: _bare_run(bare)),
+                (WARM, lambda: _sync_run(service)),
+                (ASYNC, lambda: _async_run(service)),
+            )
+            for name, run in paths:
+                _wait_for_full_pool(service)
+                time.sleep(1)
+                proxy.take()
+                for _ in range(jobs):
+                    run()
+                    _wait_for_full_pool(service)  # its replacement started: counted with it
+                calls = proxy.take()
+                counted[name] = (sum(calls.values()), {call: n / jobs for call, n in calls.most_common()})
+            proxy.take()
+            time.sleep(10)
+            idle = sum(proxy.take().values()) / 10
+        finally:
+            service.stop()
+            proxy.close()
+    return counted, idle
+
+
 def machine() -> str:
     """Cores, memory, kernel, Docker version and runtime: what the figures were measured on."""
     memory_kb = int(Path("/proc/meminfo").read_text().split()[1])
@@ -333,6 +373,7 @@ def main() -> None:
         finally:
             pooled.stop()
             cold.stop()
+    counted, idle_calls = engine_calls(10)
 
     reference = statistics.median(latency[BARE])
     print(f"print(1), one request at a time, {len(latency[BARE])} runs of each variant, alternating")
@@ -370,6 +411,11 @@ def main() -> None:
     print(f"queue pick-up, submit -> container start, one job at a time: p50 {pickup_p50:.0f} ms", end="")
     print(f" ({len(warm_pickup)}/{len(pickup)} from the pool)")
     print(f"idle service CPU (daphne, worker cluster, pool keeper): {idle_cpu * 100:.1f}% of one core")
+    print()
+    print("engine API calls per job, print(1) one at a time, the pool's refill included:")
+    for name, (total, calls) in counted.items():
+        print(f"  {name}: {total / 10:.1f}  (" + ", ".join(f"{call} {n:.1f}" for call, n in calls.items()) + ")")
+    print(f"  (the idle service: {idle_calls:.1f} calls/s, the keeper's periodic look, included above)")
 
 
 if __name__ == "__main__":
