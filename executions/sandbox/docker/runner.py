@@ -17,6 +17,7 @@ import shutil
 import threading
 import time
 from collections.abc import Callable
+from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -62,6 +63,8 @@ KILL_GRACE = 10
 # Not started after this long, the engine is asked whether the container still runs.
 POOLED_START_SECONDS = 0.5
 
+_BACKGROUND = ThreadPoolExecutor(max_workers=4, thread_name_prefix="sandbox-engine")  # calls overlapped with others
+
 # Takes a ready pooled container of the job's shape for it: (container id, its host folder) or None.
 TakePooled = Callable[[RunSpec], tuple[str, Path] | None]
 
@@ -89,11 +92,14 @@ def _run(engine: Engine, spec: RunSpec, take_pooled: TakePooled | None) -> RunRe
         with translate_docker_errors("Starting the container"):
             taken = take_pooled(spec) if take_pooled is not None else None
             timing_mark("take")
+            lowered: Future[Any] | None = None
             if taken is not None:
                 container_id, run_dir = taken
+                if not spec.quick:  # pooled containers start with the quick weight: lowered before
+                    # the job line, while the files are written and the attach is made (the engine's
+                    # update writes the container's config to disk: tens of ms under load)
+                    lowered = _BACKGROUND.submit(engine.api.update_container, container_id, cpu_shares=LONG_CPU_SHARES)
                 write_job_files(run_dir, spec)
-                if not spec.quick:  # pooled containers start with the quick weight
-                    engine.api.update_container(container_id, cpu_shares=LONG_CPU_SHARES)
             else:
                 run_dir = make_run_dir(engine.config.work_dir / spec.execution_id)
                 write_job_files(run_dir, spec)
@@ -109,6 +115,8 @@ def _run(engine: Engine, spec: RunSpec, take_pooled: TakePooled | None) -> RunRe
                 attachment = Attachment(engine.api, container_id)  # before start: no output lost
                 if taken is None:
                     engine.api.start(container_id)
+                if lowered is not None:
+                    lowered.result()  # (its error, if any, is raised here)
                 attachment.send(wire.job_line(nonce))  # the job may start
             except (docker.errors.APIError, OSError) as exc:
                 # A pooled container that ended meanwhile refuses the attach (409) or the write.
