@@ -76,6 +76,9 @@ class Service:
 
     def start(self) -> None:
         self.manage("migrate", "-v0")
+        # A pool of 2 for `default` (not one sized from demand), which start() waits for.
+        self.manage("shell", "-c", "from executions.models import Environment; "
+                    "Environment.objects.filter(name='default').update(pool_size=2)")  # fmt: skip
         port = free_port()
         daphne = [sys.executable, "-m", "daphne", "-b", "127.0.0.1", "-p", str(port), "takoweb.asgi:application"]
         for command in (daphne, [sys.executable, "manage.py", "tako_worker"]):
