@@ -81,7 +81,8 @@ class Service:
         subprocess.run([sys.executable, "manage.py", "migrate", "-v0"], cwd=ROOT, env=environment, check=True)
         # A pool of 2 for `default` (not one sized from demand): the figures compare across runs.
         pin = "from executions.models import Environment as E; E.objects.filter(name='default').update(pool_size=2)"
-        subprocess.run([sys.executable, "manage.py", "shell", "-c", pin], cwd=ROOT, env=environment, check=True)
+        pinned = [sys.executable, "manage.py", "shell", "-c", pin]
+        subprocess.run(pinned, cwd=ROOT, env=environment, check=True, capture_output=True)
         port = _free_port()
         quiet = {"stdout": subprocess.DEVNULL, "stderr": subprocess.DEVNULL, "start_new_session": True}
         daphne = [sys.executable, "-m", "daphne", "-b", "127.0.0.1", "-p", str(port), "takoweb.asgi:application"]
