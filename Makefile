@@ -51,6 +51,7 @@ editor:
 	scripts/build-editor.sh
 
 bench: setup
+	$(PY) manage.py tako_images build data-processing  # (the pandas rows)
 	$(PY) bench/execute_latency.py
 	$(PY) bench/scaleout_throughput.py
 	$(PY) bench/input_files.py

@@ -45,6 +45,10 @@ from engine_calls import CountingProxy
 ROOT = Path(__file__).resolve().parent.parent
 IMAGE = "tako-vm-default:latest"
 CLIENTS = 4
+# The analyst's everyday program, on data-processing (its pool preloads numpy, pandas, matplotlib).
+PANDAS = "import pandas as pd; print(pd.DataFrame({'a': [1, 2]}).a.sum())"
+PANDAS_JOB_TYPE = "data-processing"
+PANDAS_IMAGE = "tako-vm-data-processing:latest"
 BARE, WARM, ASYNC = "bare docker run (SDK)", "POST /execute, warm pool", "async submit+wait, warm pool"
 STEP_NAMES = {  # the Server-Timing steps (executions/timings.py marks), in words
     "parse": "parse: the request into a job",
@@ -182,20 +186,23 @@ def _post(url: str, path: str, body: dict) -> dict:
         return json.load(response)
 
 
-def _bare_run(client: docker.DockerClient) -> None:
-    out = client.containers.run(IMAGE, ["python3", "-c", "print(1)"], remove=True, network_mode="none")
-    assert out == b"1\n", out
+def _bare_run(client: docker.DockerClient, image: str = IMAGE, code: str = "print(1)", expect: str = "1\n") -> None:
+    out = client.containers.run(image, ["python3", "-c", code], remove=True, network_mode="none")
+    assert out == expect.encode(), out
 
 
-def _sync_run(service: Service) -> dict[str, float]:
-    """Runs print(1) through POST /execute; its Server-Timing steps, in ms."""
+def _sync_run(
+    service: Service, code: str = "print(1)", job_type: str = "default", expect: str = "1\n"
+) -> dict[str, float]:
+    """Runs `code` (print(1)) through POST /execute; its Server-Timing steps, in ms."""
+    payload = json.dumps({"code": code, "job_type": job_type}).encode()
     request = urllib.request.Request(
-        f"{service.url}/execute", data=b'{"code": "print(1)"}', headers={"Content-Type": "application/json"}
+        f"{service.url}/execute", data=payload, headers={"Content-Type": "application/json"}
     )
     with urllib.request.urlopen(request, timeout=120) as response:
         body = json.load(response)
         timing = response.headers.get("Server-Timing", "")
-    assert body["success"] and body["stdout"] == "1\n", body
+    assert body["success"] and body["stdout"] == expect, body
     steps = (step.split(";dur=") for step in timing.split(", ") if ";dur=" in step)
     return {name: float(ms) for name, ms in steps}
 
@@ -234,6 +241,21 @@ def _hit_rate(service: Service, since: str) -> str:
 
 def _now(service: Service) -> str:
     return service.query("SELECT strftime('%Y-%m-%d %H:%M:%f', 'now')")[0][0]
+
+
+def _wait_for_preloaded_pool(service: Service, timeout: float = 300) -> None:
+    """data-processing's preload checked on its image, and one of its pooled containers ready."""
+    deadline = time.monotonic() + timeout
+    while True:
+        with urllib.request.urlopen(f"{service.url}/job-types/{PANDAS_JOB_TYPE}", timeout=10) as response:
+            state = json.load(response)["preload_status"]["state"]
+        with urllib.request.urlopen(f"{service.url}/pool/stats", timeout=10) as response:
+            ready = json.load(response)["warm_pool"].get(PANDAS_JOB_TYPE, {}).get("ready", 0)
+        if state == "ok" and ready >= 1:
+            return
+        if state == "failed" or time.monotonic() > deadline:
+            raise SystemExit(f"data-processing's preloaded pool is not ready (preload {state}, {ready} ready)")
+        time.sleep(0.5)
 
 
 def _wait_for_full_pool(service: Service, timeout: float = 120) -> None:
@@ -314,6 +336,7 @@ def main() -> None:
         pooled.start()
         try:
             _wait_for_full_pool(pooled)
+            _wait_for_preloaded_pool(pooled)
             for _ in range(3):  # warm every path up
                 _bare_run(client)
                 _sync_run(cold)
@@ -326,6 +349,15 @@ def main() -> None:
                 WARM: lambda: _sync_run(pooled),
                 ASYNC: lambda: _async_run(pooled),
             }
+            pandas_variants: dict[str, Callable[[], object]] = {
+                "pandas: bare docker run": lambda: _bare_run(client, PANDAS_IMAGE, PANDAS, "3\n"),
+                "pandas: POST /execute, cold": lambda: _sync_run(cold, PANDAS, PANDAS_JOB_TYPE, "3\n"),
+                "pandas: preloaded warm pool": lambda: _sync_run(pooled, PANDAS, PANDAS_JOB_TYPE, "3\n"),
+            }
+            pandas_latency: dict[str, list[float]] = {name: [] for name in pandas_variants}
+            for _ in range(3):
+                for run in pandas_variants.values():
+                    run()
             latency: dict[str, list[float]] = {name: [] for name in variants}
             notes = {name: "" for name in variants}
             since = _now(pooled)
@@ -336,6 +368,8 @@ def main() -> None:
                     latency[name].append(time.perf_counter() - began)
                     if name == WARM:
                         steps.append(answer)  # type: ignore[arg-type]
+                for name, run in pandas_variants.items():
+                    pandas_latency[name].append(_timed(run))
             notes[WARM] = _hit_rate(pooled, since) + " (this and the async row)"
 
             rates: dict[str, list[Throughput]] = {name: [] for name in variants}
@@ -384,6 +418,10 @@ def main() -> None:
     print(f"{'variant':<30} {'p50 ms':>8} {'p95 ms':>8}  {'vs bare':>7}")
     for name, samples in latency.items():
         print(f"{name:<30} {_ms(samples)}  {statistics.median(samples) / reference:6.2f}x  {notes[name]}")
+    pandas_reference = statistics.median(pandas_latency["pandas: bare docker run"])
+    for name, samples in pandas_latency.items():
+        print(f"{name:<30} {_ms(samples)}  {statistics.median(samples) / pandas_reference:6.2f}x")
+    print(f"  (pandas: {PANDAS!r} on {PANDAS_JOB_TYPE}; ratios to its own bare docker run)")
     ratio = statistics.median(latency[ASYNC]) / statistics.median(latency[WARM])
     print(f"async submit+wait / POST /execute (warm pool), p50: {ratio:.2f}x")
     print()

@@ -44,6 +44,7 @@ STATE_MAX_AGE_SECONDS = 60.0  # … this; older rows belong to a keeper that is 
 REAP_EVERY_SECONDS = 10.0  # containers whose job ended but whose removal failed (an engine fault) go
 CLAIM_STUCK_SECONDS = 30.0  # a claim takes milliseconds; one this old was cut off by an engine fault
 DEMAND_EVERY_SECONDS = 10.0  # an environment's recent peak of concurrent jobs is read this often
+IMAGE_EVERY_SECONDS = 10.0  # each environment's image is looked up on the engine this often (a rebuild shows then)
 PRELOAD_RETRY_SECONDS = 60.0  # a preload check the engine could not run is tried again after this
 
 
@@ -67,6 +68,7 @@ class PoolKeeper:
         self.heartbeat = Heartbeat(ProcessBeat.Role.POOL, engine=self.engine)
         self._published_at = 0.0
         self._demand: dict[str, tuple[float, int]] = {}  # environment -> (read at, peak)
+        self._images: dict[str, tuple[float, str | None]] = {}  # image -> (looked up at, name@sha256:…)
         self._checking: set[tuple[str, str, tuple[str, ...]]] = set()  # preload checks under way
         self._check_failed_at: dict[tuple[str, str, tuple[str, ...]], float] = {}
 
@@ -149,7 +151,7 @@ class PoolKeeper:
         idle_since = timezone.now() - timedelta(seconds=settings.TAKO_POOL_IDLE_SECONDS)
         plans = []
         for environment in Environment.objects.filter(Q(pool_size__isnull=True) | Q(pool_size__gt=0)):
-            image_ref = self.sandbox.image_ref(environment.image)
+            image_ref = self._image_ref(environment.image)
             if image_ref is None:
                 continue  # not built yet: jobs wait for the build, and so does the pool
             image_id = image_ref.partition("@")[2]
@@ -159,6 +161,17 @@ class PoolKeeper:
             target = self._target(environment, idle_since)
             plans.append(PoolPlan(environment.name, shape, target, resident_bytes(environment, image_id)))
         return plans
+
+    def _image_ref(self, image: str) -> str | None:
+        """The image's name@sha256:…, asked of the engine at most every IMAGE_EVERY_SECONDS (the
+        keeper ticks on every pooled container a job takes: an inspect per environment each time
+        was the largest engine cost of a warm job)."""
+        now = time.monotonic()
+        looked_at, image_ref = self._images.get(image, (0.0, None))
+        if now - looked_at > IMAGE_EVERY_SECONDS or image_ref is None:
+            image_ref = self.sandbox.image_ref(image)
+            self._images[image] = (now, image_ref)
+        return image_ref
 
     def _target(self, environment: Environment, idle_since: Any) -> int:
         """How many of its containers to keep ready: its fixed size while it is busy (one when
