@@ -120,6 +120,12 @@ def _preload(names):
 _modules = [name for name in os.environ.pop("TAKO_PRELOAD", "").split(",") if name]
 if _modules:
     _preload(_modules)
+    # The preloaded modules' objects live as long as the interpreter: moved out of the collector's
+    # sight, the program's collections and the interpreter's end skip them (with numpy, pandas and
+    # matplotlib loaded, ending took 200 ms, and 50 ms frozen).
+    import gc
+
+    gc.freeze()
 
 _ready = os.environ.pop("TAKO_READY_FD", None)
 if _ready is not None:
