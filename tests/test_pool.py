@@ -18,7 +18,7 @@ import docker
 import pytest
 import requests
 
-from executions.models import Environment, Execution, PoolState
+from executions.models import Environment, Execution, PoolState, ProcessBeat
 from executions.sandbox import ContainerShape, RunSpec, get_sandbox
 from executions.services import PoolKeeper, containers_reap, execution_create, pool_stats
 from executions.services.environments import environment_shape
@@ -30,6 +30,10 @@ def own_deployment(transactional_db: None, settings: Any, default_image: str) ->
     """A deployment of its own on the shared engine; its leftovers are removed afterwards."""
     settings.TAKO_DEPLOYMENT_ID = f"pool-test-{uuid.uuid4().hex[:8]}"
     settings.TAKO_POOL_ENABLED = True
+    # A live service an earlier module ran on this database may have left its keeper's rows (its
+    # beat still counts for 30 s): the pool figures read here are this deployment's alone.
+    PoolState.objects.all().delete()
+    ProcessBeat.objects.filter(role=ProcessBeat.Role.POOL).delete()
     yield get_sandbox()
     get_sandbox().remove_stale_containers()
 
