@@ -142,11 +142,17 @@ def test_the_submitting_requests_correlation_id_follows_the_job(live_service) ->
     job_id = response.json()["job_id"]
     record = requests.get(f"{live_service.url}/jobs/{job_id}/result?wait=true", timeout=60).json()
     assert record["correlation_id"] == correlation_id
-    # "time level logger [correlation id] message": every line our code logged about the job
-    ours = [
-        line.split()
-        for line in live_service.worker.output().splitlines()
-        if job_id in line and len(line.split()) > 4 and line.split()[3].startswith("executions.")
-    ]
-    assert len(ours) >= 2, "the worker logged the job's start and end"
+
+    # "time level logger [correlation id] message": every line our code logged about the job. The
+    # end is logged just after the result is committed, so a fast waiter may be a moment ahead of it.
+    def logged() -> list[list[str]]:
+        return [
+            line.split()
+            for line in live_service.worker.output().splitlines()
+            if job_id in line and len(line.split()) > 4 and line.split()[3].startswith("executions.")
+        ]
+
+    ours = wait_for(
+        lambda: len(logged()) >= 2 and logged(), timeout=10, what="the worker to log the job's start and end"
+    )
     assert {fields[4] for fields in ours} == {f"[{correlation_id}]"}
