@@ -206,6 +206,11 @@ class Environment(models.Model):
         """Jobs may look for a pooled container: a size is set, or left to demand."""
         return self.pool_size is None or self.pool_size > 0
 
+    def preload_checked_on(self, image_id: str) -> bool:
+        """The last preload check looked at this preload list on image `image_id`."""
+        check = self.preload_check or {}
+        return check.get("modules") == list(self.preload) and check.get("image_id") == image_id
+
     @property
     def preload_status(self) -> dict[str, Any]:
         """The preload as users see it: whether the modules are imported ahead, and why not."""
@@ -213,9 +218,7 @@ class Environment(models.Model):
         if not modules:
             return {"state": "none", "modules": [], "errors": {}, "resident_bytes": None, "checked_at": None}
         # (An image no build recorded, as in a test's engine: the check's own image counts.)
-        current = check.get("modules") == modules and check.get("image_id") == (
-            self.image_digest or check.get("image_id")
-        )
+        current = self.preload_checked_on(self.image_digest or str(check.get("image_id")))
         if not current:
             state = "unchecked"
         elif check.get("errors") or check.get("failure"):

@@ -68,20 +68,16 @@ def preload_modules(environment: Environment, image_id: str) -> tuple[str, ...]:
     """The modules pooled containers of `environment` on image `image_id` import ahead: its list,
     once a check on that image found every module importable; () otherwise."""
     check = environment.preload_check or {}
-    modules = list(environment.preload)
-    if not modules or check.get("modules") != modules or check.get("image_id") != image_id:
+    if not environment.preload or not environment.preload_checked_on(image_id):
         return ()
     if check.get("errors") or check.get("failure"):
         return ()
-    return tuple(modules)
+    return tuple(environment.preload)
 
 
 def preload_check_due(environment: Environment, image_id: str) -> bool:
     """The environment has a preload list no check has looked at on this image yet."""
-    check = environment.preload_check or {}
-    return bool(environment.preload) and (
-        check.get("modules") != list(environment.preload) or check.get("image_id") != image_id
-    )
+    return bool(environment.preload) and not environment.preload_checked_on(image_id)
 
 
 def resident_bytes(environment: Environment, image_id: str) -> int:
