@@ -4,9 +4,13 @@ It runs as the container's unprivileged user under docker-init. Startup happens 
 arrives: it installs the run's own packages (wheels mounted at /wheels) into /deps and starts the
 program's interpreter, which waits in sitecustomize (on the "go" pipe) before opening
 /code/main.py. That is what lets a warm pool start containers ahead of time: the host writes
-/code and /input, then sends one line on stdin, {"nonce": ...}, and the code starts at once.
+/code and /input, then sends one line, {"nonce": ...}, and the code starts at once.
 
-The nonce comes only through stdin, so the program cannot learn it, and marks the launcher's
+The line comes on /chan/job and stdout and stderr go to /chan/out and /chan/err, FIFOs in the
+run's host folder, where the host has them (runc); without /chan (gVisor opens no host FIFO),
+on the container's stdin, stdout and stderr, through the engine's attach.
+
+The nonce comes only through that line, so the program cannot learn it, and marks the launcher's
 messages on stdout: STARTED (the host counts the code's timeout from here), then, after the program
 and every process it left behind are gone, END on stderr and one JSON envelope on stdout with the
 exit status, the exception that ended it, /output/result.json, the artifacts, the program's
@@ -28,6 +32,7 @@ import time
 sys.path.append(os.path.dirname(os.path.abspath(__file__)))
 import wire
 
+CHANNEL_DIR = "/chan"
 WHEELS_DIR = "/wheels"
 DEPS_DIR = "/deps"
 OUTPUT_DIR = "/output"
@@ -146,23 +151,36 @@ def _report(nonce, envelope):
     _write(wire.envelope_lines(nonce, envelope))
 
 
-def _wait_for_job(ready_r):
-    """The nonce of the host's one line on stdin (wire.job_line), watching the program's
-    interpreter meanwhile: None if stdin closes first, DIED if the interpreter ends before the job
+def _open_channel():
+    """The fd the job line arrives on; stdout and stderr (fds 1 and 2, which the program inherits)
+    moved to the channel's FIFOs when there is one. Those two are opened read-write: that never
+    blocks, and the host sees their end only once every process of the container has gone."""
+    if not os.path.exists(CHANNEL_DIR + "/job"):
+        return 0
+    for name, fd in (("out", 1), ("err", 2)):
+        opened = os.open(f"{CHANNEL_DIR}/{name}", os.O_RDWR)
+        os.dup2(opened, fd)
+        os.close(opened)
+    return os.open(CHANNEL_DIR + "/job", os.O_RDONLY | os.O_NONBLOCK)  # (polled: read when there is a line)
+
+
+def _wait_for_job(job_fd, ready_r):
+    """The nonce of the host's one line (wire.job_line), watching the program's
+    interpreter meanwhile: None if the line's stream closes first, DIED if the interpreter ends before the job
     arrives (a preloaded module crashed it): the container then ends rather than run a job in an
     interpreter that is gone, and the pool replaces it. `ready_r` reads b"r" once the interpreter
     is ready, then end of file when it ends (it holds the other end open for its whole life)."""
     import select
 
     poller = select.poll()
-    poller.register(0, select.POLLIN)
+    poller.register(job_fd, select.POLLIN)
     if ready_r is not None:
         poller.register(ready_r, select.POLLIN)
     data = b""
     while not data.endswith(b"\n"):
         for fd, _event in poller.poll():
-            if fd == 0:
-                chunk = os.read(0, 4096)
+            if fd == job_fd:
+                chunk = os.read(job_fd, 4096)
                 if not chunk:
                     return None
                 data += chunk
@@ -226,6 +244,7 @@ def _spawn_program(search_path, display_fd):
 
 def main():
     os.chdir("/tmp")
+    job_fd = _open_channel()
     search_path = ["/opt/tako/hook"]
     dep_install_ms = problem = None
     if os.path.isdir(WHEELS_DIR):
@@ -237,7 +256,7 @@ def main():
     display_fd = _display_file()
     if not problem:
         pid, report_r, go_w, ready_r = _spawn_program(search_path, display_fd)
-    nonce = _wait_for_job(ready_r)
+    nonce = _wait_for_job(job_fd, ready_r)
     if nonce is None:  # the host went away (or the pool was drained) before sending a job
         sys.exit(0)
     if nonce == DIED:  # nobody is attached yet: the exit status is the only word

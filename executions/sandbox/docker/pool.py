@@ -1,23 +1,29 @@
 """The warm pool on the engine: containers started ahead of time, each waiting for one job.
 
-A pooled container is claimed by renaming it from tako-pool-<token> to tako-claimed-<token>: every
-claimant asks for that same new name, and the engine renames under the container's lock, refusing
-a rename to the name it already has, so exactly one claimant wins (a job, or the keeper draining
-it). The name never changes again (a late claimant must keep failing). A job that won writes its
-execution id into the container's host folder (OWNER_FILE), which tells the reaper whose it is.
+Each pooled container has a host folder (under the deployment's own folder) that holds, from its
+start until it is claimed, a READY_PREFIX + pool key file. A job finds candidates there, without
+asking the engine, and claims one by renaming that file to TAKEN_FILE: the rename is atomic, so
+exactly one claimant wins (a job, or the keeper draining it), and no engine call is on the way.
+The winner writes its execution id into OWNER_FILE, which tells the reaper whose it is, and the
+container is renamed from tako-pool-<token> to tako-claimed-<token> in the background (for people
+reading `docker ps`, and to wake the keeper, which watches for renames).
 
-A job finds the candidates without asking the engine: each pooled container's host folder (under
-the deployment's own folder) holds a READY_PREFIX + pool key file from its start until it is
-claimed. The rename, one engine call, stays the claim; a folder whose container is gone only costs
-a failed rename, and one whose container died unseen is caught by the runner (no code started).
+A container that never became ready (no ready file, nor taken) is claimed through the engine
+instead, by that rename: the engine renames under the container's lock and refuses a rename to the
+name it already has, so exactly one claimant wins. A folder whose container is gone only costs a
+failed send (its FIFO has no reader), and one whose container died unseen is caught by the runner
+(no code started).
 """
 
 from __future__ import annotations
 
 import hashlib
+import logging
+import os
 import random
 import secrets
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import closing
 from pathlib import Path
 from typing import Any
@@ -35,10 +41,16 @@ from executions.sandbox.docker.client import (
 )
 from executions.sandbox.docker.runner import create, dispose, make_run_dir, remove_now
 
+logger = logging.getLogger(__name__)
+
 POOL_NAME_PREFIX = "tako-pool-"  # a ready pooled container
 CLAIMED_NAME_PREFIX = "tako-claimed-"  # claimed by a job or for removal; the token stays
 OWNER_FILE = "execution"  # in a claimed container's host folder: the execution it runs
 READY_PREFIX = "ready-"  # + the pool key: in a ready container's host folder, until it is claimed
+TAKEN_FILE = "taken"  # the ready file, renamed by the one who claimed the container
+CONTAINER_FILE = "container"  # the container's id, written before it is ready
+
+_BACKGROUND = ThreadPoolExecutor(max_workers=2, thread_name_prefix="pool-rename")
 
 
 class WarmPool:
@@ -60,6 +72,7 @@ class WarmPool:
             with translate_docker_errors("Starting a pooled container"):
                 container_id = create(self.engine, shape, run_dir, labels=labels, name=POOL_NAME_PREFIX + run_dir.name)
                 self.engine.api.start(container_id)
+            (run_dir / CONTAINER_FILE).write_text(container_id)
             (run_dir / (READY_PREFIX + shape.pool_key)).touch()  # jobs may take it now
         except BaseException:
             dispose(self.engine, container_id, run_dir)
@@ -72,13 +85,14 @@ class WarmPool:
             labels, name = summary.get("Labels") or {}, _name_of(summary)
             if POOL_LABEL not in labels:
                 continue
-            if name.startswith(POOL_NAME_PREFIX):
-                # Without its host folder (an engine fault cut its start short) it can serve no job.
-                usable = summary.get("State") == "running" and Path(labels.get(WORKDIR_LABEL, "/nonexistent")).is_dir()
-                state = "ready" if usable else "dead"
-            elif name.startswith(CLAIMED_NAME_PREFIX):
+            workdir = Path(labels.get(WORKDIR_LABEL, "/nonexistent"))
+            if name.startswith(CLAIMED_NAME_PREFIX) or (workdir / TAKEN_FILE).exists():
                 # Taken by a job, or claimed for a moment (by a job, for removal), or left so by a fault.
                 state = "in_use" if container_execution(summary) else "claimed"
+            elif name.startswith(POOL_NAME_PREFIX):
+                # Without its host folder (an engine fault cut its start short) it can serve no job.
+                usable = summary.get("State") == "running" and workdir.is_dir()
+                state = "ready" if usable else "dead"
             else:
                 continue
             pooled.append(
@@ -110,32 +124,43 @@ class WarmPool:
         """Remove pooled containers; a job that took one meanwhile keeps it."""
         for container in containers:
             workdir = Path(container.workdir) if container.workdir else None
-            if container.state == "claimed":  # left claimed by a fault: nobody else will use it
+            # Left claimed by a fault (nobody else will use it), or ready and claimed here now.
+            if container.state == "claimed" or (workdir is not None and _claim_ready(workdir)):
                 remove_now(self.engine, container.name, workdir)
-            elif self._claim(container.name):  # else a job took it: it is theirs
+            elif (workdir is None or not (workdir / TAKEN_FILE).exists()) and self._claim(container.name):
+                # Never ready (or its folder gone): the engine's rename decides who has it.
                 remove_now(self.engine, CLAIMED_NAME_PREFIX + _token_of(container.name), workdir)
+            # else a job took it: it is theirs
 
     def take(self, spec: RunSpec) -> tuple[str, Path] | None:
-        """Claim a ready pooled container of the job's shape, or None: (its name, its host folder)."""
+        """Claim a ready pooled container of the job's shape, or None: (its id, its host folder)."""
         candidates = list(self.folder.glob(f"*/{READY_PREFIX}{spec.shape.pool_key}"))
         random.shuffle(candidates)  # concurrent takers rarely race for the same one
         for ready in candidates:
             workdir = ready.parent
-            if self._claim(POOL_NAME_PREFIX + workdir.name):
-                claimed = CLAIMED_NAME_PREFIX + workdir.name
-                try:
-                    (workdir / OWNER_FILE).write_text(spec.execution_id)
-                    ready.unlink()
-                except FileNotFoundError:
-                    # Its folder is gone: an engine fault cut its start short after the engine had
-                    # made it (the keeper cleaned up what it believed failed). Unusable: remove it.
-                    remove_now(self.engine, claimed, None)
-                    continue
-                return claimed, workdir
+            if not _claim_ready(workdir, ready):
+                continue
+            try:
+                (workdir / OWNER_FILE).write_text(spec.execution_id)
+                container_id = (workdir / CONTAINER_FILE).read_text()
+            except FileNotFoundError:
+                # Its folder is gone: an engine fault cut its start short after the engine had
+                # made it (the keeper cleaned up what it believed failed). Unusable: remove it.
+                remove_now(self.engine, POOL_NAME_PREFIX + workdir.name, None)
+                continue
+            _BACKGROUND.submit(self._mark_claimed, container_id, workdir.name)
+            return container_id, workdir
         return None
 
+    def _mark_claimed(self, container_id: str, token: str) -> None:
+        """The taken container's claimed name (off the job's way: the claim is already made)."""
+        try:
+            self.engine.api.rename(container_id, CLAIMED_NAME_PREFIX + token)
+        except Exception:  # gone already (a quick job), or the engine away: the name only informs
+            logger.debug("Could not rename pooled container %s", container_id, exc_info=True)
+
     def _claim(self, pool_name: str) -> bool:
-        """Rename a ready pooled container to its one claimed name; True for the one caller that did."""
+        """Rename a pooled container to its one claimed name; True for the one caller that did."""
         try:
             self.engine.api.rename(pool_name, CLAIMED_NAME_PREFIX + _token_of(pool_name))
         except docker.errors.APIError as exc:
@@ -145,12 +170,25 @@ class WarmPool:
         return True
 
 
+def _claim_ready(workdir: Path, ready: Path | None = None) -> bool:
+    """Claim a ready pooled container by renaming its ready file; True for the one caller that did."""
+    if ready is None:
+        ready = next(workdir.glob(READY_PREFIX + "*"), None)
+        if ready is None:
+            return False
+    try:
+        os.rename(ready, workdir / TAKEN_FILE)
+    except FileNotFoundError:
+        return False  # another claimant renamed it first (or the folder is gone)
+    return True
+
+
 def container_execution(summary: dict[str, Any]) -> str:
     """The execution a container runs: its label, or the owner a pooled one got when it was taken."""
     labels = summary.get("Labels") or {}
     if labels.get(EXECUTION_LABEL):
         return str(labels[EXECUTION_LABEL])
-    if _name_of(summary).startswith(CLAIMED_NAME_PREFIX) and labels.get(WORKDIR_LABEL):
+    if POOL_LABEL in labels and labels.get(WORKDIR_LABEL):  # (a taken one may keep its pool name a moment)
         try:
             return (Path(labels[WORKDIR_LABEL]) / OWNER_FILE).read_text()
         except OSError:

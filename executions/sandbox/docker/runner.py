@@ -1,8 +1,9 @@
 """One run: a container made (or taken from the pool) for it, the job sent, the result collected.
 
 /code and /input are host folders mounted read-only, written just before the job is sent; /output
-and /tmp are size-capped tmpfs mounts that live in the container's memory cgroup. Output is read
-from the attach stream (no log file) until the launcher's final report, or the timeout (then the
+and /tmp are size-capped tmpfs mounts that live in the container's memory cgroup. The job line goes
+in, and the output comes out (no log file), through FIFOs in the run's host folder (/chan), or for
+gVisor through the engine's attach, until the launcher's final report, or the timeout (then the
 container is killed); the container is always removed, in the background, so the caller does not
 wait for the engine's teardown.
 """
@@ -42,9 +43,12 @@ from executions.sandbox.docker.stream import (
     STDOUT,
     Attachment,
     CappedStream,
+    Channel,
+    FifoChannel,
     StderrSplitter,
     StdoutSplitter,
     emitter,
+    make_channel,
 )
 from executions.timings import timing_mark
 
@@ -62,6 +66,7 @@ KILL_GRACE = 10
 # A pooled container's interpreter is up: its code starts within milliseconds of the job line.
 # Not started after this long, the engine is asked whether the container still runs.
 POOLED_START_SECONDS = 0.5
+STARTUP_LOOK_SECONDS = 1.0  # how often a starting container is looked at (FIFO channels only)
 
 _BACKGROUND = ThreadPoolExecutor(max_workers=4, thread_name_prefix="sandbox-engine")  # calls overlapped with others
 
@@ -112,12 +117,12 @@ def _run(engine: Engine, spec: RunSpec, take_pooled: TakePooled | None) -> RunRe
                 )
             nonce = secrets.token_hex(16)  # tells the launcher's messages from the program's output
             try:
-                attachment = Attachment(engine.api, container_id)  # before start: no output lost
+                channel = _open_channel(engine, spec.shape, container_id, run_dir, pooled=taken is not None)
                 if taken is None:
                     engine.api.start(container_id)
                 if lowered is not None:
                     lowered.result()  # (its error, if any, is raised here)
-                attachment.send(wire.job_line(nonce))  # the job may start
+                channel.send(wire.job_line(nonce))  # the job may start
             except (docker.errors.APIError, OSError) as exc:
                 # A pooled container that ended meanwhile refuses the attach (409) or the write.
                 if taken is not None and (not isinstance(exc, docker.errors.APIError) or exc.status_code == 409):
@@ -126,13 +131,29 @@ def _run(engine: Engine, spec: RunSpec, take_pooled: TakePooled | None) -> RunRe
             timing_mark("send")
         if spec.on_container_start is not None:
             spec.on_container_start()
-        result = _collect(engine, spec, container_id, attachment, began, nonce, pooled=taken is not None)
+        result = _collect(engine, spec, container_id, channel, began, nonce, pooled=taken is not None)
         timing_mark("run")
         result.warm = (taken is not None) if take_pooled is not None else None
         return result
     finally:
         if container_id is not None or run_dir is not None:
             dispose(engine, container_id, run_dir)
+
+
+def uses_fifos(shape: ContainerShape) -> bool:
+    """Whether its containers talk through FIFOs in their host folder (runc), or through the
+    engine's attach (gVisor opens no host FIFO)."""
+    return shape.runtime != "runsc"
+
+
+def _open_channel(engine: Engine, shape: ContainerShape, container_id: str, run_dir: Path, *, pooled: bool) -> Channel:
+    """The container's job line and output, opened before it starts (no output lost)."""
+    if not uses_fifos(shape):
+        return Attachment(engine.api, container_id)
+    channel = FifoChannel(run_dir / "chan")
+    if pooled:
+        channel.discard_waiting()
+    return channel
 
 
 def create(
@@ -153,6 +174,8 @@ def create(
         CONTAINER_TMP: "rw,nosuid,nodev,size=64m,mode=1777",
         "/output": f"rw,nosuid,nodev,noexec,size=50m,uid={SANDBOX_UID},gid={SANDBOX_UID},mode=0755",
     }
+    if uses_fifos(shape):
+        binds[str(run_dir / "chan")] = {"bind": "/chan", "mode": "ro"}
     fsize_hard = FSIZE_LIMIT
     if shape.wheels_dir:  # packages for this run only: wheels read-only in, installed into /deps
         binds[shape.wheels_dir] = {"bind": "/wheels", "mode": "ro"}
@@ -180,7 +203,7 @@ def create(
             Ulimit(name="core", soft=0, hard=0),
         ],
         tmpfs=tmpfs,
-        log_config=LogConfig(type="none"),  # output is read from the attach stream, never logged
+        log_config=LogConfig(type="none"),  # output is read from the channel, never logged
     )
     created = engine.api.create_container(
         shape.image_id or shape.image,
@@ -195,7 +218,7 @@ def create(
             "PYTHONDONTWRITEBYTECODE": "1",
         },
         labels={**engine.labels, **labels},
-        stdin_open=True,  # the job line arrives on stdin
+        stdin_open=not uses_fifos(shape),  # the job line arrives on stdin (else on /chan/job)
         detach=True,
         host_config=host_config,
         name=name,
@@ -204,7 +227,7 @@ def create(
 
 
 def _collect(
-    engine: Engine, spec: RunSpec, container_id: str, attachment: Attachment, began: float, nonce: str, *, pooled: bool
+    engine: Engine, spec: RunSpec, container_id: str, channel: Channel, began: float, nonce: str, *, pooled: bool
 ) -> RunResult:
     cap = engine.config.output_cap_bytes
     stdout, stderr = CappedStream(cap), CappedStream(cap)
@@ -221,7 +244,7 @@ def _collect(
 
     def read() -> None:
         try:
-            for stream_id, data in attachment.frames():
+            for stream_id, data in channel.frames():
                 if stream_id == STDOUT:
                     emit("stdout", splitter.feed(data), stdout)
                 elif stream_id == STDERR:
@@ -239,10 +262,23 @@ def _collect(
     reader.start()
     cancel = spec.cancel or threading.Event()
     if pooled and not startup_over.wait(POOLED_START_SECONDS) and not _is_running(engine, container_id):
-        attachment.close()  # (the attach stream of an ended container never ends)
+        channel.close()  # (the attach stream of an ended container never ends)
         raise _PooledContainerDead
+    last_look = [time.monotonic()]
+
+    def started_or_ended(timeout: float) -> bool:
+        if startup_over.wait(timeout):
+            return True
+        # A FIFO's reader is told of no writer's end unless that writer had opened it: a launcher
+        # that died before opening the channel is seen by asking the engine, once a second.
+        if isinstance(channel, FifoChannel) and time.monotonic() - last_look[0] >= STARTUP_LOOK_SECONDS:
+            last_look[0] = time.monotonic()
+            if not _is_running(engine, container_id):
+                channel.end()
+        return False
+
     startup_timed_out = not _wait_unless_cancelled(
-        startup_over.wait, spec.startup_timeout - (time.monotonic() - began), cancel
+        started_or_ended, spec.startup_timeout - (time.monotonic() - began), cancel
     )
     cancelled = cancel.is_set()
     code_began = code_started_at[0] if code_started_at else time.monotonic()
@@ -263,7 +299,7 @@ def _collect(
             engine.api.kill(container_id)
         reader.join(timeout=KILL_GRACE)
     execution_ms = int((time.monotonic() - code_began) * 1000) if code_started_at else 0
-    attachment.close()
+    channel.close()
     if pooled and not code_started_at and not killed_by_us:  # its launcher never got the job
         raise _PooledContainerDead
     envelope = splitter.envelope if splitter.complete and stderr_splitter.ended else None
@@ -404,6 +440,7 @@ def make_run_dir(run_dir: Path) -> Path:
         (run_dir / sub).mkdir(parents=True, exist_ok=True)
         (run_dir / sub).chmod(0o755)
     run_dir.chmod(0o755)
+    make_channel(run_dir / "chan")
     return run_dir
 
 

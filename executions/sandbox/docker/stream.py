@@ -1,12 +1,18 @@
-"""A container's standard streams: the attach connection, and the program's output told apart
-from the launcher's lines (wire.py), capped, and passed on live as it arrives."""
+"""A container's standard streams: FIFOs in its host folder (runc) or the attach connection
+(gVisor), and the program's output told apart from the launcher's lines (wire.py), capped, and
+passed on live as it arrives."""
 
 from __future__ import annotations
 
 import codecs
+import contextlib
+import errno
 import logging
 import os
+import select
+import threading
 from collections.abc import Callable, Iterator
+from pathlib import Path
 from typing import Any, Protocol
 
 import docker
@@ -17,6 +23,121 @@ from executions.sandbox import wire
 logger = logging.getLogger(__name__)
 
 STDOUT, STDERR = 1, 2  # stream ids of the attach protocol's frames
+# The FIFOs of a run's channel folder, mounted read-only at /chan (launcher.py opens them there):
+# the job line in, the launcher's and the program's stdout and stderr out.
+# The sandbox's user reads job, and opens out and err read-write (see launcher.py): as readable as
+# /code and /input are.
+CHANNEL_FIFOS = {"job": 0o644, "out": 0o666, "err": 0o666}
+FIFO_POLL_MS = 100
+
+
+def make_channel(folder: Path) -> None:
+    """The channel folder's FIFOs (a FIFO on a read-only mount may still be opened for writing)."""
+    folder.mkdir(exist_ok=True)
+    folder.chmod(0o755)
+    for name, mode in CHANNEL_FIFOS.items():
+        with contextlib.suppress(FileExistsError):  # (a retry's folder)
+            os.mkfifo(folder / name)
+        (folder / name).chmod(mode)
+
+
+class FifoChannel:
+    """The launcher's stdin, stdout and stderr as FIFOs in the run's host folder (runc only: gVisor
+    opens no host FIFO). Nothing passes through the engine: no attach call, no copy through
+    dockerd and the shim, so a pooled run's job line and output move as fast as a pipe's.
+
+    The launcher holds each FIFO open (read-write) from its start to its end, and so does every
+    process it starts: the output ends when the last of them has gone. Open the channel before the
+    container starts, so that no output is lost; for a pooled container (its launcher may have
+    started well before), what it wrote before its job is dropped (discard_waiting).
+    """
+
+    def __init__(self, folder: Path) -> None:
+        self._job_path = folder / "job"
+        self._launcher_was_there = False
+        self._readers = {
+            os.open(folder / "out", os.O_RDONLY | os.O_NONBLOCK): STDOUT,
+            os.open(folder / "err", os.O_RDONLY | os.O_NONBLOCK): STDERR,
+        }
+        self._job: int | None = None
+        self._ended = threading.Event()
+        self._closing = threading.Event()
+        self._lock = threading.Lock()
+        self._reading = False
+
+    def discard_waiting(self) -> None:
+        """Drop what a pooled container wrote before its job (a preloaded module's warnings)."""
+        for fd in self._readers:
+            with contextlib.suppress(BlockingIOError):
+                while os.read(fd, 65536):
+                    pass
+
+    def send(self, data: bytes) -> None:
+        """Write `data` (one line, under PIPE_BUF: written at once) for the launcher to read."""
+        try:
+            self._job = os.open(self._job_path, os.O_WRONLY | os.O_NONBLOCK)
+            self._launcher_was_there = True  # (it opens out and err before job)
+        except OSError as exc:
+            if exc.errno != errno.ENXIO:
+                raise
+            # Its launcher has not opened the channel yet (or has gone): the line waits in the
+            # FIFO, kept while this end stays open (until close).
+            self._job = os.open(self._job_path, os.O_RDWR | os.O_NONBLOCK)
+        os.write(self._job, data)
+
+    def frames(self) -> Iterator[tuple[int, bytes]]:
+        """(stream id, data) as the container writes; ends when every writer is gone, or on close."""
+        with self._lock:
+            self._reading = True
+        poller = select.poll()
+        for fd in self._readers:
+            poller.register(fd, select.POLLIN)
+        open_fds = dict(self._readers)
+        # A reader is told of a hang-up only by writers that opened after it did. The launcher had
+        # opened the channel before send, or opens it later: in the first case, a read of
+        # nothing means every writer has gone.
+        writers_seen = self._launcher_was_there
+        try:
+            while open_fds and not self._closing.is_set():
+                events = poller.poll(FIFO_POLL_MS)
+                if events:
+                    ready = [fd for fd, _ in events]
+                elif writers_seen or self._ended.is_set():
+                    ready = list(open_fds)  # (a read of nothing: no writer is left)
+                else:
+                    continue
+                for fd in ready:
+                    try:
+                        data = os.read(fd, 65536)
+                    except BlockingIOError:
+                        continue
+                    if not data:
+                        poller.unregister(fd)
+                        del open_fds[fd]
+                        continue
+                    writers_seen = True
+                    yield open_fds[fd], data
+        finally:
+            with self._lock:
+                self._reading = False
+                if self._closing.is_set():
+                    self._close_fds()
+
+    def end(self) -> None:
+        """The container has ended: once what its writers left is read, the output is over."""
+        self._ended.set()
+
+    def close(self) -> None:
+        with self._lock:
+            self._closing.set()
+            if not self._reading:  # else the reader closes them as it stops (within a poll)
+                self._close_fds()
+
+    def _close_fds(self) -> None:
+        for fd in [*self._readers, *([self._job] if self._job is not None else [])]:
+            with contextlib.suppress(OSError):
+                os.close(fd)
+        self._readers, self._job = {}, None
 
 
 class Attachment:
@@ -226,3 +347,6 @@ def emitter(on_output: Callable[[str, str], None] | None, on_truncated: Callable
             call(on_truncated, stream)
 
     return emit
+
+
+Channel = Attachment | FifoChannel  # how a container's job line and output travel
