@@ -93,6 +93,69 @@ def test_a_pooled_container_that_ended_unseen_costs_the_job_its_warm_start_not_i
     assert (result.warm, result.exit_code, result.stdout) == (False, 0, "ran\n")
 
 
+def test_a_pooled_run_needs_no_engine_call_from_taking_the_container_to_its_result(own_deployment, tmp_path) -> None:
+    """The claim is a rename of the ready file, the job line and the output go through the run
+    folder's FIFOs: with the engine hanging (every call accepted, none answered), a pooled job
+    still runs and reports, at the speed of a pipe."""
+    from executions.sandbox.docker import DockerSandbox
+    from tests.dockerproxy import DockerProxy
+
+    own_deployment.pool_start(default_shape(), "default")
+    (waiting,) = ready(own_deployment)
+    proxy = DockerProxy(tmp_path / "docker.sock")
+    proxy.up()
+    client = docker.DockerClient(base_url=proxy.url, version="1.41", timeout=5)
+    through_proxy = DockerSandbox(own_deployment.config, client=client)
+    time.sleep(1)  # its launcher is up and waiting
+    proxy.hang()
+    try:
+        began = time.monotonic()
+        result = through_proxy.run(spec(default_shape(), "print(6 * 7)", warm_pool=True))
+        took = time.monotonic() - began
+    finally:
+        proxy.down()
+    assert (result.warm, result.exit_code, result.stdout, result.stderr) == (True, 0, "42\n", "")
+    assert took < 2, took  # (an engine call would have waited out the client's 5 s timeout)
+    assert waiting.name not in {c.name for c in ready(own_deployment)}
+
+
+def test_a_container_whose_launcher_dies_before_opening_its_channel_ends_its_run_at_once(
+    own_deployment, monkeypatch
+) -> None:
+    """A FIFO's reader hears nothing of a writer that never opened it: the run asks the engine
+    whether the container still runs, and does not wait out the startup timeout."""
+    from executions.sandbox.docker import runner
+
+    made = runner.make_run_dir
+
+    def unreadable_output(run_dir):
+        made(run_dir)
+        (run_dir / "chan" / "out").chmod(0o600)  # the sandbox's user cannot open it
+        return run_dir
+
+    monkeypatch.setattr(runner, "make_run_dir", unreadable_output)
+    began = time.monotonic()
+    result = own_deployment.run(spec(default_shape(), "print(1)", startup_timeout=60))
+    assert time.monotonic() - began < 10
+    assert (result.exit_code, result.startup_timed_out, result.stdout) == (1, False, "")
+
+
+def test_a_pooled_run_whose_processes_all_die_ends_when_they_do(own_deployment) -> None:
+    """A pooled launcher opened its FIFOs before the job's reader did, so the reader is told of no
+    hang-up: it reads nothing once every writer is gone, and that ends the run."""
+    own_deployment.pool_start(default_shape(), "default")
+    time.sleep(1)  # its launcher is up and waiting
+    code = (
+        "import os, signal\nprint('bye', flush=True)\n"
+        "os.kill(os.getppid(), signal.SIGKILL)\nos.kill(os.getpid(), signal.SIGKILL)"
+    )
+    began = time.monotonic()
+    result = own_deployment.run(spec(default_shape(), code, timeout=30, warm_pool=True))
+    assert time.monotonic() - began < 10
+    assert (result.warm, result.timed_out, result.stdout) == (True, False, "bye\n")
+    assert result.exit_code is not None and result.exit_code != 0
+
+
 def test_a_job_with_other_limits_never_takes_a_pooled_container(own_deployment) -> None:
     PoolKeeper(own_deployment, engine="host-a").tick()
     shape = default_shape()
