@@ -1,4 +1,5 @@
-"""Request middleware: gives every request a correlation id and echoes it on the response."""
+"""Request middleware: gives every request a correlation id and echoes it on the response; serves
+static files (WhiteNoise) without taking async requests off the event loop."""
 
 from __future__ import annotations
 
@@ -8,10 +9,15 @@ from collections.abc import Awaitable, Callable
 from contextvars import Token
 from typing import Any
 
-from asgiref.sync import iscoroutinefunction, markcoroutinefunction
+from asgiref.sync import iscoroutinefunction, markcoroutinefunction, sync_to_async
 from csp.middleware import CSPMiddleware
 from django.conf import settings
+from django.contrib.auth import middleware as auth_middleware
+from django.contrib.messages import middleware as messages
+from django.contrib.sessions import middleware as sessions
 from django.http import HttpRequest, HttpResponseBase
+from django.middleware import common
+from whitenoise.middleware import WhiteNoiseMiddleware
 
 from executions.correlation import _correlation_id, accept_or_new
 
@@ -103,10 +109,61 @@ async def _refuse(send: Any, status: int, detail: str) -> None:
     await send({"type": "http.response.body", "body": body})
 
 
-class ContentSecurityPolicyMiddleware(CSPMiddleware):
-    """django-csp's middleware (CONTENT_SECURITY_POLICY in settings), also in async mode without
-    the two thread hops Django's MiddlewareMixin would add: building the header is pure
-    computation, so it runs inline either way."""
+class HooksOnTheLoop:
+    """For a MiddlewareMixin: in async mode its process_request and process_response run inline
+    on the event loop, where Django's MiddlewareMixin sends each to a thread and back (two hops
+    per middleware per request: with Django's stack, most of an API call's time outside the
+    view). Only for hooks that compute and never block; a response hook that may write to the
+    database says so (response_blocks), and then runs in a thread as before. (Django's security,
+    clickjacking and CSRF middleware would qualify too, but its deploy checks find them only by
+    their own paths.)"""
+
+    get_response: Any
+    process_request: Callable[[HttpRequest], Any]
+    process_response: Callable[[HttpRequest, Any], Any]
+
+    def response_blocks(self, request: HttpRequest) -> bool:
+        return False
+
+    async def __acall__(self, request: HttpRequest) -> Any:
+        response = self.process_request(request) if hasattr(self, "process_request") else None
+        response = response or await self.get_response(request)
+        if not hasattr(self, "process_response"):
+            return response
+        if self.response_blocks(request):
+            return await sync_to_async(self.process_response, thread_sensitive=True)(request, response)
+        return self.process_response(request, response)
+
+
+class CommonMiddleware(HooksOnTheLoop, common.CommonMiddleware):
+    pass
+
+
+class AuthenticationMiddleware(HooksOnTheLoop, auth_middleware.AuthenticationMiddleware):
+    """(request.user stays lazy: read in a view, it is read there.)"""
+
+
+class SessionMiddleware(HooksOnTheLoop, sessions.SessionMiddleware):
+    def response_blocks(self, request: HttpRequest) -> bool:
+        session = getattr(request, "session", None)
+        return session is None or session.modified or bool(settings.SESSION_SAVE_EVERY_REQUEST)  # saved: the database
+
+
+class MessageMiddleware(HooksOnTheLoop, messages.MessageMiddleware):
+    def response_blocks(self, request: HttpRequest) -> bool:
+        storage = getattr(request, "_messages", None)
+        return storage is None or storage.used or storage.added_new  # stored: may load the session
+
+
+class ContentSecurityPolicyMiddleware(HooksOnTheLoop, CSPMiddleware):
+    """django-csp's middleware (CONTENT_SECURITY_POLICY in settings): building the header is pure
+    computation."""
+
+
+class StaticFilesMiddleware(WhiteNoiseMiddleware):
+    """WhiteNoise in both modes. WhiteNoise's own middleware is sync only, so under ASGI every
+    request (an API call too) crossed to a thread before it and back to the event loop after it;
+    here an async request stays on the loop, and only a static file is served from a thread."""
 
     sync_capable = True
     async_capable = True
@@ -117,14 +174,17 @@ class ContentSecurityPolicyMiddleware(CSPMiddleware):
         if self.is_async:
             markcoroutinefunction(self)
 
-    def __call__(self, request: HttpRequest) -> HttpResponseBase | Awaitable[HttpResponseBase]:
+    def __call__(self, request: HttpRequest) -> Any:
         if self.is_async:
             return self._acall(request)
-        self.process_request(request)
-        response: Any = self.get_response(request)
-        return self.process_response(request, response)
+        return super().__call__(request)
 
     async def _acall(self, request: HttpRequest) -> HttpResponseBase:
-        self.process_request(request)
-        response: Any = await self.get_response(request)  # type: ignore[misc]
-        return self.process_response(request, response)
+        if self.autorefresh:  # (development: it looks at the disk)
+            static_file = await sync_to_async(self.find_file, thread_sensitive=False)(request.path_info)
+        else:
+            static_file = self.files.get(request.path_info)
+        if static_file is not None:
+            return await sync_to_async(self.serve, thread_sensitive=False)(static_file, request)
+        response: HttpResponseBase = await self.get_response(request)
+        return response

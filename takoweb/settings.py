@@ -82,16 +82,16 @@ INSTALLED_APPS = [
     "executions",
 ]
 
-MIDDLEWARE = [
+MIDDLEWARE = [  # Django's own where they are subclassed: the same hooks, run on the event loop (HooksOnTheLoop)
     "executions.middleware.CorrelationIdMiddleware",
     "django.middleware.security.SecurityMiddleware",
     "executions.middleware.ContentSecurityPolicyMiddleware",
-    "whitenoise.middleware.WhiteNoiseMiddleware",
-    "django.contrib.sessions.middleware.SessionMiddleware",
-    "django.middleware.common.CommonMiddleware",
+    "executions.middleware.StaticFilesMiddleware",  # WhiteNoise, async-capable
+    "executions.middleware.SessionMiddleware",
+    "executions.middleware.CommonMiddleware",
     "django.middleware.csrf.CsrfViewMiddleware",
-    "django.contrib.auth.middleware.AuthenticationMiddleware",
-    "django.contrib.messages.middleware.MessageMiddleware",
+    "executions.middleware.AuthenticationMiddleware",
+    "executions.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
     "django_htmx.middleware.HtmxMiddleware",
     "axes.middleware.AxesMiddleware",  # answers a locked-out login with its page (429)
