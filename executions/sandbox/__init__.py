@@ -60,7 +60,8 @@ class PooledContainer:
     name: str
     pool: str  # the environment it was started for
     pool_key: str
-    # "ready" (waiting for a job), "in_use" (running one), "dead" (ended unused) or "claimed"
+    # "ready" (waiting for a job), "in_use" (running one), "dead" (ended unused), "starting" (made,
+    # not running yet) or "claimed"
     # (being taken or removed: a moment, unless an engine fault interrupted it)
     state: str
     created: float  # unix time

@@ -22,6 +22,7 @@ import logging
 import os
 import random
 import secrets
+import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import closing
@@ -49,6 +50,7 @@ OWNER_FILE = "execution"  # in a claimed container's host folder: the execution 
 READY_PREFIX = "ready-"  # + the pool key: in a ready container's host folder, until it is claimed
 TAKEN_FILE = "taken"  # the ready file, renamed by the one who claimed the container
 CONTAINER_FILE = "container"  # the container's id, written before it is ready
+STARTING_SECONDS = 60  # a pooled container created this recently and not yet running is starting
 
 _BACKGROUND = ThreadPoolExecutor(max_workers=2, thread_name_prefix="pool-rename")
 
@@ -92,7 +94,13 @@ class WarmPool:
             elif name.startswith(POOL_NAME_PREFIX):
                 # Without its host folder (an engine fault cut its start short) it can serve no job.
                 usable = summary.get("State") == "running" and workdir.is_dir()
-                state = "ready" if usable else "dead"
+                # Not running yet, and never ready: another keeper may be starting it this moment
+                # (keepers of one deployment share the engine): not dead until that has had its time.
+                starting = (
+                    summary.get("State") == "created"
+                    and time.time() - float(summary.get("Created", 0)) < STARTING_SECONDS
+                )
+                state = "ready" if usable else "starting" if starting else "dead"
             else:
                 continue
             pooled.append(

@@ -104,7 +104,10 @@ def _run(engine: Engine, spec: RunSpec, take_pooled: TakePooled | None) -> RunRe
                     # the job line, while the files are written and the attach is made (the engine's
                     # update writes the container's config to disk: tens of ms under load)
                     lowered = _BACKGROUND.submit(engine.api.update_container, container_id, cpu_shares=LONG_CPU_SHARES)
-                write_job_files(run_dir, spec)
+                try:
+                    write_job_files(run_dir, spec)
+                except FileNotFoundError as exc:  # its folder went with it (removed as dead meanwhile)
+                    raise _PooledContainerDead from exc
             else:
                 run_dir = make_run_dir(engine.config.work_dir / spec.execution_id)
                 write_job_files(run_dir, spec)
@@ -124,8 +127,9 @@ def _run(engine: Engine, spec: RunSpec, take_pooled: TakePooled | None) -> RunRe
                     lowered.result()  # (its error, if any, is raised here)
                 channel.send(wire.job_line(nonce))  # the job may start
             except (docker.errors.APIError, OSError) as exc:
-                # A pooled container that ended meanwhile refuses the attach (409) or the write.
-                if taken is not None and (not isinstance(exc, docker.errors.APIError) or exc.status_code == 409):
+                # A pooled container that ended meanwhile refuses the attach (409), the write, or
+                # the update (409, 404; or 500: "marked for removal").
+                if taken is not None and (not isinstance(exc, docker.errors.APIError) or not _engine_down(exc)):
                     raise _PooledContainerDead from exc
                 raise
             timing_mark("send")
@@ -138,6 +142,11 @@ def _run(engine: Engine, spec: RunSpec, take_pooled: TakePooled | None) -> RunRe
     finally:
         if container_id is not None or run_dir is not None:
             dispose(engine, container_id, run_dir)
+
+
+def _engine_down(exc: docker.errors.APIError) -> bool:
+    """An engine error that says nothing about the container (the engine itself failing)."""
+    return exc.is_server_error() and "marked for removal" not in str(exc) and "No such container" not in str(exc)
 
 
 def uses_fifos(shape: ContainerShape) -> bool:
