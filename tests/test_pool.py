@@ -156,6 +156,25 @@ def test_a_pooled_run_whose_processes_all_die_ends_when_they_do(own_deployment) 
     assert result.exit_code is not None and result.exit_code != 0
 
 
+def test_a_pooled_container_another_keeper_is_still_starting_is_left_to_it(own_deployment) -> None:
+    """Keepers of one deployment share the engine: one that lists a pooled container another has
+    made but not yet started must not remove it as dead (a job could claim it the next moment)."""
+    from executions.sandbox.docker.client import POOL_KEY_LABEL, POOL_LABEL, WORKDIR_LABEL
+    from executions.sandbox.docker.pool import POOL_NAME_PREFIX
+    from executions.sandbox.docker.runner import create, make_run_dir
+
+    shape = default_shape()
+    pool = own_deployment._pool
+    run_dir = make_run_dir(pool.folder / "0123456789abcdef")
+    labels = {POOL_LABEL: "default", POOL_KEY_LABEL: shape.pool_key, WORKDIR_LABEL: str(run_dir)}
+    create(own_deployment.engine, shape, run_dir, labels=labels, name=POOL_NAME_PREFIX + run_dir.name)
+    (made,) = [c for c in own_deployment.pool_containers() if c.name == POOL_NAME_PREFIX + run_dir.name]
+    assert made.state == "starting"
+    PoolKeeper(own_deployment, engine="host-a").tick()
+    assert POOL_NAME_PREFIX + run_dir.name in {c.name for c in own_deployment.pool_containers()}
+    assert run_dir.is_dir()
+
+
 def test_a_job_with_other_limits_never_takes_a_pooled_container(own_deployment) -> None:
     PoolKeeper(own_deployment, engine="host-a").tick()
     shape = default_shape()
