@@ -10,9 +10,9 @@ reading `docker ps`, and to wake the keeper, which watches for renames).
 
 A container that never became ready (no ready file, nor taken) is claimed through the engine
 instead, by that rename: the engine renames under the container's lock and refuses a rename to the
-name it already has, so exactly one claimant wins. A folder whose container is gone only costs a
-failed send (its FIFO has no reader), and one whose container died unseen is caught by the runner
-(no code started).
+name it already has, so exactly one claimant wins. A job that took a container which is gone, or
+dying, loses only its warm start: the runner sees its folder gone, the engine refusing, or no code
+starting within half a second of the job line while the engine says it has ended.
 """
 
 from __future__ import annotations
