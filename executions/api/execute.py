@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 from typing import Annotated
 
+from asgiref.sync import sync_to_async
 from django.conf import settings
 from django.http import HttpRequest, HttpResponse
 from ninja.responses import Status
@@ -43,34 +44,30 @@ async def execute(
     """Tako VM's sync endpoint. The run ended (successfully or not), or an earlier one with the
     same idempotency_key did. The `Server-Timing` header says where the time went."""
     steps = timing_start()
-    fields = payload.model_dump(exclude_unset=True)
-    execution = await in_worker_thread(_admit_and_run, fields, submitter(request))
-    while not execution.is_terminal:  # a worker runs it, or it is a retry of a run: answer when it has ended
-        await asyncio.sleep(SYNC_POLL_SECONDS)
-        await execution.arefresh_from_db()
+    job = await sync_to_async(services.execute_request_parse)(payload.model_dump(exclude_unset=True))
+    timing_mark("parse")
+    admitted = await sync_to_async(services.execution_submit_sync)(job, submitter=submitter(request))
+    timing_mark("admit")
+    execution = admitted.execution
+    if admitted.created and settings.TAKO_WEB_USES_DOCKER:
+        # Runs here (not on the cluster) but within the same worker budget: it waits for a free slot.
+        execution = await in_worker_thread(
+            services.execution_run,
+            execution_id=execution.pk,
+            execution=execution,
+            environment=job.environment,
+            role="web",
+        )
+    else:  # a worker runs it (a web-only machine), or it is a retry of a run: answer when it has ended
+        if admitted.created:
+            await sync_to_async(services.execution_dispatch)(execution)
+        while not execution.is_terminal:
+            await asyncio.sleep(SYNC_POLL_SECONDS)
+            await execution.arefresh_from_db()
     body = execution.to_sync_response()
     timing_mark("respond")
     response["Server-Timing"] = timing_header(steps)
     return body
-
-
-def _admit_and_run(fields: dict[str, object], who: services.Submitter) -> Execution:
-    """Parse, admit and (where this process runs containers) run the job, in one thread off the
-    event loop: one hop there and back for the whole request. The run waits for a free slot of
-    the same worker budget as the cluster's."""
-    job = services.execute_request_parse(fields)
-    timing_mark("parse")
-    admitted = services.execution_submit_sync(job, submitter=who)
-    timing_mark("admit")
-    execution = admitted.execution
-    if not admitted.created:
-        return execution
-    if settings.TAKO_WEB_USES_DOCKER:
-        return services.execution_run(
-            execution_id=execution.pk, execution=execution, environment=job.environment, role="web"
-        )
-    services.execution_dispatch(execution)  # a web-only machine: a worker runs it
-    return execution
 
 
 @router.post(
