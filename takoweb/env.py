@@ -104,6 +104,19 @@ def envchoice(name: str, default: str, choices: tuple[str, ...]) -> str:
     return value
 
 
+_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$")
+
+
+def envname(name: str, default: str) -> str:
+    """A short name used as a key elsewhere (letters, digits, '.', '_', '-'; at most 63)."""
+    value = os.environ.get(name, default)
+    if not _NAME.match(value):
+        raise ImproperlyConfigured(
+            f"{name} must be 1-63 letters, digits, '.', '_' or '-', starting with a letter or digit, got {value!r}"
+        )
+    return value
+
+
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
 
 

@@ -27,6 +27,7 @@ from takoweb.env import (
     envlist,
     envloglevel,
     envmemory,
+    envname,
     envstr,
     machine_memory,
 )
@@ -335,8 +336,12 @@ elif USES_SQLITE:
     _BROKER = {"orm": "default", "broker_class": "executions.broker.SQLiteWatchingORM"}
 else:
     _BROKER = {"orm": "default", "broker_class": "executions.broker.GatedORM"}
+# The jobs' queue: the cluster's name, and its Redis list or database key. Deployments that
+# share one Redis (or one database) need names of their own, or their workers take each
+# other's tasks; webhook deliveries use the same name with "-webhooks".
+TAKO_QUEUE_NAME = envname("TAKO_QUEUE_NAME", "tako")
 Q_CLUSTER = {
-    "name": "tako",
+    "name": TAKO_QUEUE_NAME,
     **_BROKER,
     "workers": TAKO_MAX_WORKERS,
     "recycle": 500,
@@ -366,7 +371,7 @@ TAKO_WEBHOOK_BACKOFF_SECONDS = envfloat("TAKO_WEBHOOK_BACKOFF_SECONDS", 20.0, mi
 # Deliveries run on a queue and cluster of their own (started by tako_worker beside the jobs'),
 # so a slow or dead receiver never holds a worker a job is waiting for.
 TAKO_WEBHOOK_WORKERS = envint("TAKO_WEBHOOK_WORKERS", 2, minimum=1, maximum=64)
-WEBHOOK_QUEUE = "tako-webhooks"
+WEBHOOK_QUEUE = f"{TAKO_QUEUE_NAME}-webhooks"
 # Deliveries need no engine: their cluster's broker takes tasks whatever the breaker says.
 _WEBHOOK_BROKER_CLASS = {
     "executions.broker.GatedRedis": "django_q.brokers.redis_broker.Redis",

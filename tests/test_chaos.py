@@ -85,6 +85,9 @@ def chaos_service(transactional_db: None, default_image: str, tmp_path: Path) ->
         # by default, so a long queue wait is never mistaken for a loss); the sweep runs each minute.
         TAKO_REDISPATCH_AFTER="30",
         TAKO_DEPLOYMENT_ID=name,
+        # Its own queue: the session's live service shares this database, and its cluster must
+        # never take (and sit on) the tasks of the jobs this test counts.
+        TAKO_QUEUE_NAME=name,
     )  # fmt: skip
     url = f"http://127.0.0.1:{port}"
     try:

@@ -133,3 +133,34 @@ def test_the_clusters_main_process_ends_stale_jobs_without_a_queued_task(db, mon
     assert Execution.objects.get(pk=execution.pk).status == "running"
     housekeeping.run_if_due(housekeeping._recovered_at + Housekeeping.STALE_EVERY_SECONDS)
     assert Execution.objects.get(pk=execution.pk).status == "queued"
+
+
+def test_each_queue_runs_its_own_sweep_and_no_other(db, monkeypatch, settings) -> None:
+    """Two deployments on one database (or one queue's tests beside another's): the sweep a cluster
+    runs is its own, with its own settings, and its task goes to its own queue."""
+    from django_q.conf import Conf
+    from django_q.models import OrmQ, Schedule
+    from django_q.scheduler import scheduler
+
+    from executions.management.commands.tako_worker import ensure_schedules
+
+    for queue in ("tako", "blue"):
+        settings.TAKO_QUEUE_NAME = queue
+        ensure_schedules()
+        ensure_schedules()  # again on a restart: the same rows, not more
+    sweeps = Schedule.objects.filter(func="executions.tasks.recover_stale_executions")
+    assert sorted(sweeps.values_list("name", "cluster")) == [
+        ("blue: recover stale executions", "blue"),
+        ("tako: recover stale executions", "tako"),
+    ]
+    Schedule.objects.update(next_run=timezone.now() - timedelta(seconds=1))
+    monkeypatch.setattr(Conf, "PREFIX", "blue")
+    monkeypatch.setattr(Conf, "CLUSTER_NAME", "blue")
+    monkeypatch.setattr(Conf, "ORM", "default")
+    monkeypatch.setattr("django_q.scheduler.close_old_django_connections", lambda: None)  # the test's transaction
+    from django_q.brokers.orm import ORM
+
+    scheduler(broker=ORM(list_key="blue"))
+    queued = list(OrmQ.objects.values_list("key", flat=True))
+    assert queued == ["blue", "blue"], queued  # blue's sweep and prune, and nothing of tako's
+    assert Schedule.objects.get(name="tako: recover stale executions").next_run < timezone.now()

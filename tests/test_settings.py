@@ -145,6 +145,17 @@ def test_the_worker_role_keeps_connections_for_a_minute(monkeypatch: pytest.Monk
     assert _settings_under(monkeypatch)["DATABASES"]["default"]["CONN_MAX_AGE"] == 60  # commands: the default
 
 
+def test_the_queue_name_names_both_clusters_and_refuses_a_bad_one(monkeypatch: pytest.MonkeyPatch) -> None:
+    configured = _settings_under(monkeypatch, TAKO_QUEUE_NAME="tako-blue")
+    assert configured["Q_CLUSTER"]["name"] == "tako-blue"
+    assert configured["WEBHOOK_QUEUE"] == "tako-blue-webhooks"
+    assert list(configured["Q_CLUSTER"]["ALT_CLUSTERS"]) == ["tako-blue-webhooks"]
+    for bad in ("", "tako blue", "-tako", "x" * 64):
+        monkeypatch.setenv("TAKO_QUEUE_NAME", bad)
+        with pytest.raises(ImproperlyConfigured, match="TAKO_QUEUE_NAME must be 1-63 letters"):
+            runpy.run_path(str(ROOT / "takoweb" / "settings.py"))
+
+
 def test_the_web_entry_points_take_the_web_role() -> None:
     show = "from django.conf import settings as s; print(s.TAKO_PROCESS_ROLE, s.DATABASES['default']['CONN_MAX_AGE'])"
     through_asgi = _run("-c", f"import takoweb.asgi; {show}", DATABASE_URL=POSTGRES_URL)

@@ -63,25 +63,38 @@ class Housekeeping:
             close_old_connections()  # one the database dropped is opened afresh next time
 
 
+def ensure_schedules() -> None:
+    """The cluster's periodic tasks. Each queue's schedules run on its own cluster: another
+    deployment's cluster on the same database would run them with its own settings, into its own queue."""
+    queue = settings.TAKO_QUEUE_NAME
+    Schedule.objects.update_or_create(
+        name=f"{queue}: recover stale executions",
+        defaults={
+            "cluster": queue,
+            "func": "executions.tasks.recover_stale_executions",
+            "schedule_type": Schedule.MINUTES,
+            "minutes": 1,
+            "repeats": -1,
+        },
+    )
+    Schedule.objects.update_or_create(
+        name=f"{queue}: prune old executions",
+        defaults={
+            "cluster": queue,
+            "func": "executions.tasks.prune_executions",
+            "schedule_type": Schedule.DAILY,
+            "repeats": -1,
+        },
+    )
+
+
 class Command(BaseCommand):
     help = "Recover this host's orphaned jobs, then run the django-q2 cluster that executes jobs."
 
     def handle(self, *args: Any, **options: Any) -> None:
         recovered = services.executions_recover(worker_prefix=services.worker_name("worker"))
         self.stdout.write(f"Recovered {recovered} job(s) left by this host's previous worker cluster.")
-        Schedule.objects.update_or_create(
-            name="tako: recover stale executions",
-            defaults={
-                "func": "executions.tasks.recover_stale_executions",
-                "schedule_type": Schedule.MINUTES,
-                "minutes": 1,
-                "repeats": -1,
-            },
-        )
-        Schedule.objects.update_or_create(
-            name="tako: prune old executions",
-            defaults={"func": "executions.tasks.prune_executions", "schedule_type": Schedule.DAILY, "repeats": -1},
-        )
+        ensure_schedules()
         # The keeper and the webhook cluster are started again whenever they die (an engine fault
         # the keeper did not survive, a kill), and end if this process is killed (their PARENT_ENV).
         keeper_env = {**os.environ, PARENT_ENV: str(os.getpid())}
