@@ -225,6 +225,35 @@ def test_a_missing_image_is_an_internal_error_not_the_users(default_image: str) 
 
 
 @pytest.mark.django_db(transaction=True)
+def test_a_job_runs_the_image_its_last_build_recorded_without_asking_the_engine(
+    default_image: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from executions.sandbox import get_sandbox
+
+    sandbox = get_sandbox()
+    digest = sandbox.image_ref(default_image).partition("@")[2]
+    Environment.objects.filter(name="default").update(image_digest=digest)
+    environment = Environment.objects.get(name="default")
+
+    def no_engine_lookup(image: str) -> str | None:
+        raise AssertionError(f"the engine was asked for {image}")
+
+    monkeypatch.setattr(type(sandbox), "image_ref", lambda self, image: no_engine_lookup(image))
+    execution = services.execution_create(code="print(1)", input_data={}, environment=environment)
+    execution = services.execution_run(execution_id=execution.pk)
+    assert (execution.status, execution.stdout) == ("succeeded", "1\n")
+    assert execution.job_ref == f"tako-vm-default@{digest}"
+
+    # The recorded image removed behind the service's back: the run says so, as the service's fault.
+    Environment.objects.filter(name="default").update(image_digest="sha256:" + "0" * 64)
+    environment.refresh_from_db()
+    execution = services.execution_create(code="print(1)", input_data={}, environment=environment)
+    execution = services.execution_run(execution_id=execution.pk)
+    assert (execution.status, execution.error_type, execution.error_phase) == ("failed", "internal_error", "startup")
+    assert "image not found" in execution.error_message
+
+
+@pytest.mark.django_db(transaction=True)
 def test_an_execution_is_run_only_once(default_image: str) -> None:
     environment = Environment.objects.get(name="default")
     execution = services.execution_create(code="print(1)", input_data={}, environment=environment)

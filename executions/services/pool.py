@@ -151,7 +151,8 @@ class PoolKeeper:
         idle_since = timezone.now() - timedelta(seconds=settings.TAKO_POOL_IDLE_SECONDS)
         plans = []
         for environment in Environment.objects.filter(Q(pool_size__isnull=True) | Q(pool_size__gt=0)):
-            image_ref = self._image_ref(environment.image)
+            # The image jobs run (services/runs.py): the last build's, else the engine's.
+            image_ref = environment.image_ref or self._image_ref(environment.image)
             if image_ref is None:
                 continue  # not built yet: jobs wait for the build, and so does the pool
             image_id = image_ref.partition("@")[2]
