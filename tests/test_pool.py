@@ -7,6 +7,7 @@ hostile-code and sandbox suites run on both paths through the `container_path` f
 
 from __future__ import annotations
 
+import contextlib
 import threading
 import time
 import uuid
@@ -117,6 +118,35 @@ def test_a_pooled_run_needs_no_engine_call_from_taking_the_container_to_its_resu
     assert (result.warm, result.exit_code, result.stdout, result.stderr) == (True, 0, "42\n", "")
     assert took < 2, took  # (an engine call would have waited out the client's 5 s timeout)
     assert waiting.name not in {c.name for c in ready(own_deployment)}
+
+
+@pytest.mark.parametrize("quick", [False, True])
+def test_a_long_job_in_a_pooled_container_runs_at_the_long_jobs_cpu_weight(own_deployment, quick: bool) -> None:
+    """Pooled containers start with the quick jobs' weight; a long job's is lowered beside its run
+    (never waited for before its code starts), a quick job's stays."""
+    from executions.sandbox.docker.runner import LONG_CPU_SHARES, QUICK_CPU_SHARES
+
+    own_deployment.pool_start(default_shape(), "default")
+    (waiting,) = ready(own_deployment)
+    container = docker.from_env(version="auto").containers.get(waiting.name)  # (renamed once taken; the id stays)
+    shares: list[int] = []
+
+    def watch() -> None:
+        with contextlib.suppress(docker.errors.NotFound):
+            while True:
+                container.reload()
+                shares.append(container.attrs["HostConfig"]["CpuShares"])
+                time.sleep(0.05)
+
+    watcher = threading.Thread(target=watch, daemon=True)
+    watcher.start()
+    result = own_deployment.run(
+        spec(default_shape(), "import time; time.sleep(1.5); print('done')", warm_pool=True, quick=quick)
+    )
+    assert (result.warm, result.stdout) == (True, "done\n")
+    watcher.join(timeout=15)
+    expected = QUICK_CPU_SHARES if quick else LONG_CPU_SHARES
+    assert shares and shares[-1] == expected, shares  # (the last look before its removal)
 
 
 def test_a_container_whose_launcher_dies_before_opening_its_channel_ends_its_run_at_once(

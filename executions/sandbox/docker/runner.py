@@ -18,7 +18,7 @@ import shutil
 import threading
 import time
 from collections.abc import Callable
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor, wait
 from pathlib import Path
 from typing import Any
 
@@ -93,17 +93,18 @@ def _run(engine: Engine, spec: RunSpec, take_pooled: TakePooled | None) -> RunRe
     began = time.monotonic()
     container_id: str | None = None
     run_dir: Path | None = None
+    lowered: Future[Any] | None = None
     try:
         with translate_docker_errors("Starting the container"):
             taken = take_pooled(spec) if take_pooled is not None else None
             timing_mark("take")
-            lowered: Future[Any] | None = None
             if taken is not None:
                 container_id, run_dir = taken
-                if not spec.quick:  # pooled containers start with the quick weight: lowered before
-                    # the job line, while the files are written and the attach is made (the engine's
-                    # update writes the container's config to disk: tens of ms under load)
-                    lowered = _BACKGROUND.submit(engine.api.update_container, container_id, cpu_shares=LONG_CPU_SHARES)
+                if not spec.quick:  # pooled containers start with the quick weight: lowered beside
+                    # the run, never waited for (the engine's update writes the container's config
+                    # to disk, tens of ms under load; a long job's first milliseconds at the quick
+                    # weight cost the others nothing)
+                    lowered = _BACKGROUND.submit(_lower_weight, engine, container_id)
                 try:
                     write_job_files(run_dir, spec)
                 except FileNotFoundError as exc:  # its folder went with it (removed as dead meanwhile)
@@ -123,12 +124,9 @@ def _run(engine: Engine, spec: RunSpec, take_pooled: TakePooled | None) -> RunRe
                 channel = _open_channel(engine, spec.shape, container_id, run_dir, pooled=taken is not None)
                 if taken is None:
                     engine.api.start(container_id)
-                if lowered is not None:
-                    lowered.result()  # (its error, if any, is raised here)
                 channel.send(wire.job_line(nonce))  # the job may start
             except (docker.errors.APIError, OSError) as exc:
-                # A pooled container that ended meanwhile refuses the attach (409), the write, or
-                # the update (409, 404; or 500: "marked for removal").
+                # A pooled container that ended meanwhile refuses the attach (409) or the write.
                 if taken is not None and (not isinstance(exc, docker.errors.APIError) or not _engine_down(exc)):
                     raise _PooledContainerDead from exc
                 raise
@@ -141,7 +139,7 @@ def _run(engine: Engine, spec: RunSpec, take_pooled: TakePooled | None) -> RunRe
         return result
     finally:
         if container_id is not None or run_dir is not None:
-            dispose(engine, container_id, run_dir)
+            dispose(engine, container_id, run_dir, after=lowered)
 
 
 def _engine_down(exc: docker.errors.APIError) -> bool:
@@ -475,12 +473,29 @@ def write_input_files(input_dir: Path, files: tuple[tuple[str, Path], ...]) -> N
         target.chmod(0o644)
 
 
-def dispose(engine: Engine, container_id: str | None, run_dir: Path | None) -> None:
+def _lower_weight(engine: Engine, container_id: str) -> None:
+    """A long job's pooled container to the long jobs' CPU weight. Failing, the job goes on at the
+    quick weight: a container that has ended meanwhile (404, 409, or 500 "marked for removal"), or
+    an engine fault, which the run itself meets and reports."""
+    try:
+        engine.api.update_container(container_id, cpu_shares=LONG_CPU_SHARES)
+    except (docker.errors.DockerException, requests.exceptions.RequestException) as exc:
+        logger.info("Container %s kept the quick CPU weight: %s", container_id, exc)
+
+
+def dispose(
+    engine: Engine, container_id: str | None, run_dir: Path | None, *, after: Future[Any] | None = None
+) -> None:
     """Remove a used container and its folder in the background: the engine's teardown of a
-    container takes tens of milliseconds that nobody needs to wait for."""
-    threading.Thread(
-        target=remove_now, args=(engine, container_id, run_dir), name="sandbox-remove", daemon=True
-    ).start()
+    container takes tens of milliseconds that nobody needs to wait for. `after`: a call on the
+    container still under way (its weight's update), let finish first."""
+
+    def remove() -> None:
+        if after is not None:
+            wait([after], timeout=engine.config.engine_timeout)
+        remove_now(engine, container_id, run_dir)
+
+    threading.Thread(target=remove, name="sandbox-remove", daemon=True).start()
 
 
 def remove_now(engine: Engine, container_id: str | None, run_dir: Path | None) -> None:
