@@ -54,25 +54,29 @@ class GatedORM(EngineGate, ORM):
 class _SQLiteWatching(ORM):
     def __init__(self, list_key: str | None = None) -> None:
         super().__init__(list_key)
-        self._seen_version: int | None = None
+        self._seen: tuple[Any, int] | None = None
         self._checked_at = 0.0
 
     def dequeue(self) -> Any:
-        version = self._data_version()
-        if version == self._seen_version and time.monotonic() - self._checked_at < FULL_CHECK_SECONDS:
+        seen = self._data_version()
+        if seen == self._seen and time.monotonic() - self._checked_at < FULL_CHECK_SECONDS:
             time.sleep(Conf.POLL)
             return None
-        self._seen_version, self._checked_at = version, time.monotonic()
+        self._seen, self._checked_at = seen, time.monotonic()
         tasks = super().dequeue()
         if tasks:
-            self._seen_version = None  # more may be waiting: look again at once
+            self._seen = None  # more may be waiting: look again at once
         return tasks
 
     @staticmethod
-    def _data_version() -> int:
-        with connections[Conf.ORM].cursor() as cursor:
+    def _data_version() -> tuple[Any, int]:
+        """The connection and its data_version. A version is the connection's own count: one
+        from a connection opened since (Django closes old ones) says nothing, and is a change.
+        (The connection object itself is kept, not its id, which a new one could reuse.)"""
+        connection = connections[Conf.ORM]
+        with connection.cursor() as cursor:
             cursor.execute("PRAGMA data_version")
-            return int(cursor.fetchone()[0])
+            return connection.connection, int(cursor.fetchone()[0])
 
 
 class SQLiteWatchingORM(_SQLiteWatching, GatedORM):

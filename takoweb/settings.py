@@ -133,8 +133,11 @@ _SQLITE = {
     }
 }
 # Django's docs: disable persistent connections under ASGI (its per-request cleanup does not reach
-# every thread that opens one, so kept connections pile up). Worker processes keep theirs.
+# every thread that opens one, so kept connections pile up). Worker processes keep theirs, on
+# SQLite too: the queue's consumer (executions/broker.py) would otherwise open a connection for
+# every look at the queue.
 _CONN_MAX_AGE = 0 if TAKO_PROCESS_ROLE == "web" else 60
+_SQLITE["default"]["CONN_MAX_AGE"] = _CONN_MAX_AGE
 _DATABASE_FROM_URL = env_database("DATABASE_URL", conn_max_age=_CONN_MAX_AGE)
 DATABASES = {"default": _DATABASE_FROM_URL} if _DATABASE_FROM_URL else _SQLITE
 USES_SQLITE = DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3"
