@@ -13,15 +13,18 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import threading
+import time
 import weakref
 from collections import defaultdict
 from collections.abc import AsyncIterator
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
-from asgiref.sync import async_to_sync, sync_to_async
+from asgiref.sync import async_to_sync
 from channels.layers import get_channel_layer
 from django.conf import settings
-from django.db import close_old_connections
+from django.db import DatabaseError, connection
 from django.db.models.functions import Length
 
 from executions.models import Execution
@@ -29,6 +32,11 @@ from executions.models import Execution
 logger = logging.getLogger(__name__)
 
 WATCH_TICK_SECONDS = 0.15  # output reaches followers within ~0.3 s of the print
+# On SQLite the watcher asks this often whether anything was committed (PRAGMA data_version, a
+# few microseconds) and looks at once when something was: an ended job is seen within a few ms.
+COMMIT_CHECK_SECONDS = 0.002
+# Other databases: the look's interval while some request waits for a job to end.
+END_TICK_SECONDS = 0.01
 
 
 def execution_group(execution_id: Any) -> str:
@@ -47,7 +55,6 @@ def notify_execution_changed(execution_id: Any) -> None:
 def _versions(ids: list[str]) -> dict[str, tuple[Any, ...]]:
     """What tells a change, per execution: its status, the length of each stream, whether it passed
     the output cap."""
-    close_old_connections()
     rows = (
         Execution.objects.filter(pk__in=ids)
         .annotate(out=Length("stdout"), err=Length("stderr"))
@@ -61,8 +68,8 @@ def _rows(ids: list[str]) -> dict[str, Execution]:
 
 
 class Follower:
-    """One page or stream following an execution: `wake` is set when `execution` (the row as
-    last read) has changed."""
+    """One page, stream or waiting request following an execution: `wake` is set when `execution`
+    (the row as last read) has changed."""
 
     def __init__(self) -> None:
         self.wake = asyncio.Event()
@@ -77,18 +84,29 @@ class Follower:
 
 
 class _Watcher:
-    """One per event loop (daphne runs one): one query a tick for what changed among every
-    followed execution, one more for the rows that did, whoever follows them."""
+    """One per event loop (daphne runs one): one query a look for what changed among every
+    followed execution, one more for the rows that did, whoever follows them.
+
+    The reads run in a thread of its own, which keeps one database connection (the web role keeps
+    none per request): on SQLite its data_version says whether any connection committed since the
+    last look, so the thread waits for a commit, looking at once when there is one and at least
+    every WATCH_TICK_SECONDS. Elsewhere it looks every tick (END_TICK_SECONDS while a request waits
+    for a job's end)."""
 
     def __init__(self) -> None:
         self.followers: dict[str, set[Follower]] = defaultdict(set)
         self.seen: dict[str, tuple[Any, ...] | None] = {}
+        self.waiting_for_ends = 0
         self.task: asyncio.Task[None] | None = None
+        self.thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="live-watcher")
+        self.interrupt = threading.Event()  # a newcomer: look now, not at the next commit or tick
+        self.commits: tuple[Any, int] | None = None  # (connection, data_version) at the last look
 
     def follow(self, execution_id: str) -> Follower:
         follower = Follower()
         self.followers[execution_id].add(follower)
-        self.seen.pop(execution_id, None)  # read it for the newcomer at the next tick
+        self.seen.pop(execution_id, None)  # read it for the newcomer at the next look
+        self.interrupt.set()
         if self.task is None or self.task.done():
             self.task = asyncio.get_running_loop().create_task(self._run())
         return follower
@@ -102,27 +120,66 @@ class _Watcher:
                 self.seen.pop(execution_id, None)
 
     async def _run(self) -> None:
+        loop = asyncio.get_running_loop()
         while self.followers:
+            ids = list(self.followers)
             try:
-                await self._look(list(self.followers))
+                found = await loop.run_in_executor(self.thread, self._next_look, ids, self.waiting_for_ends > 0)
             except Exception:  # the database away for a moment: look again next tick
-                logger.warning("Could not look for changes of %d executions", len(self.followers), exc_info=True)
-            await asyncio.sleep(WATCH_TICK_SECONDS)
-
-    async def _look(self, ids: list[str]) -> None:
-        # The reads in a thread of the loop's small pool (not one per follower); the rest on the loop.
-        versions = await sync_to_async(_versions, thread_sensitive=False)(ids)
-        changed = [i for i in ids if i in versions and self.seen.get(i) != versions[i]]
-        if not changed:
-            return
-        rows = await sync_to_async(_rows, thread_sensitive=False)(changed)
-        for execution_id in changed:
-            if execution_id not in rows:
+                logger.warning("Could not look for changes of %d executions", len(ids), exc_info=True)
+                await asyncio.sleep(WATCH_TICK_SECONDS)
                 continue
-            self.seen[execution_id] = versions[execution_id]
-            for follower in self.followers.get(execution_id, ()):
-                follower.execution = rows[execution_id]
-                follower.wake.set()
+            if found is None:
+                continue  # interrupted by a newcomer: look again, with it
+            versions, rows = found
+            for execution_id, row in rows.items():
+                if execution_id not in self.followers:
+                    continue  # unfollowed meanwhile
+                self.seen[execution_id] = versions[execution_id]
+                for follower in self.followers[execution_id]:
+                    follower.execution = row
+                    follower.wake.set()
+
+    # -- in the watcher's thread --------------------------------------------------------------------
+    def _next_look(
+        self, ids: list[str], waiting_for_ends: bool
+    ) -> tuple[dict[str, tuple[Any, ...]], dict[str, Execution]] | None:
+        """Wait for a reason to look (a commit, the tick, a newcomer), then look: the rows of the
+        executions that changed since they were last seen. None: a newcomer came first."""
+        if not self.interrupt.is_set():
+            self._wait_for_a_look(waiting_for_ends)
+        if self.interrupt.is_set():
+            if any(i not in ids for i in list(self.followers)):
+                return None  # (still interrupted: the next call, with the newcomer, looks at once)
+            self.interrupt.clear()
+        try:
+            versions = _versions(ids)
+            changed = [i for i in ids if i in versions and self.seen.get(i) != versions[i]]
+            return versions, (_rows(changed) if changed else {})
+        except DatabaseError:
+            connection.close()  # opened afresh at the next look
+            raise
+
+    def _wait_for_a_look(self, waiting_for_ends: bool) -> None:
+        if connection.vendor != "sqlite":
+            self.interrupt.wait(END_TICK_SECONDS if waiting_for_ends else WATCH_TICK_SECONDS)
+            return
+        deadline = time.monotonic() + WATCH_TICK_SECONDS
+        while not self.interrupt.is_set() and time.monotonic() < deadline:
+            commits = self._commits()
+            if commits != self.commits:
+                self.commits = commits
+                return
+            time.sleep(COMMIT_CHECK_SECONDS)
+        self.commits = self._commits()
+
+    @staticmethod
+    def _commits() -> tuple[Any, int]:
+        """This thread's connection and its data_version (a count of its own: one read on a
+        connection opened since is a change)."""
+        with connection.cursor() as cursor:
+            cursor.execute("PRAGMA data_version")
+            return connection.connection, int(cursor.fetchone()[0])
 
 
 _watchers: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, _Watcher] = weakref.WeakKeyDictionary()
@@ -152,3 +209,20 @@ async def following(execution_id: Any) -> AsyncIterator[Follower]:
         yield follower
     finally:
         execution_unfollow(execution_id, follower)
+
+
+async def execution_wait_for_end(execution_id: Any, timeout: float) -> bool:
+    """Wait until the execution has ended (True), or `timeout` seconds (False). Many requests wait
+    for the price of one query a look (the watcher's)."""
+    watcher = _watcher()
+    watcher.waiting_for_ends += 1
+    try:
+        async with following(execution_id) as follower:
+            async with asyncio.timeout(timeout):
+                while (await follower.changed()).status not in Execution.TERMINAL:
+                    pass
+        return True
+    except TimeoutError:
+        return False
+    finally:
+        watcher.waiting_for_ends -= 1

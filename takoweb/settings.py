@@ -117,6 +117,11 @@ TEMPLATES = [
     },
 ]
 
+# Django's docs: disable persistent connections under ASGI (its per-request cleanup does not reach
+# every thread that opens one, so kept connections pile up). Worker processes keep theirs, on
+# SQLite too: the queue's consumer (executions/broker.py) would otherwise open a connection for
+# every look at the queue.
+_CONN_MAX_AGE = 0 if TAKO_PROCESS_ROLE == "web" else 60
 # DATABASE_URL (postgres://user:password@host:5432/name) for PostgreSQL when scaled out; else the
 # embedded SQLite, tuned for many writers (web + workers): WAL, and IMMEDIATE transactions so a
 # writer takes the lock up front instead of failing with "database is locked" halfway through.
@@ -124,6 +129,7 @@ _SQLITE = {
     "default": {
         "ENGINE": "django.db.backends.sqlite3",
         "NAME": envstr("TAKO_SQLITE_PATH", str(DATA_DIR / "tako.sqlite3")),
+        "CONN_MAX_AGE": _CONN_MAX_AGE,
         "OPTIONS": {
             "timeout": 20,
             "transaction_mode": "IMMEDIATE",
@@ -132,12 +138,6 @@ _SQLITE = {
         "TEST": {"NAME": str(DATA_DIR / "test.sqlite3")},
     }
 }
-# Django's docs: disable persistent connections under ASGI (its per-request cleanup does not reach
-# every thread that opens one, so kept connections pile up). Worker processes keep theirs, on
-# SQLite too: the queue's consumer (executions/broker.py) would otherwise open a connection for
-# every look at the queue.
-_CONN_MAX_AGE = 0 if TAKO_PROCESS_ROLE == "web" else 60
-_SQLITE["default"]["CONN_MAX_AGE"] = _CONN_MAX_AGE
 _DATABASE_FROM_URL = env_database("DATABASE_URL", conn_max_age=_CONN_MAX_AGE)
 DATABASES = {"default": _DATABASE_FROM_URL} if _DATABASE_FROM_URL else _SQLITE
 USES_SQLITE = DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3"

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 from typing import Annotated
 
 from asgiref.sync import sync_to_async
@@ -23,12 +22,13 @@ from executions.api.schemas import (
     JobSubmitted,
     Unavailable,
 )
+from executions.live import execution_wait_for_end
 from executions.models import Execution
 from executions.timings import timing_header, timing_mark, timing_start
 
 router = Router(auth=EXECUTE, tags=["run"])
 
-SYNC_POLL_SECONDS = 0.02
+SYNC_RECHECK_SECONDS = 5.0  # the watcher wakes it at the end; a read of its own now and then as well
 REFUSALS = {400: Error, 409: IdempotencyConflict, 415: Error, 422: Error, 503: Unavailable}
 
 
@@ -61,8 +61,8 @@ async def execute(
     else:  # a worker runs it (a web-only machine), or it is a retry of a run: answer when it has ended
         if admitted.created:
             await sync_to_async(services.execution_dispatch)(execution)
-        while not execution.is_terminal:
-            await asyncio.sleep(SYNC_POLL_SECONDS)
+        while not execution.is_terminal:  # (no deadline: the job's own timeouts end it)
+            await execution_wait_for_end(execution.pk, SYNC_RECHECK_SECONDS)
             await execution.arefresh_from_db()
     body = execution.to_sync_response()
     timing_mark("respond")

@@ -4,7 +4,6 @@ list of execution records. A caller sees its own jobs (admins and anonymous use:
 from __future__ import annotations
 
 import asyncio
-import itertools
 import mimetypes
 import time
 from pathlib import Path
@@ -43,16 +42,13 @@ from executions.api.schemas import (
     paginated,
 )
 from executions.errors import NotFound
+from executions.live import execution_wait_for_end
 from executions.models import Artifact, Execution
 from executions.selectors import webhook_attempts_of
 
 router = Router(auth=EXECUTE, tags=["jobs"])
 
-RESULT_POLL_SECONDS = 0.1
-# A waiting client looks every 10 ms for the first half second, while most jobs end (a warm
-# pool's job takes 0.1-0.2 s from submission through the queue), then settles to
-# RESULT_POLL_SECONDS. Those looks ask only whether the job has ended (one indexed read).
-RESULT_FIRST_POLLS = (0.01,) * 50
+CANCEL_POLL_SECONDS = 0.1
 CANCEL_WAIT_SECONDS = 15
 
 
@@ -91,16 +87,13 @@ async def job_result(request: HttpRequest, job_id: UUID, query: Query[ResultQuer
     """The record once ended; without wait, the progress while it runs."""
     deadline = time.monotonic() + query.timeout
     body, ended = await sync_to_async(_result_body)(request, job_id, query.view == "full")
-    for poll in itertools.count():
-        if ended or not query.wait:
-            return body
-        if time.monotonic() >= deadline:
-            raise ApiError(408, "Timeout waiting for job", error="Timeout waiting for job", job_id=str(job_id))
-        await asyncio.sleep(RESULT_FIRST_POLLS[poll] if poll < len(RESULT_FIRST_POLLS) else RESULT_POLL_SECONDS)
-        # (the caller may see it: the first read checked; a job is never handed to another caller)
-        if await Execution.objects.filter(pk=job_id, status__in=Execution.TERMINAL).aexists():
-            body, ended = await sync_to_async(_result_body)(request, job_id, query.view == "full")
-    raise AssertionError("unreachable")
+    if ended or not query.wait:
+        return body
+    # (the caller may see it: the first read checked; a job is never handed to another caller)
+    if not await execution_wait_for_end(job_id, deadline - time.monotonic()):
+        raise ApiError(408, "Timeout waiting for job", error="Timeout waiting for job", job_id=str(job_id))
+    body, _ = await sync_to_async(_result_body)(request, job_id, query.view == "full")
+    return body
 
 
 @router.post(
@@ -117,7 +110,7 @@ async def job_cancel(request: HttpRequest, job_id: UUID) -> dict[str, Any]:
     execution = await sync_to_async(cancel)()
     deadline = time.monotonic() + CANCEL_WAIT_SECONDS
     while not execution.is_terminal and time.monotonic() < deadline:
-        await asyncio.sleep(RESULT_POLL_SECONDS)
+        await asyncio.sleep(CANCEL_POLL_SECONDS)
         await execution.arefresh_from_db(fields=["status"])
     return {"status": "cancelled", "job_id": str(execution.pk), "job_status": execution.status}
 

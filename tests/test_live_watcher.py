@@ -1,0 +1,64 @@
+"""The web process's watcher (executions/live.py): requests waiting for jobs to end, and pages
+following them, are woken by one look for all of them."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+from typing import Any
+
+import pytest
+from django.db import connection
+from django.utils import timezone
+
+from executions import live, services
+from executions.models import Environment, Execution
+
+
+def _job() -> Execution:
+    environment = Environment.objects.get(name="default")
+    return services.execution_create(code="print(1)", input_data={}, environment=environment)
+
+
+def _end_later(execution: Execution, seconds: float) -> threading.Thread:
+    """End the job from another connection, committed, as a worker would."""
+
+    def end() -> None:
+        try:
+            threading.Event().wait(seconds)
+            Execution.objects.filter(pk=execution.pk).update(status="succeeded", ended_at=timezone.now())
+        finally:
+            connection.close()
+
+    thread = threading.Thread(target=end)
+    thread.start()
+    return thread
+
+
+@pytest.mark.django_db(transaction=True)
+def test_waiters_are_woken_by_their_own_jobs_end_and_the_others_time_out(monkeypatch: pytest.MonkeyPatch) -> None:
+    looks: list[int] = []
+    versions = live._versions
+    monkeypatch.setattr(live, "_versions", lambda ids: looks.append(len(ids)) or versions(ids))
+    first, second, never = _job(), _job(), _job()
+    enders = [_end_later(first, 0.3), _end_later(second, 0.6)]
+
+    async def wait_all() -> list[Any]:
+        return await asyncio.gather(
+            live.execution_wait_for_end(first.pk, 10),
+            live.execution_wait_for_end(second.pk, 10),
+            live.execution_wait_for_end(never.pk, 1.5),
+        )
+
+    assert asyncio.run(wait_all()) == [True, True, False]
+    for ender in enders:
+        ender.join()
+    assert max(looks) == 3, looks  # one look asked about every job waited for
+    assert Execution.objects.get(pk=never.pk).status == "queued"
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_job_that_has_ended_already_is_seen_at_once() -> None:
+    job = _job()
+    Execution.objects.filter(pk=job.pk).update(status="failed", ended_at=timezone.now())
+    assert asyncio.run(live.execution_wait_for_end(job.pk, 0.5)) is True
