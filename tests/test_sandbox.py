@@ -232,8 +232,15 @@ def test_a_job_runs_the_image_its_last_build_recorded_without_asking_the_engine(
 
     sandbox = get_sandbox()
     digest = sandbox.image_ref(default_image).partition("@")[2]
-    Environment.objects.filter(name="default").update(image_digest=digest)
+    # No build recorded (an image built before this database): the engine's image, then recorded.
+    Environment.objects.filter(name="default").update(image_digest="")
     environment = Environment.objects.get(name="default")
+    execution = services.execution_run(
+        execution_id=services.execution_create(code="print(1)", input_data={}, environment=environment).pk
+    )
+    assert (execution.status, execution.job_ref) == ("succeeded", f"tako-vm-default@{digest}")
+    environment.refresh_from_db()
+    assert environment.image_digest == digest
 
     def no_engine_lookup(image: str) -> str | None:
         raise AssertionError(f"the engine was asked for {image}")

@@ -394,11 +394,18 @@ def _run_spec(
 
 def _wait_for_image(environment: Environment, sandbox: Sandbox, *, deadline: float) -> str:
     """The image's `name@sha256:…`: the one its last build recorded (no engine call; an image
-    removed since fails the container's creation, "image not found"), else the engine's, and a job
-    on an environment whose first image is being built (or queued to be) waits for the build
-    (within startup)."""
+    removed since fails the container's creation, "image not found"), else the engine's, which
+    is then recorded as its image (an image built before this database, as on a new data folder),
+    and a job on an environment whose first image is being built (or queued to be) waits for the
+    build (within startup)."""
     if environment.image_ref is not None:
         return environment.image_ref
+    image_ref = _engine_image(environment, sandbox, deadline=deadline)
+    Environment.objects.filter(pk=environment.pk, image_digest="").update(image_digest=image_ref.partition("@")[2])
+    return image_ref
+
+
+def _engine_image(environment: Environment, sandbox: Sandbox, *, deadline: float) -> str:
     while (image_ref := sandbox.image_ref(environment.image)) is None:
         environment.refresh_from_db(fields=["build_status", "build_error"])
         if environment.build_status not in Environment.BUILD_PENDING:  # queued or building: wait
