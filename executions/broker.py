@@ -3,22 +3,35 @@
 - A worker host whose Docker engine is failing (its breaker open) takes no job while another
   engine works, so the others run them (rather than this host handing them back one by one).
 - On SQLite (the embedded default), the ORM broker asks whether any other connection has
-  committed since the last poll (PRAGMA data_version, microseconds) before running its query, so
-  it can poll every 10 ms for a fraction of a percent of a core; it queries at least once a second
-  anyway, for tasks whose lock expired.
+  committed since the last poll (PRAGMA data_version, microseconds) before running its query, and
+  between polls waits for a commit by another process (commits.py: inotify), at most 10 ms: a new
+  task is taken within a millisecond, for a fraction of a percent of a core. It queries at least
+  once a second anyway, for tasks whose lock expired.
 """
 
 from __future__ import annotations
 
+import os
 import time
 from typing import Any
 
+from django.conf import settings
 from django.db import connections
 from django_q.brokers.orm import ORM
 from django_q.brokers.redis_broker import Redis
 from django_q.conf import Conf
 
+from executions.commits import CommitWatch
+
 FULL_CHECK_SECONDS = 1.0
+
+
+def tasks_commit_with_jobs() -> bool:
+    """Whether the queue is the database (the ORM broker): a task enqueued in a transaction is
+    committed with it, or not at all."""
+    return "redis" not in settings.Q_CLUSTER
+
+
 GATE_CHECK_SECONDS = 0.5
 
 
@@ -56,17 +69,24 @@ class _SQLiteWatching(ORM):
         super().__init__(list_key)
         self._seen: tuple[Any, int] | None = None
         self._checked_at = 0.0
+        self._watch: tuple[int, CommitWatch] | None = None
 
     def dequeue(self) -> Any:
         seen = self._data_version()
         if seen == self._seen and time.monotonic() - self._checked_at < FULL_CHECK_SECONDS:
-            time.sleep(Conf.POLL)
+            self._commit_watch().wait(Conf.POLL)  # (woken by another process's commit)
             return None
         self._seen, self._checked_at = seen, time.monotonic()
         tasks = super().dequeue()
         if tasks:
             self._seen = None  # more may be waiting: look again at once
         return tasks
+
+    def _commit_watch(self) -> CommitWatch:
+        """This process's (made where it is used: the cluster forks its pusher after making the broker)."""
+        if self._watch is None or self._watch[0] != os.getpid():
+            self._watch = (os.getpid(), CommitWatch(str(connections[Conf.ORM].settings_dict["NAME"])))
+        return self._watch[1]
 
     @staticmethod
     def _data_version() -> tuple[Any, int]:

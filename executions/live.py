@@ -27,13 +27,15 @@ from django.conf import settings
 from django.db import DatabaseError, connection
 from django.db.models.functions import Length
 
+from executions.commits import CommitWatch
 from executions.models import Execution
 
 logger = logging.getLogger(__name__)
 
 WATCH_TICK_SECONDS = 0.15  # output reaches followers within ~0.3 s of the print
-# On SQLite the watcher asks this often whether anything was committed (PRAGMA data_version, a
-# few microseconds) and looks at once when something was: an ended job is seen within a few ms.
+# On SQLite the watcher is woken by every commit of another process (commits.py), asks whether
+# anything was committed (PRAGMA data_version, a few microseconds) and looks at once when something
+# was: an ended job is seen within a millisecond or two. Without inotify it asks this often.
 COMMIT_CHECK_SECONDS = 0.002
 # Other databases: the look's interval while some request waits for a job to end.
 END_TICK_SECONDS = 0.01
@@ -101,12 +103,16 @@ class _Watcher:
         self.thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="live-watcher")
         self.interrupt = threading.Event()  # a newcomer: look now, not at the next commit or tick
         self.commits: tuple[Any, int] | None = None  # (connection, data_version) at the last look
+        sqlite = connection.vendor == "sqlite"
+        self.commit_watch = CommitWatch(str(connection.settings_dict["NAME"])) if sqlite else None
 
     def follow(self, execution_id: str) -> Follower:
         follower = Follower()
         self.followers[execution_id].add(follower)
         self.seen.pop(execution_id, None)  # read it for the newcomer at the next look
         self.interrupt.set()
+        if self.commit_watch is not None:
+            self.commit_watch.wake()
         if self.task is None or self.task.done():
             self.task = asyncio.get_running_loop().create_task(self._run())
         return follower
@@ -161,16 +167,17 @@ class _Watcher:
             raise
 
     def _wait_for_a_look(self, waiting_for_ends: bool) -> None:
-        if connection.vendor != "sqlite":
+        if self.commit_watch is None:
             self.interrupt.wait(END_TICK_SECONDS if waiting_for_ends else WATCH_TICK_SECONDS)
             return
         deadline = time.monotonic() + WATCH_TICK_SECONDS
-        while not self.interrupt.is_set() and time.monotonic() < deadline:
+        while not self.interrupt.is_set() and (remaining := deadline - time.monotonic()) > 0:
             commits = self._commits()
             if commits != self.commits:
                 self.commits = commits
                 return
-            time.sleep(COMMIT_CHECK_SECONDS)
+            # Woken by another process's commit (or a newcomer); without inotify, a short sleep.
+            self.commit_watch.wait(remaining if self.commit_watch.notified else COMMIT_CHECK_SECONDS)
         self.commits = self._commits()
 
     @staticmethod
@@ -211,18 +218,17 @@ async def following(execution_id: Any) -> AsyncIterator[Follower]:
         execution_unfollow(execution_id, follower)
 
 
-async def execution_wait_for_end(execution_id: Any, timeout: float) -> bool:
-    """Wait until the execution has ended (True), or `timeout` seconds (False). Many requests wait
+async def execution_wait_for_end(execution_id: Any, timeout: float) -> Execution | None:
+    """The execution's row once it has ended, or None after `timeout` seconds. Many requests wait
     for the price of one query a look (the watcher's)."""
     watcher = _watcher()
     watcher.waiting_for_ends += 1
     try:
-        async with following(execution_id) as follower:
-            async with asyncio.timeout(timeout):
-                while (await follower.changed()).status not in Execution.TERMINAL:
-                    pass
-        return True
+        async with following(execution_id) as follower, asyncio.timeout(timeout):
+            while (row := await follower.changed()).status not in Execution.TERMINAL:
+                pass
+            return row
     except TimeoutError:
-        return False
+        return None
     finally:
         watcher.waiting_for_ends -= 1

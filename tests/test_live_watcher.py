@@ -50,7 +50,12 @@ def test_waiters_are_woken_by_their_own_jobs_end_and_the_others_time_out(monkeyp
             live.execution_wait_for_end(never.pk, 1.5),
         )
 
-    assert asyncio.run(wait_all()) == [True, True, False]
+    ended = asyncio.run(wait_all())
+    assert [row and (str(row.pk), row.status) for row in ended] == [
+        (str(first.pk), "succeeded"),
+        (str(second.pk), "succeeded"),
+        None,
+    ]
     for ender in enders:
         ender.join()
     assert max(looks) == 3, looks  # one look asked about every job waited for
@@ -61,4 +66,5 @@ def test_waiters_are_woken_by_their_own_jobs_end_and_the_others_time_out(monkeyp
 def test_a_job_that_has_ended_already_is_seen_at_once() -> None:
     job = _job()
     Execution.objects.filter(pk=job.pk).update(status="failed", ended_at=timezone.now())
-    assert asyncio.run(live.execution_wait_for_end(job.pk, 0.5)) is True
+    row = asyncio.run(live.execution_wait_for_end(job.pk, 0.5))
+    assert row is not None and row.status == "failed"

@@ -90,10 +90,12 @@ async def job_result(request: HttpRequest, job_id: UUID, query: Query[ResultQuer
     if ended or not query.wait:
         return body
     # (the caller may see it: the first read checked; a job is never handed to another caller)
-    if not await execution_wait_for_end(job_id, deadline - time.monotonic()):
+    execution = await execution_wait_for_end(job_id, deadline - time.monotonic())
+    if execution is None:
         raise ApiError(408, "Timeout waiting for job", error="Timeout waiting for job", job_id=str(job_id))
-    body, _ = await sync_to_async(_result_body)(request, job_id, query.view == "full")
-    return body
+    if query.view == "full":  # (its artifacts and files are read too)
+        return await sync_to_async(execution.to_dict)(full=True)
+    return execution.to_dict()
 
 
 @router.post(

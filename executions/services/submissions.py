@@ -14,6 +14,7 @@ from django.conf import settings
 from django.db import transaction
 from django.utils import timezone
 
+from executions.broker import tasks_commit_with_jobs
 from executions.errors import (
     AlreadyRequeued,
     EngineUnavailable,
@@ -329,7 +330,9 @@ def _admit(
         if request.webhook_url:
             webhook_delivery_create(execution, api_key=submitter.api_key)
         input_files_store(execution, request.files)
-        if is_async:
+        if is_async and tasks_commit_with_jobs():  # its task is stored with it, in one commit
+            execution_dispatch(execution)
+        elif is_async:  # (Redis: handed over once the job is stored)
             transaction.on_commit(lambda: execution_dispatch(execution))
     return Admitted(execution, created=True)
 
