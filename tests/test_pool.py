@@ -170,6 +170,34 @@ def test_a_container_whose_launcher_dies_before_opening_its_channel_ends_its_run
     assert (result.exit_code, result.startup_timed_out, result.stdout) == (1, False, "")
 
 
+def test_a_run_whose_engine_fails_while_it_starts_leaves_no_reader_behind(own_deployment, monkeypatch) -> None:
+    """The engine failing while the run asks whether its container still runs: the run fails as
+    the engine's fault, and its output's reader stops with it (no thread, no open FIFO left)."""
+    from executions.sandbox import SandboxUnavailable
+    from executions.sandbox.docker import runner
+
+    made = runner.make_run_dir
+
+    def unreadable_output(run_dir):
+        made(run_dir)
+        (run_dir / "chan" / "out").chmod(0o600)  # its launcher dies: the run asks the engine
+        return run_dir
+
+    def engine_gone(engine, container_id):
+        raise SandboxUnavailable("Inspecting the container: Docker engine unreachable")
+
+    monkeypatch.setattr(runner, "make_run_dir", unreadable_output)
+    monkeypatch.setattr(runner, "_is_running", engine_gone)
+    job = spec(default_shape(), "print(1)", startup_timeout=60)
+    with pytest.raises(SandboxUnavailable):
+        own_deployment.run(job)
+    wait_for(
+        lambda: not [t for t in threading.enumerate() if t.name == f"sandbox-reader-{job.execution_id}"],
+        timeout=5,
+        what="the run's output reader to stop",
+    )
+
+
 def test_a_pooled_run_whose_processes_all_die_ends_when_they_do(own_deployment) -> None:
     """A pooled launcher opened its FIFOs before the job's reader did, so the reader is told of no
     hang-up: it reads nothing once every writer is gone, and that ends the run."""

@@ -125,9 +125,12 @@ def _run(engine: Engine, spec: RunSpec, take_pooled: TakePooled | None) -> RunRe
                 if taken is None:
                     engine.api.start(container_id)
                 channel.send(wire.job_line(nonce))  # the job may start
-            except (docker.errors.APIError, OSError) as exc:
-                # A pooled container that ended meanwhile refuses the attach (409) or the write.
-                if taken is not None and (not isinstance(exc, docker.errors.APIError) or not _engine_down(exc)):
+            except OSError as exc:  # the FIFOs of a pooled container removed meanwhile (its folder went)
+                if taken is not None:
+                    raise _PooledContainerDead from exc
+                raise
+            except docker.errors.APIError as exc:  # a pooled container's attach (gVisor) refused
+                if taken is not None and _has_ended(engine, container_id):
                     raise _PooledContainerDead from exc
                 raise
             timing_mark("send")
@@ -142,9 +145,16 @@ def _run(engine: Engine, spec: RunSpec, take_pooled: TakePooled | None) -> RunRe
             dispose(engine, container_id, run_dir, after=lowered)
 
 
-def _engine_down(exc: docker.errors.APIError) -> bool:
-    """An engine error that says nothing about the container (the engine itself failing)."""
-    return exc.is_server_error() and "marked for removal" not in str(exc) and "No such container" not in str(exc)
+def _has_ended(engine: Engine, container_id: str) -> bool:
+    """Whether a container that a call just failed on has ended or gone (the call's fault, then),
+    as the engine says; when the engine does not answer either, that is the fault (raised)."""
+    try:
+        with translate_docker_errors("Inspecting the container"):
+            return not engine.api.inspect_container(container_id).get("State", {}).get("Running")
+    except SandboxError as exc:
+        if isinstance(exc.__cause__, docker.errors.NotFound):
+            return True
+        raise
 
 
 def uses_fifos(shape: ContainerShape) -> bool:
@@ -267,46 +277,47 @@ def _collect(
 
     reader = threading.Thread(target=read, name=f"sandbox-reader-{spec.execution_id}", daemon=True)
     reader.start()
-    cancel = spec.cancel or threading.Event()
-    if pooled and not startup_over.wait(POOLED_START_SECONDS) and not _is_running(engine, container_id):
-        channel.close()  # (the attach stream of an ended container never ends)
-        raise _PooledContainerDead
-    last_look = [time.monotonic()]
+    try:
+        cancel = spec.cancel or threading.Event()
+        if pooled and not startup_over.wait(POOLED_START_SECONDS) and not _is_running(engine, container_id):
+            raise _PooledContainerDead  # (the attach stream of an ended container never ends: closed below)
+        last_look = [time.monotonic()]
 
-    def started_or_ended(timeout: float) -> bool:
-        if startup_over.wait(timeout):
-            return True
-        # A FIFO's reader is told of no writer's end unless that writer had opened it: a launcher
-        # that died before opening the channel is seen by asking the engine, once a second.
-        if isinstance(channel, FifoChannel) and time.monotonic() - last_look[0] >= STARTUP_LOOK_SECONDS:
-            last_look[0] = time.monotonic()
-            if not _is_running(engine, container_id):
-                channel.end()
-        return False
+        def started_or_ended(timeout: float) -> bool:
+            if startup_over.wait(timeout):
+                return True
+            # A FIFO's reader is told of no writer's end unless that writer had opened it: a launcher
+            # that died before opening the channel is seen by asking the engine, once a second.
+            if not channel.ends_with_container and time.monotonic() - last_look[0] >= STARTUP_LOOK_SECONDS:
+                last_look[0] = time.monotonic()
+                if not _is_running(engine, container_id):
+                    channel.end()
+            return False
 
-    startup_timed_out = not _wait_unless_cancelled(
-        started_or_ended, spec.startup_timeout - (time.monotonic() - began), cancel
-    )
-    cancelled = cancel.is_set()
-    code_began = code_started_at[0] if code_started_at else time.monotonic()
-    timed_out = False
-    if not startup_timed_out:
-
-        def code_ended(timeout: float) -> bool:
-            reader.join(timeout)
-            return not reader.is_alive()
-
-        timed_out = not _wait_unless_cancelled(code_ended, spec.timeout - (time.monotonic() - code_began), cancel)
+        startup_timed_out = not _wait_unless_cancelled(
+            started_or_ended, spec.startup_timeout - (time.monotonic() - began), cancel
+        )
         cancelled = cancel.is_set()
-    startup_timed_out = startup_timed_out and not cancelled
-    timed_out = timed_out and not cancelled
-    killed_by_us = startup_timed_out or timed_out or cancelled
-    if killed_by_us:
-        with translate_docker_errors("Stopping the container after its timeout"):
-            engine.api.kill(container_id)
-        reader.join(timeout=KILL_GRACE)
-    execution_ms = int((time.monotonic() - code_began) * 1000) if code_started_at else 0
-    channel.close()
+        code_began = code_started_at[0] if code_started_at else time.monotonic()
+        timed_out = False
+        if not startup_timed_out:
+
+            def code_ended(timeout: float) -> bool:
+                reader.join(timeout)
+                return not reader.is_alive()
+
+            timed_out = not _wait_unless_cancelled(code_ended, spec.timeout - (time.monotonic() - code_began), cancel)
+            cancelled = cancel.is_set()
+        startup_timed_out = startup_timed_out and not cancelled
+        timed_out = timed_out and not cancelled
+        killed_by_us = startup_timed_out or timed_out or cancelled
+        if killed_by_us:
+            with translate_docker_errors("Stopping the container after its timeout"):
+                engine.api.kill(container_id)
+            reader.join(timeout=KILL_GRACE)
+        execution_ms = int((time.monotonic() - code_began) * 1000) if code_started_at else 0
+    finally:
+        channel.close()  # (also when the engine failed meanwhile: the reader stops with it)
     if pooled and not code_started_at and not killed_by_us:  # its launcher never got the job
         raise _PooledContainerDead
     envelope = splitter.envelope if splitter.complete and stderr_splitter.ended else None

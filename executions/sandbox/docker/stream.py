@@ -52,6 +52,10 @@ class FifoChannel:
     started well before), what it wrote before its job is dropped (discard_waiting).
     """
 
+    # A FIFO's reader is told of no writer's end unless that writer had opened it: a launcher that
+    # died before opening the channel leaves its output open; the engine must be asked instead.
+    ends_with_container = False
+
     def __init__(self, folder: Path) -> None:
         self._job_path = folder / "job"
         self._launcher_was_there = False
@@ -146,6 +150,8 @@ class Attachment:
     Open it before the container starts, so that no output is lost.
     """
 
+    ends_with_container = True  # the engine ends the stream when the container ends
+
     def __init__(self, api: docker.APIClient, container_id: str) -> None:
         params = {"stdin": 1, "stdout": 1, "stderr": 1, "stream": 1}
         self._connection: Any = api.attach_socket(container_id, params=params)
@@ -165,6 +171,9 @@ class Attachment:
     def frames(self) -> Iterator[tuple[int, bytes]]:
         """(stream id, data) as the container writes; ends when the connection does."""
         yield from frames_iter(self._connection, tty=False)
+
+    def end(self) -> None:
+        """(Nothing to do: the engine ends the stream itself when the container ends.)"""
 
     def close(self) -> None:
         self._connection.close()
