@@ -7,7 +7,8 @@ environment keeps 2 containers warm). Prints the machine (cores, memory, kernel,
 measures, alternating the variants so that all see the same machine:
   1. sequential latency (p50/p95) of: bare `docker run --rm` through the SDK, POST /execute cold,
      POST /execute with the pool, and async submit + wait (pool on), each as a ratio to bare, and
-     async over sync;
+     async over sync; each run starts on a settled engine (the pools refilled, the containers of
+     the runs before it removed), as a lone request would find it;
   2. where a warm POST /execute's time goes, step by step, from its Server-Timing header (the
      rest, outside the view: HTTP, routing, auth, validation, rendering);
   3. throughput at 4 concurrent clients, in jobs/s and as a ratio to bare `docker run`, with the
@@ -258,6 +259,22 @@ def _wait_for_preloaded_pool(service: Service, timeout: float = 300) -> None:
         time.sleep(0.5)
 
 
+def _settle(client: docker.DockerClient, pooled: Service, timeout: float = 120) -> None:
+    """Before each one-at-a-time run: the pools refilled (print(1)'s and the preloaded pandas one)
+    and every used container gone, so that each run, of whichever variant, meets an engine as
+    quiet as a lone request would (not the previous variant's refill or teardown)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        with urllib.request.urlopen(f"{pooled.url}/pool/stats", timeout=10) as response:
+            pools = json.load(response)["warm_pool"]
+        full = pools.get("default", {}).get("ready", 0) >= 2 and pools.get(PANDAS_JOB_TYPE, {}).get("ready", 0) >= 1
+        if full and all(c["State"] == "running" for c in client.api.containers(all=True)):
+            return
+        if time.monotonic() > deadline:
+            raise SystemExit("the engine did not settle between runs")
+        time.sleep(0.05)
+
+
 def _wait_for_full_pool(service: Service, timeout: float = 120) -> None:
     deadline = time.monotonic() + timeout
     while service.pool_ready() < 2:
@@ -363,12 +380,14 @@ def main() -> None:
             since = _now(pooled)
             for _ in range(max(args.n, 30)):
                 for name, run in variants.items():
+                    _settle(client, pooled)
                     began = time.perf_counter()
                     answer = run()
                     latency[name].append(time.perf_counter() - began)
                     if name == WARM:
                         steps.append(answer)  # type: ignore[arg-type]
                 for name, run in pandas_variants.items():
+                    _settle(client, pooled)
                     pandas_latency[name].append(_timed(run))
             notes[WARM] = _hit_rate(pooled, since) + " (this and the async row)"
 
@@ -414,7 +433,10 @@ def main() -> None:
     counted, idle_calls = engine_calls(10)
 
     reference = statistics.median(latency[BARE])
-    print(f"print(1), one request at a time, {len(latency[BARE])} runs of each variant, alternating")
+    print(
+        f"print(1), one request at a time, {len(latency[BARE])} runs of each variant, alternating,"
+        " each on a settled engine (pools refilled, used containers gone)"
+    )
     print(f"{'variant':<30} {'p50 ms':>8} {'p95 ms':>8}  {'vs bare':>7}")
     for name, samples in latency.items():
         print(f"{name:<30} {_ms(samples)}  {statistics.median(samples) / reference:6.2f}x  {notes[name]}")
