@@ -24,21 +24,38 @@ from executions.correlation import _correlation_id, accept_or_new
 HEADER = "X-Correlation-ID"
 
 
-class CorrelationIdMiddleware:
-    """Works in both modes, so async views (POST /execute) stay off Django's sync thread."""
+class EitherMode:
+    """A middleware that runs in the mode of its chain: under ASGI, an async request stays on the
+    event loop (Django adapts a sync-only middleware with a thread hop before it and one after).
+    A subclass calls adopt_mode(get_response) and defines _call (sync) and _acall (async)."""
 
     sync_capable = True
     async_capable = True
+    is_async = False
 
-    def __init__(self, get_response: Callable) -> None:
-        self.get_response = get_response
+    def adopt_mode(self, get_response: Callable) -> None:
         self.is_async = iscoroutinefunction(get_response)
         if self.is_async:
             markcoroutinefunction(self)
 
     def __call__(self, request: HttpRequest) -> HttpResponseBase | Awaitable[HttpResponseBase]:
-        if self.is_async:
-            return self._acall(request)
+        return self._acall(request) if self.is_async else self._call(request)
+
+    def _call(self, request: HttpRequest) -> HttpResponseBase:
+        raise NotImplementedError
+
+    async def _acall(self, request: HttpRequest) -> HttpResponseBase:
+        raise NotImplementedError
+
+
+class CorrelationIdMiddleware(EitherMode):
+    """Works in both modes, so async views (POST /execute) stay off Django's sync thread."""
+
+    def __init__(self, get_response: Callable) -> None:
+        self.get_response = get_response
+        self.adopt_mode(get_response)
+
+    def _call(self, request: HttpRequest) -> HttpResponseBase:
         token = self._begin(request)
         try:
             return self._finish(request, self.get_response(request))
@@ -160,24 +177,18 @@ class ContentSecurityPolicyMiddleware(HooksOnTheLoop, CSPMiddleware):
     computation."""
 
 
-class StaticFilesMiddleware(WhiteNoiseMiddleware):
+class StaticFilesMiddleware(EitherMode, WhiteNoiseMiddleware):
     """WhiteNoise in both modes. WhiteNoise's own middleware is sync only, so under ASGI every
     request (an API call too) crossed to a thread before it and back to the event loop after it;
     here an async request stays on the loop, and only a static file is served from a thread."""
 
-    sync_capable = True
-    async_capable = True
-
     def __init__(self, get_response: Callable) -> None:
-        super().__init__(get_response)
-        self.is_async = iscoroutinefunction(get_response)
-        if self.is_async:
-            markcoroutinefunction(self)
+        WhiteNoiseMiddleware.__init__(self, get_response)
+        self.adopt_mode(get_response)
 
-    def __call__(self, request: HttpRequest) -> Any:
-        if self.is_async:
-            return self._acall(request)
-        return super().__call__(request)
+    def _call(self, request: HttpRequest) -> HttpResponseBase:
+        response: HttpResponseBase = WhiteNoiseMiddleware.__call__(self, request)
+        return response
 
     async def _acall(self, request: HttpRequest) -> HttpResponseBase:
         if self.autorefresh:  # (development: it looks at the disk)
