@@ -100,10 +100,9 @@ def _run(engine: Engine, spec: RunSpec, take_pooled: TakePooled | None) -> RunRe
             timing_mark("take")
             if taken is not None:
                 container_id, run_dir = taken
-                if not spec.quick:  # pooled containers start with the quick weight: lowered beside
-                    # the run, never waited for (the engine's update writes the container's config
-                    # to disk, tens of ms under load; a long job's first milliseconds at the quick
-                    # weight cost the others nothing)
+                if not spec.quick:  # pooled containers start with the quick weight: lowered before
+                    # the job line, while the files are written and the channel is opened (the
+                    # engine's update writes the container's config to disk: tens of ms under load)
                     lowered = _BACKGROUND.submit(_lower_weight, engine, container_id)
                 try:
                     write_job_files(run_dir, spec)
@@ -124,6 +123,8 @@ def _run(engine: Engine, spec: RunSpec, take_pooled: TakePooled | None) -> RunRe
                 channel = _open_channel(engine, spec.shape, container_id, run_dir, pooled=taken is not None)
                 if taken is None:
                     engine.api.start(container_id)
+                if lowered is not None:
+                    wait([lowered], timeout=engine.config.engine_timeout)  # (a failure is logged: quick weight)
                 channel.send(wire.job_line(nonce))  # the job may start
             except OSError as exc:  # the FIFOs of a pooled container removed meanwhile (its folder went)
                 if taken is not None:
