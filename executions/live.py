@@ -24,7 +24,7 @@ from typing import Any
 from asgiref.sync import async_to_sync
 from channels.layers import get_channel_layer
 from django.conf import settings
-from django.db import DatabaseError, connection
+from django.db import DatabaseError, connection, connections
 from django.db.models.functions import Length
 
 from executions.commits import CommitWatch
@@ -115,7 +115,12 @@ class _Watcher:
             self.commit_watch.wake()
         if self.task is None or self.task.done():
             self.task = asyncio.get_running_loop().create_task(self._run())
+            self.task.add_done_callback(self._ran)
         return follower
+
+    def _ran(self, task: asyncio.Task[None]) -> None:
+        if self.task is task:  # (a task holds its loop: kept, it would keep this watcher's loop alive)
+            self.task = None
 
     def unfollow(self, execution_id: str, follower: Follower) -> None:
         followers = self.followers.get(execution_id)
@@ -192,10 +197,21 @@ class _Watcher:
 _watchers: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, _Watcher] = weakref.WeakKeyDictionary()
 
 
+def _stop_thread(thread: ThreadPoolExecutor) -> None:
+    with contextlib.suppress(RuntimeError):  # (the interpreter is ending: its threads are stopped)
+        thread.submit(connections.close_all)  # its own database connection, closed in it
+    thread.shutdown(wait=False)
+
+
 def _watcher() -> _Watcher:
     loop = asyncio.get_running_loop()
     if loop not in _watchers:
-        _watchers[loop] = _Watcher()
+        watcher = _watchers[loop] = _Watcher()
+        # Gone with its loop (daphne's lives as long as the process; a test's does not): its thread,
+        # its database connection and its file descriptors go too.
+        weakref.finalize(watcher, _stop_thread, watcher.thread)
+        if watcher.commit_watch is not None:
+            weakref.finalize(watcher, watcher.commit_watch.close)
     return _watchers[loop]
 
 

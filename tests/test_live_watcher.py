@@ -13,6 +13,7 @@ from django.utils import timezone
 
 from executions import live, services
 from executions.models import Environment, Execution
+from tests.support import wait_for
 
 
 def _job() -> Execution:
@@ -68,3 +69,23 @@ def test_a_job_that_has_ended_already_is_seen_at_once() -> None:
     Execution.objects.filter(pk=job.pk).update(status="failed", ended_at=timezone.now())
     row = asyncio.run(live.execution_wait_for_end(job.pk, 0.5))
     assert row is not None and row.status == "failed"
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_watcher_goes_with_its_event_loop() -> None:
+    """Each event loop has its own watcher (a test's loop, not only daphne's); when the loop is
+    gone, so is its watcher, and the watcher's thread ends (closing its database connection)."""
+    import gc
+
+    job = _job()
+    Execution.objects.filter(pk=job.pk).update(status="succeeded", ended_at=timezone.now())
+
+    def watchers() -> int:
+        gc.collect()
+        return sum(isinstance(thing, live._Watcher) for thing in gc.get_objects())
+
+    threads = threading.active_count()
+    for _ in range(10):
+        assert asyncio.run(live.execution_wait_for_end(job.pk, 1)) is not None
+    wait_for(lambda: watchers() == 0, timeout=10, what="the watchers of the ended loops to go")
+    wait_for(lambda: threading.active_count() <= threads, timeout=10, what="the watchers' threads to end")
