@@ -80,12 +80,15 @@ def test_a_watcher_goes_with_its_event_loop() -> None:
     job = _job()
     Execution.objects.filter(pk=job.pk).update(status="succeeded", ended_at=timezone.now())
 
-    def watchers() -> int:
+    def watchers() -> set[int]:
         gc.collect()
-        return sum(isinstance(thing, live._Watcher) for thing in gc.get_objects())
+        return {id(thing) for thing in gc.get_objects() if isinstance(thing, live._Watcher)}
 
-    threads = threading.active_count()
+    def watcher_threads() -> set[int]:
+        return {thread.ident or 0 for thread in threading.enumerate() if thread.name.startswith("live-watcher")}
+
+    earlier, threads = watchers(), watcher_threads()  # (other tests' loops may still run in this process)
     for _ in range(10):
         assert asyncio.run(live.execution_wait_for_end(job.pk, 1)) is not None
-    wait_for(lambda: watchers() == 0, timeout=10, what="the watchers of the ended loops to go")
-    wait_for(lambda: threading.active_count() <= threads, timeout=10, what="the watchers' threads to end")
+    wait_for(lambda: watchers() <= earlier, timeout=10, what="the watchers of the ended loops to go")
+    wait_for(lambda: watcher_threads() <= threads, timeout=10, what="the watchers' threads to end")
