@@ -67,25 +67,17 @@ def ensure_schedules() -> None:
     """The cluster's periodic tasks. Each queue's schedules run on its own cluster: another
     deployment's cluster on the same database would run them with its own settings, into its own queue."""
     queue = settings.TAKO_QUEUE_NAME
-    Schedule.objects.update_or_create(
-        name=f"{queue}: recover stale executions",
-        defaults={
-            "cluster": queue,
-            "func": "executions.tasks.recover_stale_executions",
-            "schedule_type": Schedule.MINUTES,
-            "minutes": 1,
-            "repeats": -1,
-        },
-    )
-    Schedule.objects.update_or_create(
-        name=f"{queue}: prune old executions",
-        defaults={
-            "cluster": queue,
-            "func": "executions.tasks.prune_executions",
-            "schedule_type": Schedule.DAILY,
-            "repeats": -1,
-        },
-    )
+    periodic = {
+        "recover stale executions": (
+            "executions.tasks.recover_stale_executions",
+            {"schedule_type": Schedule.MINUTES, "minutes": 1},
+        ),
+        "prune old executions": ("executions.tasks.prune_executions", {"schedule_type": Schedule.DAILY}),
+    }
+    for name, (func, timing) in periodic.items():
+        Schedule.objects.update_or_create(
+            name=f"{queue}: {name}", defaults={"cluster": queue, "func": func, "repeats": -1, **timing}
+        )
 
 
 class Command(BaseCommand):
