@@ -135,7 +135,7 @@ def container_path(request: pytest.FixtureRequest, settings: Any, monkeypatch: p
     take = DockerSandbox._take_pooled
 
     def started_then_taken(self: DockerSandbox, spec: Any) -> Any:
-        self.pool_start(spec.shape, "test")
+        self.pool_start(spec.shape, "test", quick=spec.quick)  # (of the job's CPU weight, as the keeper would)
         taken = take(self, spec)
         took.append(taken is not None)
         return taken

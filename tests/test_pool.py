@@ -18,6 +18,7 @@ from typing import Any
 import docker
 import pytest
 import requests
+from django.utils import timezone
 
 from executions.models import Environment, Execution, PoolState, ProcessBeat
 from executions.sandbox import ContainerShape, RunSpec, get_sandbox
@@ -389,3 +390,67 @@ def test_the_keeper_survives_the_engine_going_away_and_refills_when_it_returns(o
         proxy.up()
         thread.join(timeout=30)
     assert not thread.is_alive()
+
+
+CPU_WEIGHT = (
+    "import os\n"
+    "for path in ('/sys/fs/cgroup/cpu/cpu.shares', '/sys/fs/cgroup/cpu.weight'):\n"
+    "    if os.path.exists(path):\n"
+    "        print(open(path).read().strip())\n"
+    "        break\n"
+)
+WEIGHTS = {True: {"1024\n", "39\n"}, False: {"256\n", "10\n"}}  # quick, long: cgroup v1 shares, v2 weight
+
+
+@pytest.mark.parametrize("quick", [True, False], ids=["quick", "long"])
+def test_a_job_takes_a_container_of_its_own_cpu_weight_first_else_one_changed_to_it(own_deployment, quick) -> None:
+    shape = default_shape()
+    own_deployment.pool_start(shape, "default", quick=not quick)
+    own_deployment.pool_start(shape, "default", quick=quick)
+    first = own_deployment.run(spec(shape, CPU_WEIGHT, warm_pool=True, quick=quick))
+    assert first.warm and first.stdout in WEIGHTS[quick]
+    assert [c.pool_key for c in ready(own_deployment)] == [shape.pool_key_for(not quick)]  # its own weight's went
+    second = own_deployment.run(spec(shape, CPU_WEIGHT, warm_pool=True, quick=quick))
+    assert second.warm and second.stdout in WEIGHTS[quick]  # the other weight's, changed before the code ran
+    assert ready(own_deployment) == []
+
+
+def test_long_jobs_get_a_pool_at_their_weight_after_they_ran(own_deployment) -> None:
+    Environment.objects.filter(name="data-processing").update(pool_size=0)
+    keeper = PoolKeeper(own_deployment, engine="host-a")
+    keeper.tick()
+    shape = default_shape()
+    assert sorted(c.pool_key for c in ready(own_deployment)) == [shape.pool_key] * 2  # no long jobs: quick only
+    now = timezone.now()
+    for started, ended in [(30, 5), (25, 10), (20, 15)]:  # three long jobs, at most 3 at once
+        Execution.objects.create(
+            code="x",
+            job_type="default",
+            timeout=60,
+            quick=False,
+            status="succeeded",
+            started_at=now - timedelta(seconds=started),
+            ended_at=now - timedelta(seconds=ended),
+        )
+    keeper = PoolKeeper(own_deployment, engine="host-a")  # (a new one reads the demand now)
+    keeper.tick()
+    keys = sorted(c.pool_key for c in ready(own_deployment))
+    assert keys == sorted([shape.pool_key] * 2 + [shape.pool_key_for(False)] * 2)  # within pool_size 2
+    state = PoolState.objects.get(engine="host-a", environment="default")
+    assert (state.target, state.ready) == (4, 4)  # the two weights as one pool
+
+
+def test_a_long_job_that_found_no_container_of_its_weight_gets_its_pool_started_at_once(own_deployment) -> None:
+    Environment.objects.filter(name="data-processing").update(pool_size=0)
+    keeper = PoolKeeper(own_deployment, engine="host-a")
+    keeper.tick()  # no long jobs yet: quick containers only (the demand is read again in 10 s)
+    shape = default_shape()
+    assert {c.pool_key for c in ready(own_deployment)} == {shape.pool_key}
+    with ThreadPoolExecutor(max_workers=1) as pool:
+        running = pool.submit(
+            own_deployment.run, spec(shape, "import time; time.sleep(3)", warm_pool=True, quick=False)
+        )
+        wait_for(lambda: [c for c in own_deployment.pool_containers() if c.state == "in_use"], what="the job's start")
+        keeper.tick()  # the same keeper, its read of the demand still fresh
+        assert shape.pool_key_for(False) in {c.pool_key for c in ready(own_deployment)}
+        assert running.result(timeout=30).warm

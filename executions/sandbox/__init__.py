@@ -52,6 +52,11 @@ class ContainerShape:
             fields.append(self.runtime)
         return hashlib.sha256(json.dumps(fields).encode()).hexdigest()[:20]
 
+    def pool_key_for(self, quick: bool) -> str:
+        """The key of its pooled containers waiting at quick work's CPU weight, or at long jobs'
+        (a job takes one of its own weight first: changing a container's weight is an engine call)."""
+        return self.pool_key if quick else self.pool_key + "-long"
+
 
 @dataclass(frozen=True)
 class PooledContainer:
@@ -59,13 +64,15 @@ class PooledContainer:
 
     name: str
     pool: str  # the environment it was started for
-    pool_key: str
+    pool_key: str  # its shape's key at the CPU weight it waits with (ContainerShape.pool_key_for)
     # "ready" (waiting for a job), "in_use" (running one), "dead" (ended unused), "starting" (made,
     # not running yet) or "claimed"
     # (being taken or removed: a moment, unless an engine fault interrupted it)
     state: str
     created: float  # unix time
     workdir: str  # its host folder (mounted at /code and /input)
+    # In use by a job of the other CPU weight, none of its own having been ready: the key it wanted.
+    wanted_key: str = ""
 
 
 @dataclass(frozen=True)
@@ -180,8 +187,9 @@ class Sandbox(Protocol):
         """Does the engine answer right now? Never raises; gives up after a short timeout (2 s)."""
         ...
 
-    def pool_start(self, shape: ContainerShape, pool: str) -> None:
-        """Create and start one pooled container of `shape`, waiting for a job of pool `pool`."""
+    def pool_start(self, shape: ContainerShape, pool: str, *, quick: bool = True) -> None:
+        """Create and start one pooled container of `shape`, waiting for a job of pool `pool`, at
+        the CPU weight of quick work (else of long jobs)."""
         ...
 
     def pool_containers(self) -> list[PooledContainer]:

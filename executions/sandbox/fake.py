@@ -87,7 +87,7 @@ class FakeSandbox:
         self._check_available()
         self.runs.append(spec)
         pooled = spec.warm_pool and spec.shape.wheels_dir is None
-        warm = self._take_pooled(spec.shape) if pooled else None
+        warm = self._take_pooled(spec) if pooled else None
         scripted = self.scripted.get(spec.code)
         if isinstance(scripted, BaseException):
             raise scripted
@@ -239,12 +239,12 @@ class FakeSandbox:
         return ["runc", "runsc"]  # the runs it fakes may name either
 
     # -- the warm pool: in memory ------------------------------------------------------------
-    def pool_start(self, shape: ContainerShape, pool: str) -> None:
+    def pool_start(self, shape: ContainerShape, pool: str, *, quick: bool = True) -> None:
         self._check_available()
         container = PooledContainer(
             name=f"fake-pool-{secrets.token_hex(8)}",
             pool=pool,
-            pool_key=shape.pool_key,
+            pool_key=shape.pool_key_for(quick),
             state="ready",
             created=time.time(),
             workdir="",
@@ -274,9 +274,11 @@ class FakeSandbox:
             self._pool = [c for c in self._pool if c.name not in names]
         self._notify()
 
-    def _take_pooled(self, shape: ContainerShape) -> bool:
+    def _take_pooled(self, spec: RunSpec) -> bool:
+        """One of the job's own weight first, else one of the other weight (as the engine's pool)."""
+        keys = (spec.shape.pool_key_for(spec.quick), spec.shape.pool_key_for(not spec.quick))
         with self._changed:
-            ready = next((c for c in self._pool if c.pool_key == shape.pool_key and c.state == "ready"), None)
+            ready = next((c for key in keys for c in self._pool if c.pool_key == key and c.state == "ready"), None)
             if ready is None:
                 return False
             self._pool.remove(ready)

@@ -3,9 +3,12 @@
 It keeps each environment's pooled containers started, within the host's capacity (a count, and
 TAKO_POOL_MEMORY of memory held by waiting containers), starts a replacement as soon as a job takes
 one (it watches the engine's events, so an idle pool costs no polling), replaces containers whose
-image, limits or preload changed, and drains the pool when it stops. How many: Environment.pool_size
-while the environment is busy (one when idle); or, with no size set, the environment's peak of
-concurrent jobs over the last TAKO_POOL_IDLE_SECONDS (at least one). Pooled interpreters import the
+image, limits or preload changed, and drains the pool when it stops. Each environment has two pools:
+containers waiting at quick work's CPU weight and at long jobs' (services/lifecycle.py), so that a job
+takes one of its own weight and no engine call changes it on the job's way. How many: for quick
+work, Environment.pool_size while the environment is busy (one when idle), or with no size set, its
+peak of concurrent quick jobs over the last TAKO_POOL_IDLE_SECONDS (at least one); for long jobs,
+their peak over that time (none without long jobs), within pool_size. Pooled interpreters import the
 environment's preload list once a check on its image found it sound (services/preload.py). Every few seconds it also
 removes containers whose job has ended but whose removal an engine fault interrupted. Which job gets which container
 is decided on the engine (see sandbox/docker/pool.py), not here; jobs never wait for the keeper.
@@ -14,6 +17,7 @@ is decided on the engine (see sandbox/docker/pool.py), not here; jobs never wait
 from __future__ import annotations
 
 import atexit
+import dataclasses
 import logging
 import threading
 import time
@@ -52,8 +56,13 @@ PRELOAD_RETRY_SECONDS = 60.0  # a preload check the engine could not run is trie
 class PoolPlan:
     environment: str
     shape: ContainerShape
+    quick: bool  # its containers wait at quick work's CPU weight (False: at long jobs')
     target: int
     memory: int  # bytes one of its containers holds while it waits (its interpreter, its preload)
+
+    @property
+    def key(self) -> str:
+        return self.shape.pool_key_for(self.quick)
 
 
 class PoolKeeper:
@@ -67,7 +76,7 @@ class PoolKeeper:
         self._reaped_at = 0.0
         self.heartbeat = Heartbeat(ProcessBeat.Role.POOL, engine=self.engine)
         self._published_at = 0.0
-        self._demand: dict[str, tuple[float, int]] = {}  # environment -> (read at, peak)
+        self._demand: dict[tuple[str, bool], tuple[float, int]] = {}  # (environment, quick) -> (read at, peak)
         self._images: dict[str, tuple[float, str | None]] = {}  # image -> (looked up at, name@sha256:…)
         self._checking: set[tuple[str, str, tuple[str, ...]]] = set()  # preload checks under way
         self._check_failed_at: dict[tuple[str, str, tuple[str, ...]], float] = {}
@@ -108,8 +117,13 @@ class PoolKeeper:
         if time.monotonic() - self._reaped_at > REAP_EVERY_SECONDS:
             containers_reap()
             self._reaped_at = time.monotonic()
-        plans = {plan.shape.pool_key: plan for plan in self._plans()}
+        plans = {plan.key: plan for plan in self._plans()}
         pooled = self.sandbox.pool_containers()
+        for container in pooled:  # a job found none of its CPU weight ready: that pool is wanted now,
+            plan = plans.get(container.wanted_key)  # not at the next read of the demand
+            if plan is not None and plan.target == 0:
+                plans[plan.key] = dataclasses.replace(plan, target=1)
+                self._demand[(plan.environment, plan.quick)] = (time.monotonic(), 1)
         ready = sorted((c for c in pooled if c.state == "ready"), key=lambda c: c.created, reverse=True)
         now = time.monotonic()
         self._claimed_since = {c.name: self._claimed_since.get(c.name, now) for c in pooled if c.state == "claimed"}
@@ -135,7 +149,7 @@ class PoolKeeper:
         for key in missing:
             if stop is not None and stop.is_set():
                 break
-            self.sandbox.pool_start(plans[key].shape, plans[key].environment)
+            self.sandbox.pool_start(plans[key].shape, plans[key].environment, quick=plans[key].quick)
             started[key] = started.get(key, 0) + 1
         if started:  # (jobs that took some meanwhile woke it again: _watch_engine)
             self._publish(plans, keep, in_use, [], started=started)
@@ -159,8 +173,10 @@ class PoolKeeper:
             if preload_check_due(environment, image_id):
                 self._check_preload(environment, image_ref)  # meanwhile, its pool has no preload
             shape = environment_shape(environment, image_ref)
-            target = self._target(environment, idle_since)
-            plans.append(PoolPlan(environment.name, shape, target, resident_bytes(environment, image_id)))
+            memory = resident_bytes(environment, image_id)
+            for quick in (True, False):
+                target = self._target(environment, idle_since, quick)
+                plans.append(PoolPlan(environment.name, shape, quick, target, memory))
         return plans
 
     def _image_ref(self, image: str) -> str | None:
@@ -174,20 +190,23 @@ class PoolKeeper:
             self._images[image] = (now, image_ref)
         return image_ref
 
-    def _target(self, environment: Environment, idle_since: Any) -> int:
-        """How many of its containers to keep ready: its fixed size while it is busy (one when
-        idle), or with no size set, its recent peak of concurrent jobs (at least one)."""
-        if environment.pool_size is not None:
+    def _target(self, environment: Environment, idle_since: Any, quick: bool) -> int:
+        """How many of its containers to keep ready at one CPU weight. Quick work: its fixed size
+        while it is busy (one when idle), or with no size set, its recent peak of concurrent quick
+        jobs (at least one). Long jobs: their recent peak (none without them), within its size."""
+        if environment.pool_size is not None and quick:
             busy = self.started_at > idle_since or (
                 Execution.objects.filter(job_type=environment.name, created_at__gte=idle_since).exists()
             )
             return environment.pool_size if busy else min(environment.pool_size, 1)
         now = time.monotonic()
-        read_at, peak = self._demand.get(environment.name, (0.0, 0))
+        read_at, peak = self._demand.get((environment.name, quick), (0.0, 0))
         if now - read_at > DEMAND_EVERY_SECONDS:
-            peak = peak_concurrency(environment.name, idle_since)
-            self._demand[environment.name] = (now, peak)
-        return max(1, peak)
+            peak = peak_concurrency(environment.name, idle_since, quick=quick)
+            self._demand[(environment.name, quick)] = (now, peak)
+        if quick:
+            return max(1, peak)
+        return peak if environment.pool_size is None else min(environment.pool_size, peak)
 
     def _check_preload(self, environment: Environment, image_ref: str) -> None:
         """Check the environment's preload on this image in the background (one at a time per
@@ -243,10 +262,17 @@ class PoolKeeper:
         """Record this host's pools for pages served elsewhere; writes only what changed (and a
         sign of life every PUBLISH_EVERY_SECONDS)."""
         now = time.monotonic()
-        states = {}
-        for key, plan in plans.items():
+        states: dict[str, tuple[int, int, int, int, int]] = {}
+        for key, plan in plans.items():  # (an environment's two weights summed)
             ready = len(keep[key]) + (started or {}).get(key, 0)
-            states[plan.environment] = (plan.target, ready, in_use[key], missing.count(key), ready * plan.memory)
+            target, held, using, starting, resident = states.get(plan.environment, (0, 0, 0, 0, 0))
+            states[plan.environment] = (
+                target + plan.target,
+                held + ready,
+                using + in_use[key],
+                starting + missing.count(key),
+                resident + ready * plan.memory,
+            )
         if states == self._published and now - self._published_at < PUBLISH_EVERY_SECONDS:
             return
         for environment, (target, ready, using, starting, resident) in states.items():
@@ -358,14 +384,16 @@ def _empty_stats() -> dict[str, Any]:
     return {"target": 0, "ready": 0, "in_use": 0, "starting": 0, "hits": 0, "misses": 0, "resident_bytes": 0}
 
 
-def peak_concurrency(environment: str, since: Any) -> int:
-    """The most jobs of `environment` that ran at once since `since` (running ones count till now)."""
+def peak_concurrency(environment: str, since: Any, *, quick: bool | None = None) -> int:
+    """The most jobs of `environment` (quick ones, long ones, or with None all) that ran at once
+    since `since` (running ones count till now)."""
     # Bounded by created_at (indexed): a job that ran after `since` was created at most its longest
     # run (timeout and start-up) before it.
     created_after = since - timedelta(seconds=settings.TAKO_MAX_TIMEOUT + 600)
     runs = (
         Execution.objects.filter(job_type=environment, created_at__gte=created_after, started_at__isnull=False)
         .filter(Q(ended_at__isnull=True) | Q(ended_at__gte=since))
+        .filter(Q() if quick is None else Q(quick=quick))
         .order_by("-created_at")
         .values_list("started_at", "ended_at")[:10_000]
     )

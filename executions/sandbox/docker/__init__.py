@@ -72,9 +72,9 @@ class DockerSandbox:
 
     # The pool's engine faults reach the keeper as SandboxUnavailable / SandboxError, never as the
     # SDK's or requests' own exceptions (a connection refused mid-rename once killed the keeper).
-    def pool_start(self, shape: ContainerShape, pool: str) -> None:
+    def pool_start(self, shape: ContainerShape, pool: str, *, quick: bool = True) -> None:
         with translate_docker_errors("Starting a pooled container"):
-            self._pool.start(shape, pool)
+            self._pool.start(shape, pool, quick=quick)
 
     def pool_containers(self) -> list[PooledContainer]:
         with translate_docker_errors("Listing the pool"):
@@ -87,7 +87,7 @@ class DockerSandbox:
         with translate_docker_errors("Removing pooled containers"):
             self._pool.remove(containers)
 
-    def _take_pooled(self, spec: RunSpec) -> tuple[str, Path] | None:
+    def _take_pooled(self, spec: RunSpec) -> runner.Taken | None:
         return self._pool.take(spec)
 
     def _remove_where(self, wanted: Callable[[dict[str, Any]], bool]) -> int:

@@ -40,7 +40,7 @@ from executions.sandbox.docker.client import (
     Engine,
     translate_docker_errors,
 )
-from executions.sandbox.docker.runner import create, dispose, make_run_dir, remove_now
+from executions.sandbox.docker.runner import Taken, cpu_shares, create, dispose, make_run_dir, remove_now
 
 logger = logging.getLogger(__name__)
 
@@ -49,6 +49,7 @@ CLAIMED_NAME_PREFIX = "tako-claimed-"  # claimed by a job or for removal; the to
 OWNER_FILE = "execution"  # in a claimed container's host folder: the execution it runs
 READY_PREFIX = "ready-"  # + the pool key: in a ready container's host folder, until it is claimed
 TAKEN_FILE = "taken"  # the ready file, renamed by the one who claimed the container
+WANTED_PREFIX = "wanted-"  # + the pool key a job wanted, when it took one of the other CPU weight
 CONTAINER_FILE = "container"  # the container's id, written before it is ready
 STARTING_SECONDS = 60  # a pooled container created this recently and not yet running is starting
 
@@ -65,17 +66,26 @@ class WarmPool:
         deployment = hashlib.sha256(self.engine.config.deployment_id.encode()).hexdigest()[:16]
         return self.engine.config.work_dir / "pool" / deployment
 
-    def start(self, shape: ContainerShape, pool: str) -> None:
-        """Create and start one container of `shape`, waiting for a job of pool `pool`."""
+    def start(self, shape: ContainerShape, pool: str, *, quick: bool = True) -> None:
+        """Create and start one container of `shape`, waiting for a job of pool `pool`, at the CPU
+        weight of quick work (else of long jobs)."""
         run_dir = make_run_dir(self.folder / secrets.token_hex(8))
-        labels = {POOL_LABEL: pool, POOL_KEY_LABEL: shape.pool_key, WORKDIR_LABEL: str(run_dir)}
+        key = shape.pool_key_for(quick)
+        labels = {POOL_LABEL: pool, POOL_KEY_LABEL: key, WORKDIR_LABEL: str(run_dir)}
         container_id = None
         try:
             with translate_docker_errors("Starting a pooled container"):
-                container_id = create(self.engine, shape, run_dir, labels=labels, name=POOL_NAME_PREFIX + run_dir.name)
+                container_id = create(
+                    self.engine,
+                    shape,
+                    run_dir,
+                    labels=labels,
+                    name=POOL_NAME_PREFIX + run_dir.name,
+                    cpu_shares=cpu_shares(quick),
+                )
                 self.engine.api.start(container_id)
             (run_dir / CONTAINER_FILE).write_text(container_id)
-            (run_dir / (READY_PREFIX + shape.pool_key)).touch()  # jobs may take it now
+            (run_dir / (READY_PREFIX + key)).touch()  # jobs may take it now
         except BaseException:
             dispose(self.engine, container_id, run_dir)
             raise
@@ -88,9 +98,12 @@ class WarmPool:
             if POOL_LABEL not in labels:
                 continue
             workdir = Path(labels.get(WORKDIR_LABEL, "/nonexistent"))
+            wanted = ""
             if name.startswith(CLAIMED_NAME_PREFIX) or (workdir / TAKEN_FILE).exists():
                 # Taken by a job, or claimed for a moment (by a job, for removal), or left so by a fault.
                 state = "in_use" if container_execution(summary) else "claimed"
+                wanted_file = next(workdir.glob(WANTED_PREFIX + "*"), None)
+                wanted = wanted_file.name.removeprefix(WANTED_PREFIX) if wanted_file is not None else ""
             elif name.startswith(POOL_NAME_PREFIX):
                 # Without its host folder (an engine fault cut its start short) it can serve no job.
                 usable = summary.get("State") == "running" and workdir.is_dir()
@@ -111,6 +124,7 @@ class WarmPool:
                     state=state,
                     created=float(summary.get("Created", 0)),
                     workdir=labels.get(WORKDIR_LABEL, ""),
+                    wanted_key=wanted,
                 )
             )
         return pooled
@@ -140,9 +154,17 @@ class WarmPool:
                 remove_now(self.engine, CLAIMED_NAME_PREFIX + _token_of(container.name), workdir)
             # else a job took it: it is theirs
 
-    def take(self, spec: RunSpec) -> tuple[str, Path] | None:
-        """Claim a ready pooled container of the job's shape, or None: (its id, its host folder)."""
-        candidates = list(self.folder.glob(f"*/{READY_PREFIX}{spec.shape.pool_key}"))
+    def take(self, spec: RunSpec) -> Taken | None:
+        """Claim a ready pooled container of the job's shape, one waiting at the job's CPU weight
+        first, or None."""
+        for quick in (spec.quick, not spec.quick):
+            taken = self._take(spec, quick)
+            if taken is not None:
+                return taken
+        return None
+
+    def _take(self, spec: RunSpec, quick: bool) -> Taken | None:
+        candidates = list(self.folder.glob(f"*/{READY_PREFIX}{spec.shape.pool_key_for(quick)}"))
         random.shuffle(candidates)  # concurrent takers rarely race for the same one
         for ready in candidates:
             workdir = ready.parent
@@ -151,13 +173,15 @@ class WarmPool:
             try:
                 (workdir / OWNER_FILE).write_text(spec.execution_id)
                 container_id = (workdir / CONTAINER_FILE).read_text()
+                if quick != spec.quick:  # (tells the keeper, woken by the rename, that its weight's pool is wanted)
+                    (workdir / (WANTED_PREFIX + spec.shape.pool_key_for(spec.quick))).touch()
             except FileNotFoundError:
                 # Its folder is gone: an engine fault cut its start short after the engine had
                 # made it (the keeper cleaned up what it believed failed). Unusable: remove it.
                 remove_now(self.engine, POOL_NAME_PREFIX + workdir.name, None)
                 continue
             _BACKGROUND.submit(self._mark_claimed, container_id, workdir.name)
-            return container_id, workdir
+            return Taken(container_id, workdir, quick)
         return None
 
     def _mark_claimed(self, container_id: str, token: str) -> None:

@@ -20,7 +20,7 @@ import time
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor, wait
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import docker.errors
 import requests.exceptions
@@ -70,8 +70,17 @@ STARTUP_LOOK_SECONDS = 1.0  # how often a starting container is looked at (FIFO 
 
 _BACKGROUND = ThreadPoolExecutor(max_workers=4, thread_name_prefix="sandbox-engine")  # calls overlapped with others
 
-# Takes a ready pooled container of the job's shape for it: (container id, its host folder) or None.
-TakePooled = Callable[[RunSpec], tuple[str, Path] | None]
+
+class Taken(NamedTuple):
+    """A ready pooled container a job took."""
+
+    container_id: str
+    run_dir: Path  # its host folder
+    quick: bool  # it waited at quick work's CPU weight (False: at long jobs')
+
+
+# Takes a ready pooled container of the job's shape for it (of its own CPU weight first), or None.
+TakePooled = Callable[[RunSpec], Taken | None]
 
 
 class _PooledContainerDead(Exception):
@@ -93,17 +102,17 @@ def _run(engine: Engine, spec: RunSpec, take_pooled: TakePooled | None) -> RunRe
     began = time.monotonic()
     container_id: str | None = None
     run_dir: Path | None = None
-    lowered: Future[Any] | None = None
+    reweighted: Future[Any] | None = None
     try:
         with translate_docker_errors("Starting the container"):
             taken = take_pooled(spec) if take_pooled is not None else None
             timing_mark("take")
             if taken is not None:
-                container_id, run_dir = taken
-                if not spec.quick:  # pooled containers start with the quick weight: lowered before
+                container_id, run_dir = taken.container_id, taken.run_dir
+                if taken.quick != spec.quick:  # (none of its own weight was ready) changed before
                     # the job line, while the files are written and the channel is opened (the
                     # engine's update writes the container's config to disk: tens of ms under load)
-                    lowered = _BACKGROUND.submit(_lower_weight, engine, container_id)
+                    reweighted = _BACKGROUND.submit(_reweight, engine, container_id, cpu_shares(spec.quick))
                 try:
                     write_job_files(run_dir, spec)
                 except FileNotFoundError as exc:  # its folder went with it (removed as dead meanwhile)
@@ -116,15 +125,15 @@ def _run(engine: Engine, spec: RunSpec, take_pooled: TakePooled | None) -> RunRe
                     spec.shape,
                     run_dir,
                     labels={EXECUTION_LABEL: spec.execution_id, WORKDIR_LABEL: str(run_dir)},
-                    cpu_shares=QUICK_CPU_SHARES if spec.quick else LONG_CPU_SHARES,
+                    cpu_shares=cpu_shares(spec.quick),
                 )
             nonce = secrets.token_hex(16)  # tells the launcher's messages from the program's output
             try:
                 channel = _open_channel(engine, spec.shape, container_id, run_dir, pooled=taken is not None)
                 if taken is None:
                     engine.api.start(container_id)
-                if lowered is not None:
-                    wait([lowered], timeout=engine.config.engine_timeout)  # (a failure is logged: quick weight)
+                if reweighted is not None:
+                    wait([reweighted], timeout=engine.config.engine_timeout)  # (a failure is logged: its weight stays)
                 channel.send(wire.job_line(nonce))  # the job may start
             except OSError as exc:  # the FIFOs of a pooled container removed meanwhile (its folder went)
                 if taken is not None:
@@ -143,7 +152,7 @@ def _run(engine: Engine, spec: RunSpec, take_pooled: TakePooled | None) -> RunRe
         return result
     finally:
         if container_id is not None or run_dir is not None:
-            dispose(engine, container_id, run_dir, after=lowered)
+            dispose(engine, container_id, run_dir, after=reweighted)
 
 
 def _has_ended(engine: Engine, container_id: str) -> bool:
@@ -485,14 +494,19 @@ def write_input_files(input_dir: Path, files: tuple[tuple[str, Path], ...]) -> N
         target.chmod(0o644)
 
 
-def _lower_weight(engine: Engine, container_id: str) -> None:
-    """A long job's pooled container to the long jobs' CPU weight. Failing, the job goes on at the
-    quick weight: a container that has ended meanwhile (404, 409, or 500 "marked for removal"), or
-    an engine fault, which the run itself meets and reports."""
+def cpu_shares(quick: bool) -> int:
+    """The CPU weight of a container for quick work, or for a long job."""
+    return QUICK_CPU_SHARES if quick else LONG_CPU_SHARES
+
+
+def _reweight(engine: Engine, container_id: str, shares: int) -> None:
+    """A pooled container to its job's CPU weight. Failing, the job goes on at the weight it waited
+    with: a container that has ended meanwhile (404, 409, or 500 "marked for removal"), or an
+    engine fault, which the run itself meets and reports."""
     try:
-        engine.api.update_container(container_id, cpu_shares=LONG_CPU_SHARES)
+        engine.api.update_container(container_id, cpu_shares=shares)
     except (docker.errors.DockerException, requests.exceptions.RequestException) as exc:
-        logger.info("Container %s kept the quick CPU weight: %s", container_id, exc)
+        logger.info("Container %s kept the CPU weight it waited with: %s", container_id, exc)
 
 
 def dispose(
