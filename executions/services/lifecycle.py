@@ -25,22 +25,13 @@ from typing import Any
 from django.conf import settings
 from django.db import connection, transaction
 from django.db.models import (
-    BigIntegerField,
     Count,
-    F,
-    FloatField,
-    Func,
-    IntegerField,
     Max,
     Min,
     Q,
     QuerySet,
-    Subquery,
     Sum,
-    Value,
 )
-from django.db.models.functions import Coalesce
-from django.db.models.lookups import Exact, LessThan, LessThanOrEqual
 from django.utils import timezone
 
 from executions import live
@@ -112,39 +103,58 @@ def caller_use() -> list[dict[str, Any]]:
     return sorted(rows, key=lambda row: (-row["running"], -row["queued"], row["caller"]))
 
 
-def _fits(execution: Execution) -> Q:
-    """Does `execution` fit in what this host's running jobs leave of its budget? A job alone on
-    its host always fits, so one larger than the whole budget still runs (by itself)."""
+def _claim_if_it_fits(execution: Execution, moved: dict[str, Any]) -> int:
+    """Queued → running (`moved`: the new status, start, beat and worker) in one UPDATE, if
+    `execution` fits in what this host's running jobs leave of its budget. A job alone on its host
+    always fits, so one larger than the whole budget still runs (by itself). Written in SQL once:
+    every run claims, and the ORM took 2-3 ms of Python to build this statement each time."""
     budget = Budget.for_job(quick=execution.quick)
-
-    def total(expression: Any, field: Any) -> Subquery:
-        return Subquery(_running_here().annotate(v=expression).values("v"), output_field=field)
-
-    count = total(Func(F("pk"), function="COUNT", output_field=IntegerField()), IntegerField())
-    memory = total(
-        Coalesce(Func(F("memory_bytes"), function="SUM", output_field=BigIntegerField()), 0), BigIntegerField()
+    ops, table = connection.ops, connection.ops.quote_name(Execution._meta.db_table)
+    prefix = host_prefix()
+    # This host's running jobs (runs.worker_name): their worker name starts with its prefix.
+    here = f"FROM {table} WHERE status = %s AND SUBSTR(worker, 1, {len(prefix):d}) = %s"
+    running_here = [Execution.Status.RUNNING, prefix]
+    sql = (
+        f"UPDATE {table} SET status = %s, started_at = %s, heartbeat_at = %s, worker = %s"  # noqa: S608 (a quoted name and an int)
+        " WHERE id = %s AND status = %s AND ("
+        f"(SELECT COUNT(*) {here}) = 0"
+        f" OR ((SELECT COUNT(*) {here}) < %s"
+        f" AND (SELECT COALESCE(SUM(memory_bytes), 0) {here}) + %s <= %s"
+        f" AND (SELECT COALESCE(SUM(cpus), 0) {here}) + %s <= %s))"
     )
-    cpus = total(Coalesce(Func(F("cpus"), function="SUM", output_field=FloatField()), 0.0), FloatField())
-    fits = (
-        LessThan(count, Value(budget.containers))
-        & LessThanOrEqual(memory + Value(execution.memory_bytes), Value(budget.memory))
-        & LessThanOrEqual(cpus + Value(float(execution.cpus)), Value(budget.cpus))
-    )
-    return Q(fits | Exact(count, Value(0)))
+    params = [
+        moved["status"],
+        ops.adapt_datetimefield_value(moved["started_at"]),
+        ops.adapt_datetimefield_value(moved["heartbeat_at"]),
+        moved["worker"],
+        Execution._meta.pk.get_db_prep_value(execution.pk, connection),
+        Execution.Status.QUEUED,
+        *running_here,
+        *running_here,
+        budget.containers,
+        *running_here,
+        execution.memory_bytes,
+        budget.memory,
+        *running_here,
+        float(execution.cpus),
+        budget.cpus,
+    ]
+    with connection.cursor() as cursor:
+        cursor.execute(sql, params)
+        return int(cursor.rowcount)
 
 
 def _claim_once(execution: Execution, worker: str) -> bool:
     """Queued → running in one conditional update, if it fits this host's budget now."""
     now = timezone.now()
     moved = {"status": Execution.Status.RUNNING, "started_at": now, "heartbeat_at": now, "worker": worker}
-    still_queued = Execution.objects.filter(_fits(execution)).filter(pk=execution.pk, status=Execution.Status.QUEUED)
     if connection.features.has_select_for_update:
         with transaction.atomic():
             # One claimer per host at a time: a row lock, then the budget counted and the claim in one update.
             Lock.objects.select_for_update().get_or_create(name=f"budget:{host_prefix()}"[:100])
-            claimed = still_queued.update(**moved)
+            claimed = _claim_if_it_fits(execution, moved)
     else:  # SQLite: one UPDATE takes the write lock before it counts, so claimers are serialised
-        claimed = still_queued.update(**moved)
+        claimed = _claim_if_it_fits(execution, moved)
     if not claimed:
         return False
     for field, value in moved.items():
