@@ -110,9 +110,15 @@ class Service:
         for process in self.processes:
             process.wait(timeout=60)
 
-    def pool_ready(self) -> int:
+    def pools(self) -> dict[str, dict[str, int]]:
         with urllib.request.urlopen(f"{self.url}/pool/stats", timeout=10) as response:
-            return int(json.load(response)["warm_pool"].get("default", {}).get("ready", 0))
+            return dict(json.load(response)["warm_pool"])
+
+    def pool_full(self, pools: dict[str, dict[str, int]] | None = None) -> bool:
+        """`default`'s pool holds its 2 and, once long jobs (the async ones) have run, the container
+        its keeper keeps for them at their CPU weight: all its target."""
+        pool = (pools or self.pools()).get("default", {})
+        return pool.get("ready", 0) >= max(2, pool.get("target", 0))
 
     def query(self, sql: str, *params: str) -> list[tuple]:
         with sqlite3.connect(Path(self.data_dir) / "tako.sqlite3") as db:
@@ -265,9 +271,8 @@ def _settle(client: docker.DockerClient, pooled: Service, timeout: float = 120) 
     quiet as a lone request would (not the previous variant's refill or teardown)."""
     deadline = time.monotonic() + timeout
     while True:
-        with urllib.request.urlopen(f"{pooled.url}/pool/stats", timeout=10) as response:
-            pools = json.load(response)["warm_pool"]
-        full = pools.get("default", {}).get("ready", 0) >= 2 and pools.get(PANDAS_JOB_TYPE, {}).get("ready", 0) >= 1
+        pools = pooled.pools()
+        full = pooled.pool_full(pools) and pools.get(PANDAS_JOB_TYPE, {}).get("ready", 0) >= 1
         if full and all(c["State"] == "running" for c in client.api.containers(all=True)):
             return
         if time.monotonic() > deadline:
@@ -277,7 +282,7 @@ def _settle(client: docker.DockerClient, pooled: Service, timeout: float = 120) 
 
 def _wait_for_full_pool(service: Service, timeout: float = 120) -> None:
     deadline = time.monotonic() + timeout
-    while service.pool_ready() < 2:
+    while not service.pool_full():
         if time.monotonic() > deadline:
             raise SystemExit("the warm pool did not fill")
         time.sleep(0.2)
