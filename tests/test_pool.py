@@ -123,8 +123,8 @@ def test_a_pooled_run_needs_no_engine_call_from_taking_the_container_to_its_resu
 
 @pytest.mark.parametrize("quick", [False, True])
 def test_a_long_job_in_a_pooled_container_runs_at_the_long_jobs_cpu_weight(own_deployment, quick: bool) -> None:
-    """Pooled containers start with the quick jobs' weight; a long job's is lowered before its code
-    starts, a quick job's stays."""
+    """Only a container at the quick jobs' weight is ready: a long job that takes it has it lowered
+    before its code starts, a quick job's stays."""
     from executions.sandbox.docker.runner import LONG_CPU_SHARES, QUICK_CPU_SHARES
 
     own_deployment.pool_start(default_shape(), "default")
