@@ -362,3 +362,13 @@ def sse_events(response: Any) -> Any:
             continue
         name, _, value = line.partition(":")
         event[name] = value[1:] if value.startswith(" ") else value
+
+
+# Prints the container's CPU weight as its cgroup has it (v1: cpu.shares; v2: cpu.weight).
+CPU_WEIGHT = (
+    "import os\n"
+    "for path in ('/sys/fs/cgroup/cpu/cpu.shares', '/sys/fs/cgroup/cpu.weight'):\n"
+    "    if os.path.exists(path):\n"
+    "        print(open(path).read().strip())\n"
+    "        break\n"
+)

@@ -24,7 +24,7 @@ from executions.models import Environment, Execution, PoolState, ProcessBeat
 from executions.sandbox import ContainerShape, RunSpec, get_sandbox
 from executions.services import PoolKeeper, containers_reap, execution_create, pool_stats
 from executions.services.environments import environment_shape
-from tests.support import containers_of, wait_for
+from tests.support import CPU_WEIGHT, containers_of, wait_for
 
 
 @pytest.fixture
@@ -392,13 +392,6 @@ def test_the_keeper_survives_the_engine_going_away_and_refills_when_it_returns(o
     assert not thread.is_alive()
 
 
-CPU_WEIGHT = (
-    "import os\n"
-    "for path in ('/sys/fs/cgroup/cpu/cpu.shares', '/sys/fs/cgroup/cpu.weight'):\n"
-    "    if os.path.exists(path):\n"
-    "        print(open(path).read().strip())\n"
-    "        break\n"
-)
 WEIGHTS = {True: {"1024\n", "39\n"}, False: {"256\n", "10\n"}}  # quick, long: cgroup v1 shares, v2 weight
 
 

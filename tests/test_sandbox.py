@@ -15,7 +15,7 @@ from executions import services
 from executions.models import Environment, Execution
 from executions.sandbox import ContainerShape, RunSpec, get_sandbox
 from executions.sandbox.docker import DockerSandbox, managed_labels
-from tests.support import job_containers
+from tests.support import CPU_WEIGHT, job_containers
 
 
 def run_code(api, code: str, **fields) -> dict:
@@ -85,15 +85,6 @@ def test_memory_and_cpu_limits_are_the_environments(api) -> None:
         "print(open(v1).read().strip() if os.path.exists(v1) else open('/sys/fs/cgroup/memory.max').read().strip())\n"
     )
     assert run_code(api, code)["stdout"] == f"{512 * 1024 * 1024}\n"
-
-
-CPU_WEIGHT = (
-    "import os\n"
-    "for path in ('/sys/fs/cgroup/cpu/cpu.shares', '/sys/fs/cgroup/cpu.weight'):\n"
-    "    if os.path.exists(path):\n"
-    "        print(open(path).read().strip())\n"
-    "        break\n"
-)
 
 
 def test_a_long_jobs_container_weighs_a_quarter_of_a_quick_runs_on_the_cpu(api, settings) -> None:

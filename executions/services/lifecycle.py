@@ -32,6 +32,7 @@ from django.db.models import (
     QuerySet,
     Sum,
 )
+from django.db.models.functions import Substr
 from django.utils import timezone
 
 from executions import live
@@ -75,7 +76,11 @@ def host_prefix() -> str:
 
 
 def _running_here() -> QuerySet[Execution]:
-    return Execution.objects.filter(status=Execution.Status.RUNNING, worker__startswith=host_prefix()).order_by()
+    """This host's running jobs: their worker name starts with its prefix (case counts: SQLite's
+    LIKE, behind __startswith, ignores it). The claim's SQL (_claim_if_it_fits) says the same."""
+    prefix = host_prefix()
+    running = Execution.objects.filter(status=Execution.Status.RUNNING).order_by()
+    return running.annotate(worker_prefix=Substr("worker", 1, len(prefix))).filter(worker_prefix=prefix)
 
 
 def host_use() -> dict[str, Any]:
@@ -111,7 +116,7 @@ def _claim_if_it_fits(execution: Execution, moved: dict[str, Any]) -> int:
     budget = Budget.for_job(quick=execution.quick)
     ops, table = connection.ops, connection.ops.quote_name(Execution._meta.db_table)
     prefix = host_prefix()
-    # This host's running jobs (runs.worker_name): their worker name starts with its prefix.
+    # This host's running jobs, as _running_here() has them.
     here = f"FROM {table} WHERE status = %s AND SUBSTR(worker, 1, {len(prefix):d}) = %s"
     running_here = [Execution.Status.RUNNING, prefix]
     sql = (

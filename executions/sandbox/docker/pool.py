@@ -40,7 +40,7 @@ from executions.sandbox.docker.client import (
     Engine,
     translate_docker_errors,
 )
-from executions.sandbox.docker.runner import Taken, cpu_shares, create, dispose, make_run_dir, remove_now
+from executions.sandbox.docker.runner import Taken, cpu_shares_for, create, dispose, make_run_dir, remove_now
 
 logger = logging.getLogger(__name__)
 
@@ -81,7 +81,7 @@ class WarmPool:
                     run_dir,
                     labels=labels,
                     name=POOL_NAME_PREFIX + run_dir.name,
-                    cpu_shares=cpu_shares(quick),
+                    cpu_shares=cpu_shares_for(quick),
                 )
                 self.engine.api.start(container_id)
             (run_dir / CONTAINER_FILE).write_text(container_id)

@@ -112,7 +112,7 @@ def _run(engine: Engine, spec: RunSpec, take_pooled: TakePooled | None) -> RunRe
                 if taken.quick != spec.quick:  # (none of its own weight was ready) changed before
                     # the job line, while the files are written and the channel is opened (the
                     # engine's update writes the container's config to disk: tens of ms under load)
-                    reweighted = _BACKGROUND.submit(_reweight, engine, container_id, cpu_shares(spec.quick))
+                    reweighted = _BACKGROUND.submit(_reweight, engine, container_id, cpu_shares_for(spec.quick))
                 try:
                     write_job_files(run_dir, spec)
                 except FileNotFoundError as exc:  # its folder went with it (removed as dead meanwhile)
@@ -125,7 +125,7 @@ def _run(engine: Engine, spec: RunSpec, take_pooled: TakePooled | None) -> RunRe
                     spec.shape,
                     run_dir,
                     labels={EXECUTION_LABEL: spec.execution_id, WORKDIR_LABEL: str(run_dir)},
-                    cpu_shares=cpu_shares(spec.quick),
+                    cpu_shares=cpu_shares_for(spec.quick),
                 )
             nonce = secrets.token_hex(16)  # tells the launcher's messages from the program's output
             try:
@@ -494,7 +494,7 @@ def write_input_files(input_dir: Path, files: tuple[tuple[str, Path], ...]) -> N
         target.chmod(0o644)
 
 
-def cpu_shares(quick: bool) -> int:
+def cpu_shares_for(quick: bool) -> int:
     """The CPU weight of a container for quick work, or for a long job."""
     return QUICK_CPU_SHARES if quick else LONG_CPU_SHARES
 
