@@ -17,6 +17,7 @@ from executions.resilience import forget_breaker_reads
 from executions.sandbox import get_sandbox
 from executions.sandbox.docker import DockerSandbox
 from executions.sandbox.images import ensure_image
+from executions.services.pool import flush_pool_counts
 from tests.support import SETUP_HINT, ApiClient, job_containers, require_tool, start_daphne, start_worker
 
 # Playwright's sync API runs an event loop in the test thread; the tests' own ORM calls are safe.
@@ -38,6 +39,15 @@ def docker_engine() -> docker.DockerClient:
 def _engine_for_docker_tests(request: pytest.FixtureRequest) -> None:
     if request.node.get_closest_marker("docker"):
         request.getfixturevalue("docker_engine")
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _pool_counts_written_while_the_test_database_exists(django_db_setup: None, django_db_blocker: Any) -> Any:
+    """The pool's hit and miss counts are written on a timer and at exit; at a test run's exit its
+    database is gone, so the last counts are written before it goes."""
+    yield
+    with django_db_blocker.unblock():
+        flush_pool_counts()
 
 
 @pytest.fixture(scope="session")

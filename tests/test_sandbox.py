@@ -9,6 +9,7 @@ import time
 
 import docker
 import pytest
+import requests
 from django.core.management import call_command
 
 from executions import services
@@ -318,3 +319,35 @@ def test_another_deployments_containers_on_the_same_engine_are_left_alone(db, de
         assert theirs.labels["tako.deployment"] == "another-deployment"
     finally:
         theirs.remove(force=True)
+
+
+def test_a_removal_that_raced_the_containers_exit_is_asked_again(db, default_image: str, monkeypatch) -> None:
+    """The engine's forced removal can see a container running, then fail to kill it because it
+    has exited meanwhile (a 500, the container left listed as "removing"). That race is rare on a
+    real engine, so the first answer is injected; the second call reaches the real engine."""
+    from executions.sandbox.docker import runner
+
+    engine = get_sandbox().engine
+    container = docker.from_env(version="auto").containers.run(
+        default_image, ["sleep", "60"], labels=managed_labels(), detach=True
+    )
+    real_remove = engine.api.remove_container
+    calls: list[str] = []
+
+    def racing_remove(container_id: str, **options):
+        calls.append(container_id)
+        if len(calls) == 1:
+            response = requests.Response()
+            response.status_code = 500
+            raise docker.errors.APIError(
+                "500 Server Error",
+                response=response,
+                explanation=f"Could not kill running container {container_id}, cannot remove - "
+                f"Container {container_id} is not running",
+            )
+        return real_remove(container_id, **options)
+
+    monkeypatch.setattr(engine.api, "remove_container", racing_remove)
+    runner.remove_now(engine, container.id, None)
+    assert calls == [container.id, container.id]
+    assert job_containers(settle=0) == []

@@ -370,6 +370,11 @@ _pool_counts = _PoolCounts()
 atexit.register(_pool_counts.flush_quietly)  # a process ending normally keeps its last counts
 
 
+def flush_pool_counts() -> None:
+    """Write the pool's pending hit and miss counts now (a test run, before its database goes)."""
+    _pool_counts.flush_quietly()
+
+
 def pool_count(*, environment: str, warm: bool) -> None:
     """Count a run that got a pooled container (warm) or wanted one and started cold."""
     _pool_counts.add(this_engine(), environment, "hits" if warm else "misses")

@@ -524,10 +524,28 @@ def dispose(
     threading.Thread(target=remove, name="sandbox-remove", daemon=True).start()
 
 
+# The engine's forced removal can race the container's own exit: it sees the container running,
+# its kill then finds it gone and the removal fails with a 500 (moby's "Could not kill running
+# container ..., cannot remove - Container ... is not running"), leaving the container listed as
+# "removing" with no removal under way. Asked again, the engine finds it exited and removes it.
+_REMOVAL_RETRIES = (0.05, 0.2, 1.0)
+
+
+def _raced_its_exit(exc: docker.errors.APIError) -> bool:
+    return exc.status_code == 500 and "is not running" in str(exc.explanation or "")
+
+
 def remove_now(engine: Engine, container_id: str | None, run_dir: Path | None) -> None:
     try:
         if container_id is not None:
-            engine.api.remove_container(container_id, force=True)
+            for pause in (*_REMOVAL_RETRIES, None):
+                try:
+                    engine.api.remove_container(container_id, force=True)
+                    break
+                except docker.errors.APIError as exc:
+                    if pause is None or not _raced_its_exit(exc):
+                        raise
+                    time.sleep(pause)
     except docker.errors.NotFound:
         pass
     except docker.errors.APIError as exc:
