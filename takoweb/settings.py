@@ -318,12 +318,13 @@ TAKO_ENGINE_NAME = envstr("TAKO_ENGINE_NAME", _DOCKER_HOST if _REMOTE_ENGINE els
 TAKO_WEB_USES_DOCKER = envbool("TAKO_WEB_USES_DOCKER", True)
 
 # The warm pool: each worker host keeps containers started ahead of time, each used for one job:
-# Environment.pool_size of them while the environment is busy, or with no size set, its peak of
-# concurrent jobs over the last TAKO_POOL_IDLE_SECONDS (at least one; an environment without a job
-# for that long keeps just one). Long jobs (see TAKO_QUICK_TIMEOUT) get containers of their own CPU
-# weight besides, as many as their own recent peak. At most TAKO_POOL_MAX_CONTAINERS ready at once per host, holding
-# at most TAKO_POOL_MEMORY while they wait (each counts what its interpreter and preloaded modules
-# hold, as measured; the memory of running jobs is TAKO_HOST_MEMORY's).
+# Environment.pool_size of them while the environment is busy, or with no size set, as many as its
+# demand over the last TAKO_POOL_IDLE_SECONDS wanted: its peak of concurrent jobs, or the most jobs
+# that started within a second (at least one; an environment without a job for that long keeps one).
+# Long jobs (see TAKO_QUICK_TIMEOUT) get containers of their own CPU weight besides, as many as their
+# own demand wanted. At most TAKO_POOL_MAX_CONTAINERS ready at once per host, holding at most
+# TAKO_POOL_MEMORY while they wait (each counts what its interpreter and preloaded modules hold, as
+# measured; the memory of running jobs is TAKO_HOST_MEMORY's).
 TAKO_POOL_ENABLED = envbool("TAKO_POOL_ENABLED", True)
 TAKO_POOL_MAX_CONTAINERS = envint("TAKO_POOL_MAX_CONTAINERS", 8, minimum=0, maximum=256)
 TAKO_POOL_IDLE_SECONDS = envint("TAKO_POOL_IDLE_SECONDS", 600, minimum=10)

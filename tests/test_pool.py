@@ -447,3 +447,49 @@ def test_a_long_job_that_found_no_container_of_its_weight_gets_its_pool_started_
         keeper.tick()  # the same keeper, its read of the demand still fresh
         assert shape.pool_key_for(False) in {c.pool_key for c in ready(own_deployment)}
         assert running.result(timeout=30).warm
+
+
+def test_the_keeper_starts_missing_containers_side_by_side(own_deployment, monkeypatch) -> None:
+    """Replacements start STARTS_AT_ONCE at a time on the engine, not one after another."""
+    from executions.services import pool as keeper_module
+
+    Environment.objects.filter(name="data-processing").update(pool_size=0)
+    Environment.objects.filter(name="default").update(pool_size=4)
+    under_way: list[int] = []
+    most = [0]
+    lock = threading.Lock()
+    real_start = type(own_deployment).pool_start
+
+    def observed_start(self, *args, **kwargs):
+        with lock:
+            under_way.append(1)
+            most[0] = max(most[0], len(under_way))
+        try:
+            return real_start(self, *args, **kwargs)
+        finally:
+            with lock:
+                under_way.pop()
+
+    monkeypatch.setattr(type(own_deployment), "pool_start", observed_start)
+    PoolKeeper(own_deployment, engine="host-a").tick()
+    assert len(ready(own_deployment)) == 4
+    assert most[0] == keeper_module.STARTS_AT_ONCE == 2
+
+
+def test_after_a_failed_start_the_keeper_tries_no_more_this_round(own_deployment, monkeypatch) -> None:
+    """An engine that failed one start would fail the rest (or hang each up to its timeout)."""
+    from executions.sandbox import SandboxUnavailable
+
+    Environment.objects.filter(name="data-processing").update(pool_size=0)
+    Environment.objects.filter(name="default").update(pool_size=6)
+    attempts: list[int] = []
+
+    def failing_start(self, *args, **kwargs):
+        attempts.append(1)
+        time.sleep(0.2)  # (the other start under way ends too)
+        raise SandboxUnavailable("Starting a pooled container: the engine is away")
+
+    monkeypatch.setattr(type(own_deployment), "pool_start", failing_start)
+    with pytest.raises(SandboxUnavailable):
+        PoolKeeper(own_deployment, engine="host-a").tick()
+    assert len(attempts) <= 2  # the ones under way when the first failed; of six missing

@@ -16,7 +16,7 @@ from executions.models import Environment, Execution, PoolState
 from executions.sandbox import RunSpec, get_sandbox
 from executions.services import PoolKeeper
 from executions.services.environments import environment_shape
-from executions.services.pool import peak_concurrency
+from executions.services.pool import peak_concurrency, recent_demand
 from executions.services.preload import preload_check_run
 from tests.support import wait_for
 
@@ -180,3 +180,29 @@ def test_a_pool_sized_from_demand_follows_the_recent_peak(data_processing: Envir
     get_sandbox().pool_remove(ready_of("data-processing"))
     keeper.tick()
     assert ready_of("data-processing") == []
+
+
+def test_a_pool_sized_from_demand_keeps_one_per_job_a_script_starts_within_a_refill(
+    data_processing: Environment,
+) -> None:
+    """A script sending jobs one after another never runs two at once, yet takes a container every
+    few hundred ms, faster than one replacement is ready: its pool is sized by those arrivals."""
+    Environment.objects.filter(pk=data_processing.pk).update(preload=[])
+    now = timezone.now()
+    # Six jobs one after another, 0.3 s each: four of them start within any one second at most.
+    for n in range(6):
+        started = now - timedelta(seconds=30 - 0.3 * n)
+        Execution.objects.create(
+            code="x",
+            job_type="data-processing",
+            timeout=30,
+            startup_timeout=60,
+            status="succeeded",
+            started_at=started,
+            ended_at=started + timedelta(seconds=0.25),
+        )
+    demand = recent_demand("data-processing", now - timedelta(seconds=600), quick=True)
+    assert (demand.concurrency, demand.arrivals, demand.containers_wanted) == (1, 4, 4)
+    PoolKeeper(get_sandbox(), engine="host-a").tick()
+    assert PoolState.objects.get(engine="host-a", environment="data-processing").target == 4
+    assert len(ready_of("data-processing")) == 4

@@ -6,9 +6,10 @@ one (it watches the engine's events, so an idle pool costs no polling), replaces
 image, limits or preload changed, and drains the pool when it stops. Each environment has two pools:
 containers waiting at quick work's CPU weight and at long jobs' (services/lifecycle.py), so that a job
 takes one of its own weight and no engine call changes it on the job's way. How many: for quick
-work, Environment.pool_size while the environment is busy (one when idle), or with no size set, its
-peak of concurrent quick jobs over the last TAKO_POOL_IDLE_SECONDS (at least one); for long jobs,
-their peak over that time (none without long jobs), within pool_size. Pooled interpreters import the
+work, Environment.pool_size while the environment is busy (one when idle), or with no size set, as
+many as the quick jobs' demand over the last TAKO_POOL_IDLE_SECONDS wanted (Demand: their peak
+concurrency, or the most that started within a refill's time; at least one); for long jobs, as many as
+theirs wanted (none without long jobs), within pool_size. Pooled interpreters import the
 environment's preload list once a check on its image found it sound (services/preload.py). Every few seconds it also
 removes containers whose job has ended but whose removal an engine fault interrupted. Which job gets which container
 is decided on the engine (see sandbox/docker/pool.py), not here; jobs never wait for the keeper.
@@ -21,6 +22,7 @@ import dataclasses
 import logging
 import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
@@ -50,6 +52,8 @@ CLAIM_STUCK_SECONDS = 30.0  # a claim takes milliseconds; one this old was cut o
 DEMAND_EVERY_SECONDS = 10.0  # an environment's recent peak of concurrent jobs is read this often
 IMAGE_EVERY_SECONDS = 10.0  # each environment's image is looked up on the engine this often (a rebuild shows then)
 PRELOAD_RETRY_SECONDS = 60.0  # a preload check the engine could not run is tried again after this
+STARTS_AT_ONCE = 2  # pooled containers started side by side
+_STARTS = ThreadPoolExecutor(max_workers=STARTS_AT_ONCE, thread_name_prefix="pool-start")
 
 
 @dataclass(frozen=True)
@@ -145,14 +149,35 @@ class PoolKeeper:
         missing = self._missing(plans, keep)
         in_use = {key: sum(1 for c in pooled if c.pool_key == key and c.state == "in_use") for key in plans}
         self._publish(plans, keep, in_use, missing)
-        started: dict[str, int] = {}
-        for key in missing:
-            if stop is not None and stop.is_set():
-                break
-            self.sandbox.pool_start(plans[key].shape, plans[key].environment, quick=plans[key].quick)
-            started[key] = started.get(key, 0) + 1
+        started = self._start(plans, missing, stop)
         if started:  # (jobs that took some meanwhile woke it again: _watch_engine)
             self._publish(plans, keep, in_use, [], started=started)
+
+    def _start(self, plans: dict[str, PoolPlan], missing: list[str], stop: threading.Event | None) -> dict[str, int]:
+        """Start the missing containers, STARTS_AT_ONCE at a time: the engine creates and starts
+        containers faster side by side than one after another (each waits on runc and the
+        kernel part of the time). After a failure the rest are not tried; it is raised once the
+        ones under way have ended."""
+        started: dict[str, int] = {}
+        failures: list[BaseException] = []
+        lock = threading.Lock()
+
+        def start(key: str) -> None:
+            if failures or (stop is not None and stop.is_set()):  # an engine that failed one fails the rest
+                return
+            try:
+                self.sandbox.pool_start(plans[key].shape, plans[key].environment, quick=plans[key].quick)
+            except Exception as exc:
+                with lock:
+                    failures.append(exc)
+                return
+            with lock:
+                started[key] = started.get(key, 0) + 1
+
+        list(_STARTS.map(start, missing))
+        if failures:
+            raise failures[0]
+        return started
 
     def _say_alive(self) -> None:
         """This keeper is alive (whether or not its engine works): its pool counts are shown only
@@ -192,8 +217,8 @@ class PoolKeeper:
 
     def _target(self, environment: Environment, idle_since: Any, quick: bool) -> int:
         """How many of its containers to keep ready at one CPU weight. Quick work: its fixed size
-        while it is busy (one when idle), or with no size set, its recent peak of concurrent quick
-        jobs (at least one). Long jobs: their recent peak (none without them), within its size."""
+        while it is busy (one when idle), or with no size set, as many as its recent demand wanted
+        (at least one). Long jobs: as many as theirs wanted (none without them), within its size."""
         if environment.pool_size is not None and quick:
             busy = self.started_at > idle_since or (
                 Execution.objects.filter(job_type=environment.name, created_at__gte=idle_since).exists()
@@ -202,7 +227,7 @@ class PoolKeeper:
         now = time.monotonic()
         read_at, peak = self._demand.get((environment.name, quick), (0.0, 0))
         if now - read_at > DEMAND_EVERY_SECONDS:
-            peak = peak_concurrency(environment.name, idle_since, quick=quick)
+            peak = recent_demand(environment.name, idle_since, quick=quick).containers_wanted
             self._demand[(environment.name, quick)] = (now, peak)
         if quick:
             return max(1, peak)
@@ -389,9 +414,25 @@ def _empty_stats() -> dict[str, Any]:
     return {"target": 0, "ready": 0, "in_use": 0, "starting": 0, "hits": 0, "misses": 0, "resident_bytes": 0}
 
 
-def peak_concurrency(environment: str, since: Any, *, quick: bool | None = None) -> int:
-    """The most jobs of `environment` (quick ones, long ones, or with None all) that ran at once
-    since `since` (running ones count till now)."""
+REFILL_SECONDS = 1.0  # about how long a replacement takes, from its start to an interpreter waiting on a busy engine
+
+
+@dataclass(frozen=True)
+class Demand:
+    concurrency: int  # the most jobs that ran at once
+    arrivals: int  # the most jobs that started within any REFILL_SECONDS
+
+    @property
+    def containers_wanted(self) -> int:
+        """Ready containers to serve that demand warm: one per job running at its peak, and one
+        per job that arrives before the replacement of the one before it is ready (a script
+        running jobs one after another takes containers faster than one refill brings them)."""
+        return max(self.concurrency, self.arrivals)
+
+
+def recent_demand(environment: str, since: Any, *, quick: bool | None = None) -> Demand:
+    """The demand on `environment`'s pool (quick jobs, long ones, or with None all) since `since`
+    (running jobs count till now)."""
     # Bounded by created_at (indexed): a job that ran after `since` was created at most its longest
     # run (timeout and start-up) before it.
     created_after = since - timedelta(seconds=settings.TAKO_MAX_TIMEOUT + 600)
@@ -411,4 +452,16 @@ def peak_concurrency(environment: str, since: Any, *, quick: bool | None = None)
     for _, step in changes:
         running += step
         peak = max(peak, running)
-    return peak
+    starts = sorted(started for started, _ in runs if started is not None and started >= since)
+    window = timedelta(seconds=REFILL_SECONDS)
+    arrivals = first = 0
+    for last, started in enumerate(starts):  # the most starts within any window
+        while started - starts[first] >= window:
+            first += 1
+        arrivals = max(arrivals, last - first + 1)
+    return Demand(concurrency=peak, arrivals=arrivals)
+
+
+def peak_concurrency(environment: str, since: Any, *, quick: bool | None = None) -> int:
+    """The most jobs of `environment` that ran at once since `since`."""
+    return recent_demand(environment, since, quick=quick).concurrency
