@@ -493,3 +493,31 @@ def test_after_a_failed_start_the_keeper_tries_no_more_this_round(own_deployment
     with pytest.raises(SandboxUnavailable):
         PoolKeeper(own_deployment, engine="host-a").tick()
     assert len(attempts) <= 2  # the ones under way when the first failed; of six missing
+
+
+def test_a_full_host_makes_room_for_a_pool_that_has_none(own_deployment, settings) -> None:
+    """The host's cap is shared out in turn: quick work's pool filling it must not leave long jobs
+    none once they come (each would wait for the engine to change a quick one's weight)."""
+    Environment.objects.exclude(name="default").update(pool_size=0)
+    Environment.objects.filter(name="default").update(pool_size=5)
+    settings.TAKO_POOL_MAX_CONTAINERS = 5
+    keeper = PoolKeeper(own_deployment, engine="host-a")
+    keeper.tick()
+    shape = default_shape()
+    assert [c.pool_key for c in ready(own_deployment)] == [shape.pool_key] * 5  # all the host holds
+    now = timezone.now()
+    Execution.objects.create(
+        code="x",
+        job_type="default",
+        timeout=60,
+        quick=False,
+        status="succeeded",
+        started_at=now - timedelta(seconds=20),
+        ended_at=now - timedelta(seconds=10),
+    )
+    keeper = PoolKeeper(own_deployment, engine="host-a")  # (a new one reads the demand now)
+    keeper.tick()
+    keys = sorted(c.pool_key for c in ready(own_deployment))
+    assert keys == sorted([shape.pool_key] * 4 + [shape.pool_key_for(False)])
+    state = PoolState.objects.get(engine="host-a", environment="default")
+    assert (state.target, state.ready) == (6, 5)  # what it wants, what the host holds

@@ -137,16 +137,17 @@ class PoolKeeper:
             for c in pooled
             if c.state == "dead" or c.name in stuck or (c.state == "ready" and c.pool_key not in plans)
         ]
+        room = self._allocate(plans)
         keep: dict[str, list[PooledContainer]] = {key: [] for key in plans}
-        for container in ready:  # newest first: the oldest beyond the target go
+        for container in ready:  # newest first: the oldest beyond its pool's room go
             group = keep.get(container.pool_key)
-            if group is not None and len(group) < plans[container.pool_key].target:
+            if group is not None and len(group) < room[container.pool_key]:
                 group.append(container)
             elif group is not None:
                 unwanted.append(container)
         if unwanted:
             self.sandbox.pool_remove(unwanted)
-        missing = self._missing(plans, keep)
+        missing = self._missing(room, keep)
         in_use = {key: sum(1 for c in pooled if c.pool_key == key and c.state == "in_use") for key in plans}
         self._publish(plans, keep, in_use, missing)
         started = self._start(plans, missing, stop)
@@ -257,23 +258,35 @@ class PoolKeeper:
         threading.Thread(target=check, name=f"preload-check-{environment.name}", daemon=True).start()
 
     @staticmethod
-    def _missing(plans: dict[str, PoolPlan], keep: dict[str, list[PooledContainer]]) -> list[str]:
-        """The containers to start, one per entry, taking turns between environments, within the
-        host's capacity (a count, and the memory waiting containers may hold)."""
-        count = sum(len(group) for group in keep.values())
-        memory = sum(plans[key].memory * len(group) for key, group in keep.items())
-        memory_cap = settings.TAKO_POOL_MEMORY
-        deficits = {key: plan.target - len(keep[key]) for key, plan in plans.items()}
+    def _allocate(plans: dict[str, PoolPlan]) -> dict[str, int]:
+        """How many ready containers each pool may hold: its target, within the host's capacity (a
+        count, and the memory waiting containers may hold) shared out one container per pool in
+        turn, so that no pool's large target leaves another none (a pool whose containers are in
+        the way of another's share loses them: the oldest go)."""
+        room = {key: 0 for key in plans}
+        count = memory = 0
+        placed = True
+        while placed:
+            placed = False
+            for key, plan in plans.items():
+                fits = count < settings.TAKO_POOL_MAX_CONTAINERS and memory + plan.memory <= settings.TAKO_POOL_MEMORY
+                if room[key] < plan.target and fits:
+                    room[key] += 1
+                    count += 1
+                    memory += plan.memory
+                    placed = True
+        return room
+
+    @staticmethod
+    def _missing(room: dict[str, int], keep: dict[str, list[PooledContainer]]) -> list[str]:
+        """The containers to start, one per entry, taking turns between pools."""
+        deficits = {key: room[key] - len(keep[key]) for key in room}
         missing = []
         while any(d > 0 for d in deficits.values()):
             for key in deficits:
-                if deficits[key] <= 0:
-                    continue
-                deficits[key] -= 1
-                if count < settings.TAKO_POOL_MAX_CONTAINERS and memory + plans[key].memory <= memory_cap:
+                if deficits[key] > 0:
+                    deficits[key] -= 1
                     missing.append(key)
-                    count += 1
-                    memory += plans[key].memory
         return missing
 
     def _publish(
