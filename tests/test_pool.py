@@ -521,3 +521,18 @@ def test_a_full_host_makes_room_for_a_pool_that_has_none(own_deployment, setting
     assert keys == sorted([shape.pool_key] * 4 + [shape.pool_key_for(False)])
     state = PoolState.objects.get(engine="host-a", environment="default")
     assert (state.target, state.ready) == (6, 5)  # what it wants, what the host holds
+
+
+def test_a_take_rewrites_only_its_environments_pool_figures(own_deployment) -> None:
+    Environment.objects.exclude(name__in=["default", "data-processing"]).update(pool_size=0)
+    Environment.objects.filter(name="data-processing").update(pool_size=1, preload=[])
+    keeper = PoolKeeper(own_deployment, engine="host-a")
+    keeper.tick()
+    before = dict(PoolState.objects.filter(engine="host-a").values_list("environment", "updated_at"))
+    assert set(before) == {"default", "data-processing"}
+    assert own_deployment.run(spec(default_shape(), "print(1)", warm_pool=True)).warm
+    keeper.tick()
+    after = dict(PoolState.objects.filter(engine="host-a").values_list("environment", "updated_at"))
+    assert after["data-processing"] == before["data-processing"]  # unchanged: not written
+    assert after["default"] > before["default"]
+    assert PoolState.objects.get(engine="host-a", environment="default").ready == 2

@@ -297,8 +297,8 @@ class PoolKeeper:
         missing: list[str],
         started: dict[str, int] | None = None,
     ) -> None:
-        """Record this host's pools for pages served elsewhere; writes only what changed (and a
-        sign of life every PUBLISH_EVERY_SECONDS)."""
+        """Record this host's pools for pages served elsewhere; writes only the environments whose
+        figures changed (and every one as a sign of life every PUBLISH_EVERY_SECONDS)."""
         now = time.monotonic()
         states: dict[str, tuple[int, int, int, int, int]] = {}
         for key, plan in plans.items():  # (an environment's two weights summed)
@@ -311,23 +311,27 @@ class PoolKeeper:
                 starting + missing.count(key),
                 resident + ready * plan.memory,
             )
-        if states == self._published and now - self._published_at < PUBLISH_EVERY_SECONDS:
+        due = now - self._published_at >= PUBLISH_EVERY_SECONDS  # every row, as a sign of life
+        changed = {env: state for env, state in states.items() if due or self._published.get(env) != state}
+        if not changed and states.keys() == self._published.keys():
             return
-        for environment, (target, ready, using, starting, resident) in states.items():
-            PoolState.objects.update_or_create(
-                engine=self.engine,
-                environment=environment,
-                defaults={
-                    "target": target,
-                    "ready": ready,
-                    "in_use": using,
-                    "starting": starting,
-                    "resident_bytes": resident,
-                    "updated_at": timezone.now(),
-                },
-            )
-        PoolState.objects.filter(engine=self.engine).exclude(environment__in=states).delete()
-        self._published, self._published_at = states, now
+        for environment, (target, ready, using, starting, resident) in changed.items():
+            # A job's take changes one environment's figures: one UPDATE, not a row per environment.
+            figures = {
+                "target": target,
+                "ready": ready,
+                "in_use": using,
+                "starting": starting,
+                "resident_bytes": resident,
+                "updated_at": timezone.now(),
+            }
+            if not PoolState.objects.filter(engine=self.engine, environment=environment).update(**figures):
+                PoolState.objects.update_or_create(engine=self.engine, environment=environment, defaults=figures)
+        if due or states.keys() != self._published.keys():
+            PoolState.objects.filter(engine=self.engine).exclude(environment__in=states).delete()
+        self._published = states
+        if due:
+            self._published_at = now
 
     def _watch_engine(self, stop: threading.Event) -> None:
         """Wake the keeper whenever a pooled container is taken or ends."""
