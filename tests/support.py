@@ -27,6 +27,8 @@ from referencing.jsonschema import DRAFT202012
 
 from executions.api.app import openapi_document
 from executions.sandbox.docker import POOL_NAME_PREFIX, managed_label_filter
+from executions.sandbox.docker.client import WORKDIR_LABEL
+from executions.sandbox.docker.pool import TAKEN_FILE
 
 T = TypeVar("T")
 ROOT = Path(__file__).resolve().parent.parent
@@ -197,6 +199,13 @@ def multipart_body(request: Any, files: dict[str, bytes]) -> tuple[bytes, str]:
     return b"".join(parts) + f"--{boundary}--\r\n".encode(), f"multipart/form-data; boundary={boundary}"
 
 
+def _waiting_in_the_pool(summary: dict[str, Any]) -> bool:
+    """A pooled container no job has taken (a taken one keeps its name; its folder says so)."""
+    workdir = Path((summary.get("Labels") or {}).get(WORKDIR_LABEL, "/nonexistent"))
+    name = summary["Names"][0].lstrip("/")
+    return name.startswith(POOL_NAME_PREFIX) and summary["State"] == "running" and not (workdir / TAKEN_FILE).exists()
+
+
 def job_containers(*, settle: float = 20.0) -> list[tuple[str, str]]:
     """(name, state) of this deployment's containers except ready pooled ones, once the background
     removal of finished runs has had up to `settle` seconds."""
@@ -204,10 +213,7 @@ def job_containers(*, settle: float = 20.0) -> list[tuple[str, str]]:
     deadline = time.monotonic() + settle
     while True:
         summaries = client.containers(all=True, filters={"label": managed_label_filter()})
-        found = [(s["Names"][0].lstrip("/"), s["State"]) for s in summaries]
-        found = [
-            (name, state) for name, state in found if not (name.startswith(POOL_NAME_PREFIX) and state == "running")
-        ]
+        found = [(s["Names"][0].lstrip("/"), s["State"]) for s in summaries if not _waiting_in_the_pool(s)]
         if not found or time.monotonic() > deadline:
             return found
         time.sleep(0.1)

@@ -536,3 +536,41 @@ def test_a_take_rewrites_only_its_environments_pool_figures(own_deployment) -> N
     assert after["data-processing"] == before["data-processing"]  # unchanged: not written
     assert after["default"] > before["default"]
     assert PoolState.objects.get(engine="host-a", environment="default").ready == 2
+
+
+def test_a_take_rings_the_doorbell_and_the_keeper_replaces_it_with_no_engine_event(own_deployment, monkeypatch) -> None:
+    """A job's take wakes the keeper through the pool's doorbell (no rename, no engine event): with
+    the engine's events silent and its periodic tick a minute away, the replacement still starts."""
+    from executions.services import pool as keeper_module
+
+    Environment.objects.exclude(name="default").update(pool_size=0)
+    monkeypatch.setattr(keeper_module, "TICK_SECONDS", 60.0)
+    monkeypatch.setattr(type(own_deployment), "pool_changes", lambda self: iter(threading.Event().wait, True))
+    stop = threading.Event()
+    keeper = PoolKeeper(own_deployment, engine="host-a")
+    thread = threading.Thread(target=keeper.run, args=(stop,))
+    thread.start()
+    try:
+        wait_for(lambda: len(ready(own_deployment)) == 2, timeout=60, what="the pool to fill")
+        before = {c.name for c in ready(own_deployment)}
+        result = own_deployment.run(spec(default_shape(), "print(6 * 7)", warm_pool=True))
+        assert (result.warm, result.stdout) == (True, "42\n")
+        refilled = wait_for(
+            lambda: len(names := {c.name for c in ready(own_deployment)}) == 2 and names != before and names,
+            timeout=20,
+            what="the taken container's replacement",
+        )
+        assert len(refilled & before) == 1
+    finally:
+        stop.set()
+        keeper.wake.set()  # (its tick is a minute away)
+        thread.join(timeout=30)
+    assert not thread.is_alive()
+
+
+def test_a_take_with_no_keeper_listening_neither_blocks_nor_fails(own_deployment) -> None:
+    PoolKeeper(own_deployment, engine="host-a").tick()  # (no keeper runs: nobody holds the doorbell)
+    began = time.monotonic()
+    result = own_deployment.run(spec(default_shape(), "print(1)", warm_pool=True))
+    assert (result.warm, result.stdout) == (True, "1\n")
+    assert time.monotonic() - began < 10

@@ -197,7 +197,13 @@ class Sandbox(Protocol):
         ...
 
     def pool_changes(self) -> Iterator[None]:
-        """Yields whenever a pooled container is taken, or a ready one ends; blocks in between."""
+        """Yields whenever a ready pooled container ends, or is claimed through the engine; blocks
+        in between."""
+        ...
+
+    def pool_takes(self, stop: threading.Event) -> Iterator[None]:
+        """Yields whenever a job on this host takes a pooled container, until `stop` is set;
+        blocks in between."""
         ...
 
     def pool_remove(self, containers: list[PooledContainer]) -> None:

@@ -267,6 +267,10 @@ class FakeSandbox:
                 seen = self._changes
             yield None
 
+    def pool_takes(self, stop: threading.Event) -> Iterator[None]:
+        """Nothing: its takes are among pool_changes."""
+        return iter(())
+
     def pool_remove(self, containers: list[PooledContainer]) -> None:
         self._check_available()
         names = {c.name for c in containers}

@@ -2,7 +2,8 @@
 
 It keeps each environment's pooled containers started, within the host's capacity (a count, and
 TAKO_POOL_MEMORY of memory held by waiting containers), starts a replacement as soon as a job takes
-one (it watches the engine's events, so an idle pool costs no polling), replaces containers whose
+one (a take rings the pool's doorbell, and a waiting container's end is among the engine's events,
+so an idle pool costs no polling), replaces containers whose
 image, limits or preload changed, and drains the pool when it stops. Each environment has two pools:
 containers waiting at quick work's CPU weight and at long jobs' (services/lifecycle.py), so that a job
 takes one of its own weight and no engine call changes it on the job's way. How many: for quick
@@ -88,6 +89,7 @@ class PoolKeeper:
     def run(self, stop: threading.Event) -> None:
         """Keep the pool until `stop` is set, then drain it."""
         threading.Thread(target=self._watch_engine, args=(stop,), name="pool-events", daemon=True).start()
+        threading.Thread(target=self._watch_takes, args=(stop,), name="pool-takes", daemon=True).start()
         self._drain_quietly()  # containers a previous keeper on this host left behind
         failures = 0
         while not stop.is_set():
@@ -333,8 +335,19 @@ class PoolKeeper:
         if due:
             self._published_at = now
 
+    def _watch_takes(self, stop: threading.Event) -> None:
+        """Wake the keeper whenever a job on this host takes a pooled container."""
+        while not stop.is_set():
+            try:
+                for _ in self.sandbox.pool_takes(stop):
+                    self.wake.set()
+                return  # (`stop` is set, or this sandbox tells of takes among its changes)
+            except OSError as exc:  # its folder could not be made or opened: the ticks see the takes
+                logger.warning("Warm pool: cannot hear takes (%s); trying again", exc)
+            stop.wait(RETRY_SECONDS)
+
     def _watch_engine(self, stop: threading.Event) -> None:
-        """Wake the keeper whenever a pooled container is taken or ends."""
+        """Wake the keeper whenever a ready pooled container ends (or is claimed through the engine)."""
         while not stop.is_set():
             try:
                 for _ in self.sandbox.pool_changes():
@@ -348,7 +361,7 @@ class PoolKeeper:
     def _drain_quietly(self) -> None:
         try:
             # Ready and dead ones only: a "claimed" one may be a job's that is being taken this very
-            # moment (renamed, its owner not written yet); a fault's leftover goes after CLAIM_STUCK_SECONDS.
+            # moment (its owner not written yet); a fault's leftover goes after CLAIM_STUCK_SECONDS.
             self.sandbox.pool_remove([c for c in self.sandbox.pool_containers() if c.state in ("ready", "dead")])
             PoolState.objects.filter(engine=self.engine).delete()
             self._published = {}

@@ -8,6 +8,7 @@ images.py.
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -82,6 +83,9 @@ class DockerSandbox:
 
     def pool_changes(self) -> Iterator[None]:
         return self._pool.changes()
+
+    def pool_takes(self, stop: threading.Event) -> Iterator[None]:
+        return self._pool.takes(stop)
 
     def pool_remove(self, containers: list[PooledContainer]) -> None:
         with translate_docker_errors("Removing pooled containers"):

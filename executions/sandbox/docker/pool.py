@@ -4,27 +4,30 @@ Each pooled container has a host folder (under the deployment's own folder) that
 start until it is claimed, a READY_PREFIX + pool key file. A job finds candidates there, without
 asking the engine, and claims one by renaming that file to TAKEN_FILE: the rename is atomic, so
 exactly one claimant wins (a job, or the keeper draining it), and no engine call is on the way.
-The winner writes its execution id into OWNER_FILE, which tells the reaper whose it is, and the
-container is renamed from tako-pool-<token> to tako-claimed-<token> in the background (for people
-reading `docker ps`, and to wake the keeper, which watches for renames).
+The winner writes its execution id into OWNER_FILE, which tells the reaper whose it is, and rings
+the DOORBELL (a FIFO in the deployment's folder) that wakes the keepers on this host to start its
+replacement. The container keeps its name: its folder says it is taken.
 
 A container that never became ready (no ready file, nor taken) is claimed through the engine
-instead, by that rename: the engine renames under the container's lock and refuses a rename to the
-name it already has, so exactly one claimant wins. A job that took a container which is gone, or
-dying, loses only its warm start: the runner sees its folder gone, the engine refusing, or no code
-starting within half a second of the job line while the engine says it has ended.
+instead, by a rename to tako-claimed-<token>: the engine renames under the container's lock and
+refuses a rename to the name it already has, so exactly one claimant wins. A job that took a
+container which is gone, or dying, loses only its warm start: the runner sees its folder gone, the
+engine refusing, or no code starting within half a second of the job line while the engine says it
+has ended.
 """
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import logging
 import os
 import random
 import secrets
+import select
+import threading
 import time
 from collections.abc import Iterator
-from concurrent.futures import ThreadPoolExecutor
 from contextlib import closing
 from pathlib import Path
 from typing import Any
@@ -51,9 +54,8 @@ READY_PREFIX = "ready-"  # + the pool key: in a ready container's host folder, u
 TAKEN_FILE = "taken"  # the ready file, renamed by the one who claimed the container
 WANTED_PREFIX = "wanted-"  # + the pool key a job wanted, when it took one of the other CPU weight
 CONTAINER_FILE = "container"  # the container's id, written before it is ready
+DOORBELL = "doorbell"  # a FIFO in the deployment's pool folder: a take writes a byte to it
 STARTING_SECONDS = 60  # a pooled container created this recently and not yet running is starting
-
-_BACKGROUND = ThreadPoolExecutor(max_workers=2, thread_name_prefix="pool-rename")
 
 
 class WarmPool:
@@ -130,17 +132,24 @@ class WarmPool:
         return pooled
 
     def changes(self) -> Iterator[None]:
-        """Yields whenever a pooled container is taken (renamed) or a ready one ends.
+        """Yields whenever a ready pooled container ends, or one is claimed through the engine.
 
-        Not for the end or removal of a taken one: that is a job's end, which changes nothing in
-        the pool (its replacement was started when it was taken), and waking the keeper for it
-        costs a listing of the engine's containers per job. Its periodic tick sees the rest."""
+        Not for a take (the doorbell says so: `takes`), nor for the end or removal of a taken
+        container: that is a job's end, which changes nothing in the pool (its replacement was
+        started when it was taken), and waking the keeper for it costs a listing of the engine's
+        containers per job. Its periodic tick sees the rest."""
         filters = {"type": "container", "label": [self.engine.label_filter, POOL_LABEL], "event": ["rename", "die"]}
         with translate_docker_errors("Watching the pool"), closing(self.engine.events(filters)) as events:
             for event in events:
                 name = str(((event.get("Actor") or {}).get("Attributes") or {}).get("name", ""))
-                if event.get("Action") == "rename" or name.startswith(POOL_NAME_PREFIX):
+                if event.get("Action") == "rename" or (name.startswith(POOL_NAME_PREFIX) and self._waiting(name)):
                     yield None
+
+    def _waiting(self, name: str) -> bool:
+        """Was the pooled container `name` still waiting for a job? (Not if taken, nor if its
+        folder is gone: removed by its job's end or by a keeper, which knows.)"""
+        folder = self.folder / _token_of(name)
+        return folder.is_dir() and not (folder / TAKEN_FILE).exists()
 
     def remove(self, containers: list[PooledContainer]) -> None:
         """Remove pooled containers; a job that took one meanwhile keeps it."""
@@ -173,23 +182,48 @@ class WarmPool:
             try:
                 (workdir / OWNER_FILE).write_text(spec.execution_id)
                 container_id = (workdir / CONTAINER_FILE).read_text()
-                if quick != spec.quick:  # (tells the keeper, woken by the rename, that its weight's pool is wanted)
+                if quick != spec.quick:  # (tells the keeper, woken by the doorbell, that its weight's pool is wanted)
                     (workdir / (WANTED_PREFIX + spec.shape.pool_key_for(spec.quick))).touch()
             except FileNotFoundError:
                 # Its folder is gone: an engine fault cut its start short after the engine had
                 # made it (the keeper cleaned up what it believed failed). Unusable: remove it.
                 remove_now(self.engine, POOL_NAME_PREFIX + workdir.name, None)
                 continue
-            _BACKGROUND.submit(self._mark_claimed, container_id, workdir.name)
+            self._ring()
             return Taken(container_id, workdir, quick)
         return None
 
-    def _mark_claimed(self, container_id: str, token: str) -> None:
-        """The taken container's claimed name (off the job's way: the claim is already made)."""
+    def _ring(self) -> None:
+        """Wake the keepers on this host (a take needs its replacement started). Never blocks, and
+        costs no engine call; with no keeper listening, the keeper's next tick sees the take."""
         try:
-            self.engine.api.rename(container_id, CLAIMED_NAME_PREFIX + token)
-        except Exception:  # gone already (a quick job), or the engine away: the name only informs
-            logger.debug("Could not rename pooled container %s", container_id, exc_info=True)
+            bell = os.open(self.folder / DOORBELL, os.O_WRONLY | os.O_NONBLOCK)
+        except OSError:  # no keeper has it open (ENXIO), or none made it yet (ENOENT)
+            return
+        try:
+            os.write(bell, b"\n")
+        except BlockingIOError:  # full of rings no keeper has read yet: they will wake it anyway
+            pass
+        finally:
+            os.close(bell)
+
+    def takes(self, stop: threading.Event) -> Iterator[None]:
+        """Yields whenever a job on this host takes a pooled container, until `stop` is set."""
+        self.folder.mkdir(parents=True, exist_ok=True)
+        with contextlib.suppress(FileExistsError):
+            os.mkfifo(self.folder / DOORBELL, 0o600)
+        # Read and write: a FIFO opened so never reports an end when a ringing job closes it.
+        bell = os.open(self.folder / DOORBELL, os.O_RDWR | os.O_NONBLOCK)
+        try:
+            poller = select.poll()
+            poller.register(bell, select.POLLIN)
+            while not stop.is_set():
+                if poller.poll(1000):  # (a second at most: `stop` is looked at again)
+                    with contextlib.suppress(BlockingIOError):  # another keeper read the rings first
+                        os.read(bell, 4096)
+                    yield None
+        finally:
+            os.close(bell)
 
     def _claim(self, pool_name: str) -> bool:
         """Rename a pooled container to its one claimed name; True for the one caller that did."""
