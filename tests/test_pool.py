@@ -574,3 +574,26 @@ def test_a_take_with_no_keeper_listening_neither_blocks_nor_fails(own_deployment
     result = own_deployment.run(spec(default_shape(), "print(1)", warm_pool=True))
     assert (result.warm, result.stdout) == (True, "1\n")
     assert time.monotonic() - began < 10
+
+
+@pytest.mark.parametrize("others_ready", [True, False], ids=["others-ready", "the-last-one"])
+def test_the_keeper_hears_of_a_take_after_the_run_unless_the_pool_is_empty(own_deployment, monkeypatch, others_ready):
+    """A replacement's start costs the engine hundreds of ms of CPU: while others are ready it waits
+    for the job's end, so as not to slow the job; a take that empties the pool calls for it at once."""
+    from executions.sandbox.docker.pool import WarmPool
+
+    Environment.objects.exclude(name="default").update(pool_size=0)
+    Environment.objects.filter(name="default").update(pool_size=2 if others_ready else 1)
+    PoolKeeper(own_deployment, engine="host-a").tick()
+    rings: list[float] = []
+    real_ring = WarmPool._ring
+    monkeypatch.setattr(WarmPool, "_ring", lambda self: (rings.append(time.monotonic()), real_ring(self)))
+    began = time.monotonic()
+    result = own_deployment.run(spec(default_shape(), "import time; time.sleep(1.5); print('done')", warm_pool=True))
+    ended = time.monotonic()
+    assert (result.warm, result.stdout) == (True, "done\n")
+    assert len(rings) == 1
+    if others_ready:
+        assert rings[0] >= began + 1.5  # after the run
+    else:
+        assert rings[0] < began + 1.0 < ended  # at the take

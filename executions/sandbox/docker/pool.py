@@ -189,7 +189,9 @@ class WarmPool:
                 # made it (the keeper cleaned up what it believed failed). Unusable: remove it.
                 remove_now(self.engine, POOL_NAME_PREFIX + workdir.name, None)
                 continue
-            self._ring()
+            if quick == spec.quick and any(other.exists() for other in candidates if other != ready):
+                return Taken(container_id, workdir, quick, after_run=self._ring)  # (others serve meanwhile)
+            self._ring()  # its pool is empty, or the other weight's was wanted: started at once
             return Taken(container_id, workdir, quick)
         return None
 

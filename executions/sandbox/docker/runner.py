@@ -77,6 +77,10 @@ class Taken(NamedTuple):
     container_id: str
     run_dir: Path  # its host folder
     quick: bool  # it waited at quick work's CPU weight (False: at long jobs')
+    # Tells the pool's keeper of the take once the job has run, when others were still ready: the
+    # replacement's start (hundreds of ms of the engine's CPU) then does not compete with the job.
+    # (The keeper's periodic look starts it anyway, if the job runs long.)
+    after_run: Callable[[], None] | None = None
 
 
 # Takes a ready pooled container of the job's shape for it (of its own CPU weight first), or None.
@@ -103,6 +107,7 @@ def _run(engine: Engine, spec: RunSpec, take_pooled: TakePooled | None) -> RunRe
     container_id: str | None = None
     run_dir: Path | None = None
     reweighted: Future[Any] | None = None
+    taken: Taken | None = None
     try:
         with translate_docker_errors("Starting the container"):
             taken = take_pooled(spec) if take_pooled is not None else None
@@ -153,6 +158,8 @@ def _run(engine: Engine, spec: RunSpec, take_pooled: TakePooled | None) -> RunRe
     finally:
         if container_id is not None or run_dir is not None:
             dispose(engine, container_id, run_dir, after=reweighted)
+        if taken is not None and taken.after_run is not None:
+            taken.after_run()
 
 
 def _has_ended(engine: Engine, container_id: str) -> bool:
