@@ -121,7 +121,7 @@ def execution_run(
         except Exception:
             logger.exception("Execution %s failed inside the service", execution.pk)
         finally:
-            monitor.stop()
+            monitor.stop(wait=False)  # (a write of its still under way matches no row once the end is)
             timing_mark("monitor")
             if not handed_over:  # (else it is queued again, for another worker)
                 if monitor.cancel.is_set() and (result is None or not outcome.success):
@@ -291,9 +291,14 @@ class _RunMonitor:
         except DatabaseError as exc:  # the loop records it once the database answers again
             logger.warning("Execution %s: could not record its container's start (%s)", self.execution_id, exc)
 
-    def stop(self) -> None:
+    def stop(self, *, wait: bool = True) -> None:
+        """Stop its writes. Without `wait` it returns at once: the run's end no longer waits for
+        the thread to wake and go (milliseconds on a busy machine); its writes only ever change a
+        running job's row, so one still under way matches nothing once the end is recorded. Before
+        the job is queued again for another worker it waits: that worker's run is running too."""
         self._stopped.set()
-        self._thread.join(timeout=5)
+        if wait:
+            self._thread.join(timeout=5)
 
     def _loop(self) -> None:
         last_beat = time.monotonic()
