@@ -9,7 +9,7 @@ alternating the variants so that all see the same machine:
   1. sequential latency (p50/p95) of: bare `docker run --rm` through the SDK, POST /execute cold,
      POST /execute with the pool, and async submit + wait (pool on), each as a ratio to bare, and
      async over sync; each run starts on a settled engine (the pools refilled, the containers of
-     the runs before it removed), as a lone request would find it;
+     the runs before it removed, the CPUs quiet), as a lone request would find it;
   2. where a warm POST /execute's time goes, step by step, from its Server-Timing header (the
      rest, outside the view: HTTP, routing, auth, validation, rendering);
   3. throughput at 4 concurrent clients, in jobs/s and as a ratio to bare `docker run`, with the
@@ -267,15 +267,38 @@ def _wait_for_preloaded_pool(service: Service, timeout: float = 300) -> None:
         time.sleep(0.5)
 
 
+QUIET_BUSY = 0.15  # the machine counts as quiet below this share of its CPUs busy, over 0.1 s
+
+
+def _cpu_times() -> tuple[int, int]:
+    """(busy, total) jiffies of all CPUs, from /proc/stat."""
+    fields = [int(n) for n in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
+    idle = fields[3] + fields[4]  # idle, iowait
+    return sum(fields) - idle, sum(fields)
+
+
+def _wait_for_quiet_cpu(deadline: float) -> None:
+    while time.monotonic() < deadline:
+        busy, total = _cpu_times()
+        time.sleep(0.1)
+        busy_after, total_after = _cpu_times()
+        if (busy_after - busy) < QUIET_BUSY * max(1, total_after - total):
+            return
+
+
 def _settle(client: docker.DockerClient, pooled: Service, timeout: float = 120) -> None:
-    """Before each one-at-a-time run: the pools refilled (print(1)'s and the preloaded pandas one)
-    and every used container gone, so that each run, of whichever variant, meets an engine as
-    quiet as a lone request would (not the previous variant's refill or teardown)."""
+    """Before each one-at-a-time run: the pools refilled (print(1)'s and the preloaded pandas one),
+    their interpreters booted (the machine's CPUs quiet), and every used container gone, so that
+    each run, of whichever variant, meets an engine as quiet as a lone request would (not the
+    previous variant's refill or teardown)."""
     deadline = time.monotonic() + timeout
     while True:
         pools = pooled.pools()
         full = pooled.pool_full(pools) and pools.get(PANDAS_JOB_TYPE, {}).get("ready", 0) >= 1
         if full and all(c["State"] == "running" for c in client.api.containers(all=True)):
+            # A pooled container counts as ready once started; its interpreter then boots (tens of
+            # ms of CPU, a second with pandas preloaded): a lone request finds the machine quiet.
+            _wait_for_quiet_cpu(deadline)
             return
         if time.monotonic() > deadline:
             raise SystemExit("the engine did not settle between runs")
@@ -442,7 +465,7 @@ def main() -> None:
     reference = statistics.median(latency[BARE])
     print(
         f"print(1), one request at a time, {len(latency[BARE])} runs of each variant, alternating,"
-        " each on a settled engine (pools refilled, used containers gone)"
+        " each on a settled engine (pools refilled, used containers gone, CPUs quiet)"
     )
     print(f"{'variant':<30} {'p50 ms':>8} {'p95 ms':>8}  {'vs bare':>7}")
     for name, samples in latency.items():
