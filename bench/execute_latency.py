@@ -286,6 +286,16 @@ def _wait_for_quiet_cpu(deadline: float) -> None:
             return
 
 
+def _gone(client: docker.DockerClient, summary: dict) -> bool:
+    """Listed, yet unknown to the engine: Docker 20.10 can list a removed container as "removing"
+    until it restarts (its exit handled after the removal wrote it back to the list)."""
+    try:
+        client.api.inspect_container(summary["Id"])
+    except docker.errors.NotFound:
+        return True
+    return False
+
+
 def _settle(client: docker.DockerClient, pooled: Service, timeout: float = 120) -> None:
     """Before each one-at-a-time run: the pools refilled (print(1)'s and the preloaded pandas one),
     their interpreters booted (the machine's CPUs quiet), and every used container gone, so that
@@ -295,7 +305,7 @@ def _settle(client: docker.DockerClient, pooled: Service, timeout: float = 120) 
     while True:
         pools = pooled.pools()
         full = pooled.pool_full(pools) and pools.get(PANDAS_JOB_TYPE, {}).get("ready", 0) >= 1
-        if full and all(c["State"] == "running" for c in client.api.containers(all=True)):
+        if full and all(c["State"] == "running" or _gone(client, c) for c in client.api.containers(all=True)):
             # A pooled container counts as ready once started; its interpreter then boots (tens of
             # ms of CPU, a second with pandas preloaded): a lone request finds the machine quiet.
             _wait_for_quiet_cpu(deadline)

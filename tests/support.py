@@ -206,6 +206,18 @@ def _waiting_in_the_pool(summary: dict[str, Any]) -> bool:
     return name.startswith(POOL_NAME_PREFIX) and summary["State"] == "running" and not (workdir / TAKEN_FILE).exists()
 
 
+def _listed_but_gone(client: Any, summary: dict[str, Any]) -> bool:
+    """Docker 20.10 can list a removed container as "removing" until it restarts (its exit handled
+    after the removal wrote it back to the list); the engine knows no such container."""
+    if summary["State"] != "removing":
+        return False
+    try:
+        client.inspect_container(summary["Id"])
+    except docker.errors.NotFound:
+        return True
+    return False
+
+
 def job_containers(*, settle: float = 20.0) -> list[tuple[str, str]]:
     """(name, state) of this deployment's containers except ready pooled ones, once the background
     removal of finished runs has had up to `settle` seconds."""
@@ -213,7 +225,11 @@ def job_containers(*, settle: float = 20.0) -> list[tuple[str, str]]:
     deadline = time.monotonic() + settle
     while True:
         summaries = client.containers(all=True, filters={"label": managed_label_filter()})
-        found = [(s["Names"][0].lstrip("/"), s["State"]) for s in summaries if not _waiting_in_the_pool(s)]
+        found = [
+            (s["Names"][0].lstrip("/"), s["State"])
+            for s in summaries
+            if not _waiting_in_the_pool(s) and not _listed_but_gone(client, s)
+        ]
         if not found or time.monotonic() > deadline:
             return found
         time.sleep(0.1)

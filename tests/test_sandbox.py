@@ -324,15 +324,23 @@ def test_another_deployments_containers_on_the_same_engine_are_left_alone(db, de
 def test_a_removal_that_raced_the_containers_exit_is_asked_again(db, default_image: str, monkeypatch) -> None:
     """The engine's forced removal can see a container running, then fail to kill it because it
     has exited meanwhile (a 500, the container left listed as "removing"). That race is rare on a
-    real engine, so the first answer is injected; the second call reaches the real engine."""
+    real engine, so the first answer is injected (for a container that has exited); the second
+    call, once the engine's wait says it has handled the exit, reaches the real engine."""
     from executions.sandbox.docker import runner
 
     engine = get_sandbox().engine
     container = docker.from_env(version="auto").containers.run(
-        default_image, ["sleep", "60"], labels=managed_labels(), detach=True
+        default_image, ["true"], labels=managed_labels(), detach=True
     )
-    real_remove = engine.api.remove_container
+    real_remove, real_wait = engine.api.remove_container, engine.api.wait
     calls: list[str] = []
+    waited: list[str] = []
+
+    def observed_wait(container_id: str, **options):
+        waited.append(container_id)
+        return real_wait(container_id, **options)
+
+    monkeypatch.setattr(engine.api, "wait", observed_wait)
 
     def racing_remove(container_id: str, **options):
         calls.append(container_id)
@@ -350,4 +358,5 @@ def test_a_removal_that_raced_the_containers_exit_is_asked_again(db, default_ima
     monkeypatch.setattr(engine.api, "remove_container", racing_remove)
     runner.remove_now(engine, container.id, None)
     assert calls == [container.id, container.id]
+    assert waited == [container.id]  # asked again once the engine had handled its exit
     assert job_containers(settle=0) == []

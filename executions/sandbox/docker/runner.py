@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import contextlib
 import logging
 import secrets
 import shutil
@@ -534,8 +535,10 @@ def dispose(
 # The engine's forced removal can race the container's own exit: it sees the container running,
 # its kill then finds it gone and the removal fails with a 500 (moby's "Could not kill running
 # container ..., cannot remove - Container ... is not running"), leaving the container listed as
-# "removing" with no removal under way. Asked again, the engine finds it exited and removes it.
+# "removing" with no removal under way. Asked again once the engine has handled the exit (its
+# wait answers then), it removes it; asked before, the exit's handling could list it again after.
 _REMOVAL_RETRIES = (0.05, 0.2, 1.0)
+_EXIT_WAIT_SECONDS = 5
 
 
 def _raced_its_exit(exc: docker.errors.APIError) -> bool:
@@ -553,6 +556,8 @@ def remove_now(engine: Engine, container_id: str | None, run_dir: Path | None) -
                     if pause is None or not _raced_its_exit(exc):
                         raise
                     time.sleep(pause)
+                    with contextlib.suppress(docker.errors.DockerException, requests.exceptions.RequestException):
+                        engine.api.wait(container_id, timeout=_EXIT_WAIT_SECONDS)
     except docker.errors.NotFound:
         pass
     except docker.errors.APIError as exc:
