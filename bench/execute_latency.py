@@ -198,6 +198,7 @@ def _session() -> requests.Session:
 
 def _post(url: str, path: str, body: dict) -> dict:
     response = _session().post(f"{url}{path}", json=body, timeout=120)
+    response.raise_for_status()
     return dict(response.json())
 
 
@@ -277,13 +278,23 @@ def _cpu_times() -> tuple[int, int]:
     return sum(fields) - idle, sum(fields)
 
 
-def _wait_for_quiet_cpu(deadline: float) -> None:
+QUIET_WAIT_SECONDS = 5.0  # at most; a machine busy with something else is said so, once
+
+
+def _wait_for_quiet_cpu() -> None:
+    deadline = time.monotonic() + QUIET_WAIT_SECONDS
     while time.monotonic() < deadline:
         busy, total = _cpu_times()
         time.sleep(0.1)
         busy_after, total_after = _cpu_times()
         if (busy_after - busy) < QUIET_BUSY * max(1, total_after - total):
             return
+    if not _noisy:
+        _noisy.append(True)
+        print(f"(the CPUs were not quiet within {QUIET_WAIT_SECONDS:.0f} s before a run: another load?)", flush=True)
+
+
+_noisy: list[bool] = []
 
 
 def _gone(client: docker.DockerClient, summary: dict) -> bool:
@@ -308,7 +319,7 @@ def _settle(client: docker.DockerClient, pooled: Service, timeout: float = 120) 
         if full and all(c["State"] == "running" or _gone(client, c) for c in client.api.containers(all=True)):
             # A pooled container counts as ready once started; its interpreter then boots (tens of
             # ms of CPU, a second with pandas preloaded): a lone request finds the machine quiet.
-            _wait_for_quiet_cpu(deadline)
+            _wait_for_quiet_cpu()
             return
         if time.monotonic() > deadline:
             raise SystemExit("the engine did not settle between runs")

@@ -143,7 +143,8 @@ class Environment(models.Model):
         validators=[MaxValueValidator(32)],
         help_text=(
             "Containers kept started ahead of time on each worker host, so jobs skip the start. "
-            "Empty: as many as the environment's recent peak of concurrent jobs (at least 1); 0: none"
+            "Empty: as many as its recent demand wants, the peak of concurrent jobs or of jobs started "
+            "within a second (at least 1); 0: none"
         ),
     )
     preload = models.JSONField(

@@ -17,7 +17,7 @@ from executions.resilience import forget_breaker_reads
 from executions.sandbox import get_sandbox
 from executions.sandbox.docker import DockerSandbox
 from executions.sandbox.images import ensure_image
-from executions.services.pool import flush_pool_counts
+from executions.services.pool import pool_counts_flush
 from tests.support import SETUP_HINT, ApiClient, job_containers, require_tool, start_daphne, start_worker
 
 # Playwright's sync API runs an event loop in the test thread; the tests' own ORM calls are safe.
@@ -47,7 +47,7 @@ def _pool_counts_written_while_the_test_database_exists(django_db_setup: None, d
     database is gone, so the last counts are written before it goes."""
     yield
     with django_db_blocker.unblock():
-        flush_pool_counts()
+        pool_counts_flush()
 
 
 @pytest.fixture(scope="session")

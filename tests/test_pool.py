@@ -492,7 +492,7 @@ def test_after_a_failed_start_the_keeper_tries_no_more_this_round(own_deployment
     monkeypatch.setattr(type(own_deployment), "pool_start", failing_start)
     with pytest.raises(SandboxUnavailable):
         PoolKeeper(own_deployment, engine="host-a").tick()
-    assert len(attempts) <= 2  # the ones under way when the first failed; of six missing
+    assert 1 <= len(attempts) <= 2  # the ones under way when the first failed; of six missing
 
 
 def test_a_full_host_makes_room_for_a_pool_that_has_none(own_deployment, settings) -> None:
@@ -523,7 +523,10 @@ def test_a_full_host_makes_room_for_a_pool_that_has_none(own_deployment, setting
     assert (state.target, state.ready) == (6, 5)  # what it wants, what the host holds
 
 
-def test_a_take_rewrites_only_its_environments_pool_figures(own_deployment) -> None:
+def test_a_take_rewrites_only_its_environments_pool_figures(own_deployment, monkeypatch) -> None:
+    from executions.services import pool as keeper_module
+
+    monkeypatch.setattr(keeper_module, "PUBLISH_EVERY_SECONDS", 600.0)  # (no sign-of-life rewrite meanwhile)
     Environment.objects.exclude(name__in=["default", "data-processing"]).update(pool_size=0)
     Environment.objects.filter(name="data-processing").update(pool_size=1, preload=[])
     keeper = PoolKeeper(own_deployment, engine="host-a")
@@ -545,8 +548,8 @@ def test_a_take_rings_the_doorbell_and_the_keeper_replaces_it_with_no_engine_eve
 
     Environment.objects.exclude(name="default").update(pool_size=0)
     monkeypatch.setattr(keeper_module, "TICK_SECONDS", 60.0)
-    monkeypatch.setattr(type(own_deployment), "pool_changes", lambda self: iter(threading.Event().wait, True))
     stop = threading.Event()
+    monkeypatch.setattr(type(own_deployment), "pool_changes", lambda self: iter(lambda: stop.wait(), True))
     keeper = PoolKeeper(own_deployment, engine="host-a")
     thread = threading.Thread(target=keeper.run, args=(stop,))
     thread.start()
@@ -596,4 +599,4 @@ def test_the_keeper_hears_of_a_take_after_the_run_unless_the_pool_is_empty(own_d
     if others_ready:
         assert rings[0] >= began + 1.5  # after the run
     else:
-        assert rings[0] < began + 1.0 < ended  # at the take
+        assert rings[0] < began + 1.5 <= ended  # at the take, before the run's end

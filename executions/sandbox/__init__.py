@@ -202,8 +202,8 @@ class Sandbox(Protocol):
         ...
 
     def pool_takes(self, stop: threading.Event) -> Iterator[None]:
-        """Yields whenever a job on this host takes a pooled container, until `stop` is set;
-        blocks in between."""
+        """Yields whenever a job on this host tells of a take (at once when it emptied its pool,
+        else once the job has run), until `stop` is set; blocks in between."""
         ...
 
     def pool_remove(self, containers: list[PooledContainer]) -> None:

@@ -1,19 +1,24 @@
 """The warm pool's keeper: one per worker host, next to its Docker engine.
 
 It keeps each environment's pooled containers started, within the host's capacity (a count, and
-TAKO_POOL_MEMORY of memory held by waiting containers), starts a replacement as soon as a job takes
-one (a take rings the pool's doorbell, and a waiting container's end is among the engine's events,
-so an idle pool costs no polling), replaces containers whose
-image, limits or preload changed, and drains the pool when it stops. Each environment has two pools:
-containers waiting at quick work's CPU weight and at long jobs' (services/lifecycle.py), so that a job
-takes one of its own weight and no engine call changes it on the job's way. How many: for quick
-work, Environment.pool_size while the environment is busy (one when idle), or with no size set, as
-many as the quick jobs' demand over the last TAKO_POOL_IDLE_SECONDS wanted (Demand: their peak
-concurrency, or the most that started within a refill's time; at least one); for long jobs, as many as
-theirs wanted (none without long jobs), within pool_size. Pooled interpreters import the
-environment's preload list once a check on its image found it sound (services/preload.py). Every few seconds it also
-removes containers whose job has ended but whose removal an engine fault interrupted. Which job gets which container
-is decided on the engine (see sandbox/docker/pool.py), not here; jobs never wait for the keeper.
+TAKO_POOL_MEMORY of memory held by waiting containers), starts a replacement when a job takes one
+(at once when that emptied its pool, else once the job has run: a take rings the pool's doorbell,
+and a waiting container's end is among the engine's events, so an idle pool costs no polling),
+replaces containers whose image, limits or preload changed, and drains the pool when it stops.
+
+Each environment has two pools: containers waiting at quick work's CPU weight and at long jobs'
+(services/lifecycle.py), so that a job takes one of its own weight and no engine call changes it on
+the job's way. How many: for quick work, Environment.pool_size while the environment is busy (one
+when idle), or with no size set, as many as the quick jobs' demand over the last
+TAKO_POOL_IDLE_SECONDS wanted (Demand: their peak concurrency, or the most that started within a
+refill's time; at least one); for long jobs, as many as theirs wanted (none without long jobs),
+within pool_size. When the host's capacity cannot hold every target, it is shared out one
+container per pool in turn.
+
+Pooled interpreters import the environment's preload list once a check on its image found it sound
+(services/preload.py). Every few seconds it also removes containers whose job has ended but whose
+removal an engine fault interrupted. Which job gets which container is decided on the engine (see
+sandbox/docker/pool.py), not here; jobs never wait for the keeper.
 """
 
 from __future__ import annotations
@@ -50,7 +55,7 @@ PUBLISH_EVERY_SECONDS = 15.0  # the keeper's state is shown as live while it is 
 STATE_MAX_AGE_SECONDS = 60.0  # … this; older rows belong to a keeper that is gone
 REAP_EVERY_SECONDS = 10.0  # containers whose job ended but whose removal failed (an engine fault) go
 CLAIM_STUCK_SECONDS = 30.0  # a claim takes milliseconds; one this old was cut off by an engine fault
-DEMAND_EVERY_SECONDS = 10.0  # an environment's recent peak of concurrent jobs is read this often
+DEMAND_EVERY_SECONDS = 10.0  # an environment's recent demand (Demand) is read this often
 IMAGE_EVERY_SECONDS = 10.0  # each environment's image is looked up on the engine this often (a rebuild shows then)
 PRELOAD_RETRY_SECONDS = 60.0  # a preload check the engine could not run is tried again after this
 STARTS_AT_ONCE = 2  # pooled containers started side by side
@@ -81,7 +86,7 @@ class PoolKeeper:
         self._reaped_at = 0.0
         self.heartbeat = Heartbeat(ProcessBeat.Role.POOL, engine=self.engine)
         self._published_at = 0.0
-        self._demand: dict[tuple[str, bool], tuple[float, int]] = {}  # (environment, quick) -> (read at, peak)
+        self._demand: dict[tuple[str, bool], tuple[float, int]] = {}  # (environment, quick) -> (read at, wanted)
         self._images: dict[str, tuple[float, str | None]] = {}  # image -> (looked up at, name@sha256:…)
         self._checking: set[tuple[str, str, tuple[str, ...]]] = set()  # preload checks under way
         self._check_failed_at: dict[tuple[str, str, tuple[str, ...]], float] = {}
@@ -153,7 +158,7 @@ class PoolKeeper:
         in_use = {key: sum(1 for c in pooled if c.pool_key == key and c.state == "in_use") for key in plans}
         self._publish(plans, keep, in_use, missing)
         started = self._start(plans, missing, stop)
-        if started:  # (jobs that took some meanwhile woke it again: _watch_engine)
+        if started:  # (jobs that took some meanwhile woke it again: _watch_takes)
             self._publish(plans, keep, in_use, [], started=started)
 
     def _start(self, plans: dict[str, PoolPlan], missing: list[str], stop: threading.Event | None) -> dict[str, int]:
@@ -228,13 +233,13 @@ class PoolKeeper:
             )
             return environment.pool_size if busy else min(environment.pool_size, 1)
         now = time.monotonic()
-        read_at, peak = self._demand.get((environment.name, quick), (0.0, 0))
+        read_at, wanted = self._demand.get((environment.name, quick), (0.0, 0))
         if now - read_at > DEMAND_EVERY_SECONDS:
-            peak = recent_demand(environment.name, idle_since, quick=quick).containers_wanted
-            self._demand[(environment.name, quick)] = (now, peak)
+            wanted = recent_demand(environment.name, idle_since, quick=quick).containers_wanted
+            self._demand[(environment.name, quick)] = (now, wanted)
         if quick:
-            return max(1, peak)
-        return peak if environment.pool_size is None else min(environment.pool_size, peak)
+            return max(1, wanted)
+        return wanted if environment.pool_size is None else min(environment.pool_size, wanted)
 
     def _check_preload(self, environment: Environment, image_ref: str) -> None:
         """Check the environment's preload on this image in the background (one at a time per
@@ -423,11 +428,6 @@ class _PoolCounts:
 
 _pool_counts = _PoolCounts()
 atexit.register(_pool_counts.flush_quietly)  # a process ending normally keeps its last counts
-
-
-def flush_pool_counts() -> None:
-    """Write the pool's pending hit and miss counts now (a test run, before its database goes)."""
-    _pool_counts.flush_quietly()
 
 
 def pool_count(*, environment: str, warm: bool) -> None:

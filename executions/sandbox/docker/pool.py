@@ -5,8 +5,9 @@ start until it is claimed, a READY_PREFIX + pool key file. A job finds candidate
 asking the engine, and claims one by renaming that file to TAKEN_FILE: the rename is atomic, so
 exactly one claimant wins (a job, or the keeper draining it), and no engine call is on the way.
 The winner writes its execution id into OWNER_FILE, which tells the reaper whose it is, and rings
-the DOORBELL (a FIFO in the deployment's folder) that wakes the keepers on this host to start its
-replacement. The container keeps its name: its folder says it is taken.
+the DOORBELL (a FIFO in the deployment's folder), which wakes a keeper on this host to start its
+replacement: at once when the take emptied its pool, else once the job has run (the start's engine
+work then does not compete with the job). The container keeps its name: its folder says it is taken.
 
 A container that never became ready (no ready file, nor taken) is claimed through the engine
 instead, by a rename to tako-claimed-<token>: the engine renames under the container's lock and
@@ -25,6 +26,7 @@ import os
 import random
 import secrets
 import select
+import stat
 import threading
 import time
 from collections.abc import Iterator
@@ -135,9 +137,9 @@ class WarmPool:
         """Yields whenever a ready pooled container ends, or one is claimed through the engine.
 
         Not for a take (the doorbell says so: `takes`), nor for the end or removal of a taken
-        container: that is a job's end, which changes nothing in the pool (its replacement was
-        started when it was taken), and waking the keeper for it costs a listing of the engine's
-        containers per job. Its periodic tick sees the rest."""
+        container: that is a job's end, which the doorbell already told of when it mattered, and
+        waking the keeper for it costs a listing of the engine's containers per job. Its periodic
+        tick sees the rest."""
         filters = {"type": "container", "label": [self.engine.label_filter, POOL_LABEL], "event": ["rename", "die"]}
         with translate_docker_errors("Watching the pool"), closing(self.engine.events(filters)) as events:
             for event in events:
@@ -196,26 +198,33 @@ class WarmPool:
         return None
 
     def _ring(self) -> None:
-        """Wake the keepers on this host (a take needs its replacement started). Never blocks, and
-        costs no engine call; with no keeper listening, the keeper's next tick sees the take."""
+        """Wake a keeper on this host (a take needs its replacement started). Never blocks, never
+        raises, and costs no engine call; with no keeper listening, a keeper's next tick sees it."""
         try:
             bell = os.open(self.folder / DOORBELL, os.O_WRONLY | os.O_NONBLOCK)
         except OSError:  # no keeper has it open (ENXIO), or none made it yet (ENOENT)
             return
         try:
             os.write(bell, b"\n")
-        except BlockingIOError:  # full of rings no keeper has read yet: they will wake it anyway
+        except OSError:  # full of unread rings (they wake it anyway), or its keeper closed it meanwhile
             pass
         finally:
             os.close(bell)
 
     def takes(self, stop: threading.Event) -> Iterator[None]:
-        """Yields whenever a job on this host takes a pooled container, until `stop` is set."""
+        """Yields whenever a job on this host tells of a take (at the take, or after its run: see
+        the module's doc), until `stop` is set."""
         self.folder.mkdir(parents=True, exist_ok=True)
+        path = self.folder / DOORBELL
         with contextlib.suppress(FileExistsError):
-            os.mkfifo(self.folder / DOORBELL, 0o600)
+            os.mkfifo(path, 0o600)
         # Read and write: a FIFO opened so never reports an end when a ringing job closes it.
-        bell = os.open(self.folder / DOORBELL, os.O_RDWR | os.O_NONBLOCK)
+        bell = os.open(path, os.O_RDWR | os.O_NONBLOCK)
+        if not stat.S_ISFIFO(os.fstat(bell).st_mode):  # something else took its name: poll would
+            os.close(bell)  # always find it readable, and the keeper would spin
+            path.unlink()
+            os.mkfifo(path, 0o600)
+            bell = os.open(path, os.O_RDWR | os.O_NONBLOCK)
         try:
             poller = select.poll()
             poller.register(bell, select.POLLIN)
@@ -256,7 +265,7 @@ def container_execution(summary: dict[str, Any]) -> str:
     labels = summary.get("Labels") or {}
     if labels.get(EXECUTION_LABEL):
         return str(labels[EXECUTION_LABEL])
-    if POOL_LABEL in labels and labels.get(WORKDIR_LABEL):  # (a taken one may keep its pool name a moment)
+    if POOL_LABEL in labels and labels.get(WORKDIR_LABEL):  # (a taken one keeps its pool name)
         try:
             return (Path(labels[WORKDIR_LABEL]) / OWNER_FILE).read_text()
         except OSError:

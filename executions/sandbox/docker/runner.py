@@ -160,7 +160,10 @@ def _run(engine: Engine, spec: RunSpec, take_pooled: TakePooled | None) -> RunRe
         if container_id is not None or run_dir is not None:
             dispose(engine, container_id, run_dir, after=reweighted)
         if taken is not None and taken.after_run is not None:
-            taken.after_run()
+            try:
+                taken.after_run()
+            except Exception:  # telling the keeper early is a nicety: its tick starts the replacement anyway
+                logger.warning("Could not tell the pool's keeper of a take", exc_info=True)
 
 
 def _has_ended(engine: Engine, container_id: str) -> bool:
