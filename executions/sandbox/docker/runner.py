@@ -397,8 +397,19 @@ def _is_running(engine: Engine, container_id: str) -> bool:
         return bool(engine.api.inspect_container(container_id).get("State", {}).get("Running"))
 
 
+# The engine learns of an OOM kill from an event of its own, which can land just after the exit's
+# (seen under gVisor): a SIGKILL exit the engine does not yet call one is asked about again a moment.
+OOM_EVENT_GRACE = 0.5
+
+
 def _was_oom_killed(engine: Engine, container_id: str) -> bool:
-    return bool(engine.api.inspect_container(container_id).get("State", {}).get("OOMKilled"))
+    deadline = time.monotonic() + OOM_EVENT_GRACE
+    while True:
+        if engine.api.inspect_container(container_id).get("State", {}).get("OOMKilled"):
+            return True
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.05)
 
 
 # -- the envelope (wire.py) as a RunResult's fields: nothing in it is trusted ----------------------
