@@ -56,6 +56,19 @@ def spec(shape: ContainerShape, code: str, **fields: Any) -> RunSpec:
     return RunSpec(shape=shape, code=code, **fields)
 
 
+def long_job_ran(now: Any, started_ago: float, ended_ago: float) -> None:
+    """A long job of `default` that ran between those many seconds before `now` (the keeper's demand)."""
+    Execution.objects.create(
+        code="x",
+        job_type="default",
+        timeout=60,
+        quick=False,
+        status="succeeded",
+        started_at=now - timedelta(seconds=started_ago),
+        ended_at=now - timedelta(seconds=ended_ago),
+    )
+
+
 def test_the_keeper_fills_each_pool_to_its_size_and_publishes_it(own_deployment) -> None:
     Environment.objects.filter(name="data-processing").update(pool_size=0)
     keeper = PoolKeeper(own_deployment, engine="host-a")
@@ -416,15 +429,7 @@ def test_long_jobs_get_a_pool_at_their_weight_after_they_ran(own_deployment) -> 
     assert sorted(c.pool_key for c in ready(own_deployment)) == [shape.pool_key] * 2  # no long jobs: quick only
     now = timezone.now()
     for started, ended in [(30, 5), (25, 10), (20, 15)]:  # three long jobs, at most 3 at once
-        Execution.objects.create(
-            code="x",
-            job_type="default",
-            timeout=60,
-            quick=False,
-            status="succeeded",
-            started_at=now - timedelta(seconds=started),
-            ended_at=now - timedelta(seconds=ended),
-        )
+        long_job_ran(now, started, ended)
     keeper = PoolKeeper(own_deployment, engine="host-a")  # (a new one reads the demand now)
     keeper.tick()
     keys = sorted(c.pool_key for c in ready(own_deployment))
@@ -506,15 +511,7 @@ def test_a_full_host_makes_room_for_a_pool_that_has_none(own_deployment, setting
     shape = default_shape()
     assert [c.pool_key for c in ready(own_deployment)] == [shape.pool_key] * 5  # all the host holds
     now = timezone.now()
-    Execution.objects.create(
-        code="x",
-        job_type="default",
-        timeout=60,
-        quick=False,
-        status="succeeded",
-        started_at=now - timedelta(seconds=20),
-        ended_at=now - timedelta(seconds=10),
-    )
+    long_job_ran(now, 20, 10)
     keeper = PoolKeeper(own_deployment, engine="host-a")  # (a new one reads the demand now)
     keeper.tick()
     keys = sorted(c.pool_key for c in ready(own_deployment))

@@ -16,7 +16,7 @@ from executions.models import Environment, Execution, PoolState
 from executions.sandbox import RunSpec, get_sandbox
 from executions.services import PoolKeeper
 from executions.services.environments import environment_shape
-from executions.services.pool import peak_concurrency, recent_demand
+from executions.services.pool import recent_demand
 from executions.services.preload import preload_check_run
 from tests.support import wait_for
 
@@ -169,8 +169,8 @@ def test_a_pool_sized_from_demand_follows_the_recent_peak(data_processing: Envir
             started_at=now - timedelta(seconds=started),
             ended_at=now - timedelta(seconds=ended),
         )
-    assert peak_concurrency("data-processing", now - timedelta(seconds=600)) == 3
-    assert peak_concurrency("data-processing", now - timedelta(seconds=25)) == 1
+    assert recent_demand("data-processing", now - timedelta(seconds=600)).concurrency == 3
+    assert recent_demand("data-processing", now - timedelta(seconds=25)).concurrency == 1
     keeper = PoolKeeper(get_sandbox(), engine="host-a")
     settings.TAKO_POOL_MAX_CONTAINERS = 2
     keeper.tick()

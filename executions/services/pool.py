@@ -490,8 +490,3 @@ def recent_demand(environment: str, since: Any, *, quick: bool | None = None) ->
             first += 1
         arrivals = max(arrivals, last - first + 1)
     return Demand(concurrency=peak, arrivals=arrivals)
-
-
-def peak_concurrency(environment: str, since: Any, *, quick: bool | None = None) -> int:
-    """The most jobs of `environment` that ran at once since `since`."""
-    return recent_demand(environment, since, quick=quick).concurrency
