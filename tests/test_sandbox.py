@@ -15,7 +15,7 @@ from django.core.management import call_command
 from executions import services
 from executions.models import Environment, Execution
 from executions.sandbox import ContainerShape, RunSpec, get_sandbox
-from executions.sandbox.docker import DockerSandbox, managed_labels
+from executions.sandbox.docker import DockerSandbox, managed_labels, runner
 from tests.support import CPU_WEIGHT, job_containers
 
 
@@ -269,6 +269,16 @@ def test_an_execution_is_run_only_once(default_image: str) -> None:
     assert execution.status == "succeeded" and execution.stdout == "1\n"
 
 
+def test_a_used_container_is_removed_a_moment_after_its_run(api, monkeypatch) -> None:
+    """(the engine's teardown would compete for the CPU with the job's record and answer)"""
+    monkeypatch.setattr(runner, "ENGINE_WORK_DELAY_SECONDS", 1.5)
+    run_code(api, "print(1)")
+    left = job_containers(settle=0)
+    assert len(left) == 1  # still there after the answer
+    time.sleep(1.5)
+    assert job_containers(settle=5) == []
+
+
 def test_cleanup_removes_stale_containers(db, default_image: str, capsys) -> None:
     client = docker.from_env(version="auto")
     client.containers.create(default_image, ["true"], labels=managed_labels())
@@ -326,7 +336,6 @@ def test_a_removal_that_raced_the_containers_exit_is_asked_again(db, default_ima
     has exited meanwhile (a 500, the container left listed as "removing"). That race is rare on a
     real engine, so the first answer is injected (for a container that has exited); the second
     call, once the engine's wait says it has handled the exit, reaches the real engine."""
-    from executions.sandbox.docker import runner
 
     engine = get_sandbox().engine
     container = docker.from_env(version="auto").containers.run(

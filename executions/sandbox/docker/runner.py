@@ -4,8 +4,8 @@
 and /tmp are size-capped tmpfs mounts that live in the container's memory cgroup. The job line goes
 in, and the output comes out (no log file), through FIFOs in the run's host folder (/chan), or for
 gVisor through the engine's attach, until the launcher's final report, or the timeout (then the
-container is killed); the container is always removed, in the background, so the caller does not
-wait for the engine's teardown.
+container is killed); the container is always removed, in the background and a moment after the
+run, so neither the caller nor the job's answer waits for, or competes with, the engine's teardown.
 """
 
 from __future__ import annotations
@@ -68,6 +68,11 @@ KILL_GRACE = 10
 # Not started after this long, the engine is asked whether the container still runs.
 POOLED_START_SECONDS = 0.5
 STARTUP_LOOK_SECONDS = 1.0  # how often a starting container is looked at (FIFO channels only)
+
+# A used container's removal and its replacement's start cost the engine hundreds of ms of CPU,
+# which on a small host competes with the job's record and its answer (about 10-20 ms after the
+# run, through another process for a queued job): they start this long after the run instead.
+ENGINE_WORK_DELAY_SECONDS = 0.05
 
 _BACKGROUND = ThreadPoolExecutor(max_workers=4, thread_name_prefix="sandbox-engine")  # calls overlapped with others
 
@@ -158,12 +163,29 @@ def _run(engine: Engine, spec: RunSpec, take_pooled: TakePooled | None) -> RunRe
         return result
     finally:
         if container_id is not None or run_dir is not None:
-            dispose(engine, container_id, run_dir, after=reweighted)
+            _after_the_answer(engine, container_id, run_dir, reweighted, taken)
+
+
+def _after_the_answer(
+    engine: Engine, container_id: str | None, run_dir: Path | None, reweighted: Future[Any] | None, taken: Taken | None
+) -> None:
+    """The container's removal and the keeper's call (the replacement's start) wait
+    ENGINE_WORK_DELAY_SECONDS, then run in the background: the job's record and its answer go first."""
+
+    def engine_work() -> None:
         if taken is not None and taken.after_run is not None:
             try:
                 taken.after_run()
             except Exception:  # telling the keeper early is a nicety: its tick starts the replacement anyway
                 logger.warning("Could not tell the pool's keeper of a take", exc_info=True)
+        if reweighted is not None:  # (its weight's update, let finish first)
+            wait([reweighted], timeout=engine.config.engine_timeout)
+        remove_now(engine, container_id, run_dir)
+
+    timer = threading.Timer(ENGINE_WORK_DELAY_SECONDS, engine_work)
+    timer.name = "sandbox-after-run"
+    timer.daemon = True  # (an exiting process leaves its containers to the reaper, by their label)
+    timer.start()
 
 
 def _has_ended(engine: Engine, container_id: str) -> bool:
