@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import os
 
+import django
 from django.conf import settings
-from django.core.asgi import get_asgi_application
 
 from takoweb.env import exit_on_bad_settings
 
@@ -13,7 +13,7 @@ os.environ.setdefault("DJANGO_SETTINGS_MODULE", "takoweb.settings")
 if not settings.configured:  # this module loads them (`daphne takoweb.asgi:application`): the web role
     os.environ.setdefault("TAKO_PROCESS_ROLE", "web")
 with exit_on_bad_settings():
-    django_asgi_app = get_asgi_application()
+    django.setup(set_prefix=False)  # (as django.core.asgi.get_asgi_application does)
 
 # What follows needs Django set up.
 from channels.auth import AuthMiddlewareStack
@@ -22,6 +22,7 @@ from channels.security.websocket import AllowedHostsOriginValidator
 
 from executions.api.events import EventStreams
 from executions.middleware import RequestLimits
+from takoweb.handlers import ReusedThreadsASGIHandler
 
 try:  # under daphne: let big headers through to RequestLimits, which answers 431 (Twisted would hang up)
     from twisted.web.http import HTTPChannel
@@ -50,6 +51,7 @@ if settings.TAKO_PROCESS_ROLE == "web":  # the web server beats (executions/serv
 
     Heartbeat(ProcessBeat.Role.WEB).start_thread()
 
+django_asgi_app = ReusedThreadsASGIHandler()  # Django's ASGIHandler, its request threads reused
 application = ProtocolTypeRouter(
     {
         "http": RequestLimits(EventStreams(django_asgi_app)),

@@ -117,11 +117,11 @@ TEMPLATES = [
     },
 ]
 
-# Django's docs: disable persistent connections under ASGI (its per-request cleanup does not reach
-# every thread that opens one, so kept connections pile up). Worker processes keep theirs, on
-# SQLite too: the queue's consumer (executions/broker.py) would otherwise open a connection for
-# every look at the queue.
-_CONN_MAX_AGE = 0 if TAKO_PROCESS_ROLE == "web" else 60
+# Connections are kept for reuse in every process, on SQLite too. The web server's requests run in
+# threads it keeps (takoweb/handlers.py), not in a new thread each, so a kept connection serves
+# the next request (Django's docs advise against this only for a thread per request); a worker's
+# queue consumer (executions/broker.py) would otherwise open a connection for every look.
+_CONN_MAX_AGE = 60
 # DATABASE_URL (postgres://user:password@host:5432/name) for PostgreSQL when scaled out; else the
 # embedded SQLite, tuned for many writers (web + workers): WAL, and IMMEDIATE transactions so a
 # writer takes the lock up front instead of failing with "database is locked" halfway through.
