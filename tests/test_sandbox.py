@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
-import json
 import re
 import threading
 import time
+from pathlib import Path
+from typing import Any
 
 import docker
 import pytest
@@ -16,7 +17,8 @@ from executions import services
 from executions.models import Environment, Execution
 from executions.sandbox import ContainerShape, RunSpec, get_sandbox
 from executions.sandbox.docker import DockerSandbox, managed_labels, runner
-from tests.support import CPU_WEIGHT, job_containers
+from executions.sandbox.docker.client import WORKDIR_LABEL
+from tests.support import CPU_WEIGHT, containers_of, job_containers, wait_for
 
 
 def run_code(api, code: str, **fields) -> dict:
@@ -269,14 +271,31 @@ def test_an_execution_is_run_only_once(default_image: str) -> None:
     assert execution.status == "succeeded" and execution.stdout == "1\n"
 
 
-def test_a_used_container_is_removed_a_moment_after_its_run(api, monkeypatch) -> None:
+def test_a_used_container_and_its_folder_are_removed_a_moment_after_its_run(api, monkeypatch) -> None:
     """(the engine's teardown would compete for the CPU with the job's record and answer)"""
     monkeypatch.setattr(runner, "ENGINE_WORK_DELAY_SECONDS", 1.5)
-    run_code(api, "print(1)")
-    left = job_containers(settle=0)
-    assert len(left) == 1  # still there after the answer
+    body = run_code(api, "print(1)")
+    [container] = containers_of(body["execution_id"])  # still there after the answer
+    folder = Path(container["Labels"][WORKDIR_LABEL])
+    assert (folder / "input" / "data.json").is_file()
     time.sleep(1.5)
     assert job_containers(settle=5) == []
+    assert wait_for(lambda: not folder.exists(), timeout=5, what="its folder removed")
+
+
+def test_a_retry_keeps_its_folder_while_the_failed_attempts_is_removed(db, default_image: str, monkeypatch) -> None:
+    """Each attempt of a job has a folder of its own: the one before, removed a moment after it
+    ended, is not the one the retry runs from."""
+    monkeypatch.setattr(runner, "ENGINE_WORK_DELAY_SECONDS", 0.2)
+
+    def attempt(code: str) -> Any:
+        shape = ContainerShape(image=default_image, image_id="")
+        spec = RunSpec(execution_id="retried-job", shape=shape, code=code, input_json='{"n": 1}', timeout=10)
+        return get_sandbox().run(spec)
+
+    assert attempt("print(1)").stdout == "1\n"  # (its clean-up comes 0.2 s later, during the retry)
+    retry = attempt("import time; time.sleep(1); print(open('/input/data.json').read())")
+    assert (retry.exit_code, retry.stdout) == (0, '{"n": 1}\n')
 
 
 def test_cleanup_removes_stale_containers(db, default_image: str, capsys) -> None:
@@ -287,16 +306,6 @@ def test_cleanup_removes_stale_containers(db, default_image: str, capsys) -> Non
     assert job_containers(settle=0) == []
     removed = re.search(r"Removed (\d+) stale container\(s\)", capsys.readouterr().out)
     assert removed and int(removed.group(1)) >= 1  # (and any pooled containers waiting for a job)
-
-
-def test_the_run_folder_is_removed_after_the_run(api, settings) -> None:
-    body = run_code(api, "print(1)")
-    folder = settings.TAKO_WORK_DIR / body["execution_id"]
-    deadline = time.monotonic() + 10  # removed in the background, with the container
-    while folder.exists() and time.monotonic() < deadline:
-        time.sleep(0.05)
-    assert not folder.exists()
-    assert json.loads(json.dumps(body))["success"] is True
 
 
 def test_the_stdout_splitter_separates_the_launchers_messages() -> None:

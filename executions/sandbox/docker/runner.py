@@ -129,7 +129,9 @@ def _run(engine: Engine, spec: RunSpec, take_pooled: TakePooled | None) -> RunRe
                 except FileNotFoundError as exc:  # its folder went with it (removed as dead meanwhile)
                     raise _PooledContainerDead from exc
             else:
-                run_dir = make_run_dir(engine.config.work_dir / spec.execution_id)
+                # One folder per attempt: an earlier attempt's, removed a moment after it failed
+                # (ENGINE_WORK_DELAY_SECONDS), is never the folder a retry of the job is writing.
+                run_dir = make_run_dir(engine.config.work_dir / f"{spec.execution_id}.{secrets.token_hex(4)}")
                 write_job_files(run_dir, spec)
                 container_id = create(
                     engine,
