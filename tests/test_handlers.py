@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import threading
 import uuid
 from typing import Any
 
@@ -92,3 +93,20 @@ def test_a_thread_given_back_beyond_the_idle_limit_closes_its_connection_and_end
         executors[1].submit(print)
     assert is_closed(opened[1])
     assert not is_closed(opened[0])  # the idle one's is kept open
+
+
+def test_a_thread_still_running_a_cancelled_requests_call_is_not_lent_again() -> None:
+    """(the next request would wait for that call)"""
+    threads = RequestThreads()
+    busy = threads.borrow()
+    release = threading.Event()
+    busy.submit(release.wait, 10)  # a call its request, cancelled, no longer waits for
+    threads.give_back(busy)
+    assert threads.idle == []
+    other = threads.borrow()
+    assert other is not busy and threads.started == 2
+    assert other.submit(lambda: "at once").result(timeout=1) == "at once"
+    release.set()
+    busy.shutdown(wait=True)  # (it ends once its call is done)
+    with pytest.raises(RuntimeError):
+        busy.submit(print)
