@@ -66,16 +66,21 @@ def job_status(request: HttpRequest, job_id: UUID) -> dict[str, Any]:
     return {**execution.to_job_status(), "queue_position": services.queue_position(execution)}
 
 
-def _result_body(request: HttpRequest, job_id: UUID, full: bool) -> tuple[dict[str, Any], bool]:
+def _result_body(request: HttpRequest, job_id: UUID, full: bool, waiting: bool) -> dict[str, Any] | None:
+    """The record if ended; else its progress, or None for a caller who waits for the end (who
+    would not see it: its queue position costs two queries, which a waiting job's start would share
+    the CPU with)."""
     execution = _job_or_404(request, job_id)
     if not execution.is_terminal:
+        if waiting:
+            return None
         return {
             "job_id": str(execution.pk),
             "status": execution.status,
             "message": "Job still in progress",
             "queue_position": services.queue_position(execution),
-        }, False
-    return execution.to_dict(full=full), True
+        }
+    return execution.to_dict(full=full)
 
 
 @router.get(
@@ -86,8 +91,8 @@ def _result_body(request: HttpRequest, job_id: UUID, full: bool) -> tuple[dict[s
 async def job_result(request: HttpRequest, job_id: UUID, query: Query[ResultQuery]) -> dict[str, Any]:
     """The record once ended; without wait, the progress while it runs."""
     deadline = time.monotonic() + query.timeout
-    body, ended = await sync_to_async(_result_body)(request, job_id, query.view == "full")
-    if ended or not query.wait:
+    body = await sync_to_async(_result_body)(request, job_id, query.view == "full", query.wait)
+    if body is not None:
         return body
     # (the caller may see it: the first read checked; a job is never handed to another caller)
     execution = await execution_wait_for_end(job_id, deadline - time.monotonic())
