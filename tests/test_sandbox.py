@@ -299,6 +299,7 @@ def test_a_retry_keeps_its_folder_while_the_failed_attempts_is_removed(db, defau
 
 
 def test_cleanup_removes_stale_containers(db, default_image: str, capsys) -> None:
+    assert job_containers() == []  # (earlier tests' runs: removed a moment after they end)
     client = docker.from_env(version="auto")
     client.containers.create(default_image, ["true"], labels=managed_labels())
     assert len(job_containers(settle=0)) == 1

@@ -134,15 +134,11 @@ def _settings_under(monkeypatch: pytest.MonkeyPatch, **env: str) -> dict[str, An
     return runpy.run_path(str(ROOT / "takoweb" / "settings.py"))
 
 
-def test_the_web_role_keeps_no_database_connection(monkeypatch: pytest.MonkeyPatch) -> None:
-    database = _settings_under(monkeypatch, TAKO_PROCESS_ROLE="web")["DATABASES"]["default"]
-    assert database["ENGINE"] == "django.db.backends.postgresql"
-    assert database["CONN_MAX_AGE"] == 0
-
-
-def test_the_worker_role_keeps_connections_for_a_minute(monkeypatch: pytest.MonkeyPatch) -> None:
-    assert _settings_under(monkeypatch, TAKO_PROCESS_ROLE="worker")["DATABASES"]["default"]["CONN_MAX_AGE"] == 60
-    assert _settings_under(monkeypatch)["DATABASES"]["default"]["CONN_MAX_AGE"] == 60  # commands: the default
+@pytest.mark.parametrize("role", ["web", "worker", None])  # (None: commands)
+def test_every_role_keeps_connections_for_a_minute(monkeypatch: pytest.MonkeyPatch, role: str | None) -> None:
+    """The web server too: its request threads are kept (takoweb/handlers.py), and their connections."""
+    database = _settings_under(monkeypatch, **({"TAKO_PROCESS_ROLE": role} if role else {}))["DATABASES"]["default"]
+    assert (database["ENGINE"], database["CONN_MAX_AGE"]) == ("django.db.backends.postgresql", 60)
 
 
 def test_the_queue_name_names_both_clusters_and_refuses_a_bad_one(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -159,7 +155,7 @@ def test_the_queue_name_names_both_clusters_and_refuses_a_bad_one(monkeypatch: p
 def test_the_web_entry_points_take_the_web_role() -> None:
     show = "from django.conf import settings as s; print(s.TAKO_PROCESS_ROLE, s.DATABASES['default']['CONN_MAX_AGE'])"
     through_asgi = _run("-c", f"import takoweb.asgi; {show}", DATABASE_URL=POSTGRES_URL)
-    assert through_asgi.stdout.split() == ["web", "0"], through_asgi.stderr
+    assert through_asgi.stdout.split() == ["web", "60"], through_asgi.stderr
     through_manage = _run("manage.py", "shell", "--no-imports", "-c", show, DATABASE_URL=POSTGRES_URL)
     assert through_manage.stdout.split() == ["worker", "60"], through_manage.stderr
 
