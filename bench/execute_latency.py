@@ -15,7 +15,7 @@ alternating the variants so that all see the same machine:
   3. throughput at 4 concurrent clients, in jobs/s and as a ratio to bare `docker run`, with the
      CPU per job of the engine (dockerd, containerd, shims) and of the service, read from /proc;
   4. a burst of 8 requests at once, cold and with the pool;
-  5. queue pick-up: submit -> the job's container starts (async, one job at a time);
+  5. queue pick-up: submit -> the job's container starts (async, one job at a time, each on a settled engine);
   6. the CPU the idle service uses (all its processes, over 10 s, after the pool has filled);
   7. the engine API calls per job (bench/engine_calls.py), on a third service started afterwards.
 The pool rows say how many jobs got a pooled container (the rest found it empty and ran cold).
@@ -462,8 +462,8 @@ def main() -> None:
                         bursts[name] += list(pool.map(lambda _, s=service: _timed(lambda: _sync_run(s)), range(8)))
 
             pickup = []
-            for _ in range(20):  # one job at a time, the pool full: nothing queues behind another job
-                _wait_for_full_pool(pooled)
+            for _ in range(20):  # one job at a time, on a settled engine, as the rows above: nothing
+                _settle(client, pooled)  # queues behind another job, no removal or refill under way
                 job_id = _post(pooled.url, "/execute/async", {"code": "print(1)"})["job_id"]
                 _session().get(f"{pooled.url}/jobs/{job_id}/result?wait=true", timeout=130).raise_for_status()
                 rows = pooled.query(
@@ -523,7 +523,7 @@ def main() -> None:
     print()
     warm_pickup = [ms for ms, warm in pickup if warm]
     pickup_p50 = statistics.median(ms for ms, _ in pickup)
-    print(f"queue pick-up, submit -> container start, one job at a time: p50 {pickup_p50:.0f} ms", end="")
+    print(f"queue pick-up, submit -> container start, one job at a time, settled: p50 {pickup_p50:.0f} ms", end="")
     print(f" ({len(warm_pickup)}/{len(pickup)} from the pool)")
     print(f"idle service CPU (daphne, worker cluster, pool keeper): {idle_cpu * 100:.1f}% of one core")
     print()
