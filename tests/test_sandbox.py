@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import os
 import re
+import subprocess
+import sys
 import threading
 import time
+import uuid
 from pathlib import Path
 from typing import Any
 
@@ -17,8 +21,8 @@ from executions import services
 from executions.models import Environment, Execution
 from executions.sandbox import ContainerShape, RunSpec, get_sandbox
 from executions.sandbox.docker import DockerSandbox, managed_labels, runner
-from executions.sandbox.docker.client import WORKDIR_LABEL
-from tests.support import CPU_WEIGHT, containers_of, job_containers, wait_for
+from executions.sandbox.docker.client import MANAGED_LABEL, WORKDIR_LABEL
+from tests.support import CPU_WEIGHT, ROOT, containers_of, job_containers, wait_for
 
 
 def run_code(api, code: str, **fields) -> dict:
@@ -281,6 +285,29 @@ def test_a_used_container_and_its_folder_are_removed_a_moment_after_its_run(api,
     time.sleep(1.5)
     assert job_containers(settle=5) == []
     assert wait_for(lambda: not folder.exists(), timeout=5, what="its folder removed")
+
+
+def test_a_process_that_ends_after_a_run_removes_its_container_first(db, default_image: str, tmp_path) -> None:
+    """The removal waits a moment after the run (ENGINE_WORK_DELAY_SECONDS); a process that
+    exits within that moment waits for it, rather than leave the container behind."""
+    deployment = f"exit-test-{uuid.uuid4().hex[:8]}"
+    script = (
+        "import django; django.setup()\n"
+        "from executions.sandbox import ContainerShape, RunSpec, get_sandbox\n"
+        f"shape = ContainerShape(image={default_image!r}, image_id='')\n"
+        "spec = RunSpec(execution_id='exiting', shape=shape, code='print(6 * 7)', input_json='{}', timeout=10)\n"
+        "print(get_sandbox().run(spec).stdout, end='')\n"  # ... and the interpreter ends at once
+    )
+    environment = {
+        **os.environ, "DJANGO_SETTINGS_MODULE": "takoweb.settings", "TAKO_DATA_DIR": str(tmp_path),
+        "TAKO_DEPLOYMENT_ID": deployment, "TAKO_POOL_ENABLED": "0",
+    }  # fmt: skip
+    ran = subprocess.run(
+        [sys.executable, "-c", script], cwd=ROOT, env=environment, capture_output=True, text=True, timeout=60
+    )
+    assert (ran.returncode, ran.stdout) == (0, "42\n"), ran.stderr
+    left = docker.from_env(version="auto").api.containers(all=True, filters={"label": f"{MANAGED_LABEL}={deployment}"})
+    assert left == []
 
 
 def test_a_retry_keeps_its_folder_while_the_failed_attempts_is_removed(db, default_image: str, monkeypatch) -> None:

@@ -186,7 +186,9 @@ def _after_the_answer(
 
     timer = threading.Timer(ENGINE_WORK_DELAY_SECONDS, engine_work)
     timer.name = "sandbox-after-run"
-    timer.daemon = True  # (an exiting process leaves its containers to the reaper, by their label)
+    # Not a daemon: a process stopping (SIGTERM) waits the moment for it rather than leave the
+    # container behind (a process killed outright leaves it to the reaper, which finds it by label).
+    timer.daemon = False
     timer.start()
 
 
