@@ -557,19 +557,13 @@ def _reweight(engine: Engine, container_id: str, shares: int) -> None:
         logger.info("Container %s kept the CPU weight it waited with: %s", container_id, exc)
 
 
-def dispose(
-    engine: Engine, container_id: str | None, run_dir: Path | None, *, after: Future[Any] | None = None
-) -> None:
-    """Remove a used container and its folder in the background: the engine's teardown of a
-    container takes tens of milliseconds that nobody needs to wait for. `after`: a call on the
-    container still under way (its weight's update), let finish first."""
-
-    def remove() -> None:
-        if after is not None:
-            wait([after], timeout=engine.config.engine_timeout)
-        remove_now(engine, container_id, run_dir)
-
-    threading.Thread(target=remove, name="sandbox-remove", daemon=True).start()
+def dispose(engine: Engine, container_id: str | None, run_dir: Path | None) -> None:
+    """Remove a pooled container the pool gives up, and its folder, in the background: the engine's
+    teardown takes tens of milliseconds that nobody needs to wait for. (A run's own container goes
+    with _after_the_answer.)"""
+    remover = threading.Thread(target=remove_now, args=(engine, container_id, run_dir), name="sandbox-remove")
+    remover.daemon = True
+    remover.start()
 
 
 # The engine's forced removal can race the container's own exit: it sees the container running,
